@@ -1,0 +1,3 @@
+from cemr.cli import main
+import sys
+sys.exit(main())
