@@ -26,7 +26,11 @@ class ConfigError(ValueError):
 
 
 def data_dir() -> str:
-    return os.environ.get("CEMR_DATA_DIR", DEFAULT_DATA_DIR)
+    """The public data sets: ``$CEMR_DATA_DIR``, else ``shared/data`` beside the checkout."""
+    env = os.environ.get("CEMR_DATA_DIR")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def expand_path(value: str | None) -> str | None:
@@ -34,7 +38,7 @@ def expand_path(value: str | None) -> str | None:
     if value is None:
         return None
     env = dict(os.environ)
-    env.setdefault("CEMR_DATA_DIR", DEFAULT_DATA_DIR)
+    env["CEMR_DATA_DIR"] = data_dir()
     out = value
     for key, val in env.items():
         out = out.replace("${" + key + "}", val)
