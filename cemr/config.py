@@ -363,6 +363,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("data.max_sentence_len must be >= 8")
     if d.format != "demo" and not d.train:
         raise ConfigError(f"data.train is required for data.format={d.format}")
+    if cfg.lexicon.folds < 0 or cfg.lexicon.min_length < 1 or cfg.lexicon.max_length < cfg.lexicon.min_length:
+        raise ConfigError("lexicon.folds must be >= 0 and 1 <= lexicon.min_length <= lexicon.max_length")
     s = cfg.selftrain
     if not 0.0 <= s.threshold <= 1.0:
         raise ConfigError("selftrain.threshold must be in [0, 1]")
