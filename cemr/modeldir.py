@@ -1,0 +1,240 @@
+"""A self-contained model directory: everything needed to tag text, and nothing pickled.
+
+Layout::
+
+    config.json           format, tagger hyper-parameters, model config, labels, featurizer
+                          classes, versions of cemr / torch / transformers, caller's extra info
+    weights.safetensors   the tagger's weights (frozen featurizers excluded: they live below)
+    vocab.json            the char vocabulary (cemr.vocab)
+    labels.json           the tag list, in id order (cemr.tags.LabelSet.to_list)
+    lexicon.tsv           the lexicon of the dictionary feature (full view), when the model has one
+    bert/, bilm/          featurizer directories, written by their own ``save`` and read by ``load``
+
+The directory is written to a temporary sibling and renamed into place, so a reader never sees
+half a model. Featurizer classes are imported only from ``cemr.features.*`` (or passed
+explicitly), so a model directory cannot make the loader import arbitrary code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import cemr
+from cemr.config import ModelConfig
+from cemr.lexicon import Lexicon
+from cemr.tagger import FEATURIZERS, BiLMBNERTagger, Collator, is_frozen, make_collator, tagger_from_hparams
+from cemr.tags import LabelSet
+from cemr.vocab import CharVocab
+
+FORMAT = "cemr-model/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+VOCAB_FILE = "vocab.json"
+LABELS_FILE = "labels.json"
+LEXICON_FILE = "lexicon.tsv"
+ALLOWED_FEATURIZER_MODULES = "cemr.features."
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be read: names the file and the problem."""
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`load_model` returns; ``config`` is the parsed ``config.json``."""
+
+    tagger: BiLMBNERTagger
+    vocab: CharVocab
+    labels: LabelSet
+    lexicon: Lexicon | None
+    config: dict[str, Any]
+
+    def collator(self) -> Collator:
+        """The :class:`~cemr.tagger.Collator` for this model (full lexicon for every sentence)."""
+        return make_collator(self.tagger, self.vocab, self.labels, self.lexicon)
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of cemr, torch and transformers (transformers' from its metadata: no import)."""
+    try:
+        transformers = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        transformers = None
+    return {"cemr": cemr.__version__, "torch": torch.__version__, "transformers": transformers}
+
+
+def _class_path(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _full_lexicon(lexicon: Any) -> Lexicon | None:
+    """A FoldedLexicon is saved as its ``full`` view (what unseen text is matched against)."""
+    if lexicon is None:
+        return None
+    full = getattr(lexicon, "full", lexicon)
+    if not isinstance(full, Lexicon):
+        raise TypeError(f"expected a Lexicon or FoldedLexicon, got {type(lexicon).__name__}")
+    return full
+
+
+def save_model(
+    directory: str | os.PathLike,
+    tagger: BiLMBNERTagger,
+    *,
+    vocab: CharVocab,
+    labels: LabelSet,
+    lexicon: Any = None,
+    model_config: ModelConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``tagger`` (unwrapped, any device) and everything it needs to ``directory``.
+
+    ``lexicon``: a Lexicon or FoldedLexicon (its full view is saved), required when the tagger has
+    the dictionary feature; ``model_config`` is recorded for reference; ``extra`` (JSON-able:
+    dev F1, round, ...) is stored under ``"extra"``. Refuses to replace an existing directory
+    unless ``overwrite``. Returns the directory.
+    """
+    target = Path(directory)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: exists (pass overwrite=True to replace it)")
+    if tagger.hparams["vocab_size"] != len(vocab) or tagger.num_tags != labels.num_tags:
+        raise ValueError(
+            f"the tagger has {tagger.hparams['vocab_size']} chars / {tagger.num_tags} tags, the vocab "
+            f"{len(vocab)} and the labels {labels.num_tags}"
+        )
+    full = _full_lexicon(lexicon)
+    if tagger.dictionary is not None and full is None:
+        raise ValueError("the tagger has a dictionary feature: save_model needs its lexicon")
+    featurizers = {
+        name: {"class": _class_path(m), "frozen": is_frozen(m), "dim": m.dim}
+        for name, m in tagger.featurizers().items()
+    }
+    config = {
+        "format": FORMAT,
+        "tagger": tagger.hparams,
+        "labels": labels.to_list(),
+        "featurizers": featurizers,
+        "dictionary": tagger.dictionary is not None,
+        "model": dataclasses.asdict(model_config) if model_config is not None else None,
+        "versions": versions(),
+        "extra": dict(extra) if extra else {},
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8")
+        state = {k: v.detach().cpu().contiguous() for k, v in tagger.checkpoint_state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        vocab.save(tmp / VOCAB_FILE)
+        (tmp / LABELS_FILE).write_text(json.dumps(labels.to_list(), ensure_ascii=False), encoding="utf-8")
+        if full is not None:
+            full.save(tmp / LEXICON_FILE)
+        for name, module in tagger.featurizers().items():
+            module.save(tmp / name)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not a cemr model directory?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelDirError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+
+
+def _featurizer_class(name: str, spec: Mapping[str, Any], classes: Mapping[str, type], where: Path) -> type:
+    if name in classes:
+        return classes[name]
+    path = str(spec.get("class", ""))
+    module, _, qualname = path.partition(":")
+    if not module.startswith(ALLOWED_FEATURIZER_MODULES) or not qualname:
+        raise ModelDirError(
+            f"{where}: featurizer {name!r} class {path!r} is not under {ALLOWED_FEATURIZER_MODULES}*; "
+            f"pass featurizer_classes={{{name!r}: cls}} to load it"
+        )
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _load_featurizer(cls: type, directory: Path, device: torch.device, frozen: bool):
+    module = cls.load(directory, device)
+    if hasattr(module, "frozen"):
+        module.frozen = frozen
+    module.requires_grad_(not frozen)
+    if frozen:
+        module.eval()
+    return module
+
+
+def load_model(
+    directory: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    *,
+    featurizer_classes: Mapping[str, type] | None = None,
+) -> LoadedModel:
+    """Read a directory written by :func:`save_model`; the tagger is on ``device``, in eval mode."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: not a directory")
+    device = torch.device(device)
+    config = _read_json(d / CONFIG_FILE)
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ModelDirError(f"{d / CONFIG_FILE}: format {found!r}, expected {FORMAT!r}")
+    try:
+        labels = LabelSet.from_list(_read_json(d / LABELS_FILE))
+    except (TypeError, ValueError) as exc:
+        raise ModelDirError(f"{d / LABELS_FILE}: {exc}") from exc
+    if labels.to_list() != config["labels"]:
+        raise ModelDirError(f"{d / LABELS_FILE}: labels differ from those in {CONFIG_FILE}")
+    vocab = CharVocab.load(d / VOCAB_FILE)
+    lexicon = Lexicon.load(d / LEXICON_FILE) if (d / LEXICON_FILE).is_file() else None
+    if config.get("dictionary") and lexicon is None:
+        raise FileNotFoundError(f"{d / LEXICON_FILE}: missing (the model has a dictionary feature)")
+    classes = dict(featurizer_classes or {})
+    modules = {}
+    for name, spec in (config.get("featurizers") or {}).items():
+        if name not in FEATURIZERS:
+            raise ModelDirError(f"{d / CONFIG_FILE}: unknown featurizer {name!r}")
+        if not (d / name).is_dir():
+            raise FileNotFoundError(f"{d / name}: missing featurizer directory")
+        cls = _featurizer_class(name, spec, classes, d / CONFIG_FILE)
+        modules[name] = _load_featurizer(cls, d / name, device, bool(spec.get("frozen", True)))
+    try:
+        tagger = tagger_from_hparams(config["tagger"], labels, **modules)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{d / CONFIG_FILE}: cannot rebuild the tagger: {exc}") from exc
+    if config["tagger"]["vocab_size"] != len(vocab):
+        raise ModelDirError(f"{d / VOCAB_FILE}: {len(vocab)} chars, the tagger was built for {config['tagger']['vocab_size']}")
+    weights = d / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing")
+    tagger.to(device)
+    try:
+        tagger.load_checkpoint_state(load_file(str(weights)))  # CPU tensors, copied onto the params
+    except ValueError as exc:
+        raise ModelDirError(f"{weights}: {exc}") from exc
+    tagger.eval()
+    return LoadedModel(tagger, vocab, labels, lexicon, config)

@@ -1,0 +1,186 @@
+"""Tag raw sentences or whole documents with a saved model, with a confidence per entity.
+
+One :class:`Predictor` per process (per Ray Data actor): :meth:`Predictor.load` reads the model
+directory once; every call after that is plain inference (eval mode, ``inference_mode``). Texts
+are batched by length, so a call's output order is its input order whatever the batching.
+
+Confidences follow :mod:`cemr.confidence` (default: per entity, the minimum CRF marginal of its
+tags); each sentence also gets a sentence confidence and the probability of its decoded path.
+Documents are split into sentences of at most ``max_len`` chars (:func:`split_document`, ignoring
+any gold spans the documents carry, so evaluation sees what unseen text sees) and the predicted
+spans are shifted back to exact document offsets.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cemr.confidence import DEFAULT_METHOD, entity_confidences, normalize_method, sentence_confidence
+from cemr.corpus.document import Document, Span
+from cemr.corpus.sentences import Sentence, split_document
+from cemr.tagger import BiLMBNERTagger, make_collator
+from cemr.tags import LabelSet, bio_to_spans
+from cemr.vocab import CharVocab
+
+DEFAULT_MAX_LEN = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One predicted entity: ``span`` (end exclusive; sentence or document offsets) and its confidence."""
+
+    span: Span
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.span.to_dict(), "confidence": self.confidence}
+
+
+@dataclass
+class SentencePrediction(Sequence):
+    """The entities of one sentence (iterate / index / ``len`` like a list of :class:`Prediction`),
+    plus ``confidence`` (the sentence confidence of the predictor's method) and ``sequence_prob``
+    (``P(decoded tags | text)``). An empty text has no entity and confidence 0 (never selected)."""
+
+    entities: list[Prediction] = field(default_factory=list)
+    confidence: float = 0.0
+    sequence_prob: float = 0.0
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.entities)
+
+    def __len__(self) -> int:
+        return len(self.entities)
+
+    def __getitem__(self, i):
+        return self.entities[i]
+
+    @property
+    def spans(self) -> list[Span]:
+        return [p.span for p in self.entities]
+
+
+class Predictor:
+    """A loaded tagger with its vocabulary, labels and lexicon, ready to tag text."""
+
+    def __init__(
+        self,
+        tagger: BiLMBNERTagger,
+        vocab: CharVocab,
+        labels: LabelSet,
+        lexicon: Any = None,
+        device: torch.device | str = "cpu",
+        *,
+        confidence: str = DEFAULT_METHOD,
+        batch_size: int = 64,
+        max_len: int = DEFAULT_MAX_LEN,
+    ):
+        self.method = normalize_method(confidence)
+        self.device = torch.device(device)
+        self.tagger = tagger.to(self.device).eval()
+        self.vocab = vocab
+        self.labels = labels
+        self.collate = make_collator(tagger, vocab, labels, lexicon)
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size}, {max_len}")
+        self.batch_size = batch_size
+        self.max_len = max_len
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        *,
+        confidence: str = DEFAULT_METHOD,
+        batch_size: int = 64,
+        max_len: int = DEFAULT_MAX_LEN,
+        featurizer_classes: dict | None = None,
+        num_threads: int | None = None,
+    ) -> "Predictor":
+        """Load a model directory (:mod:`cemr.modeldir`); ``device`` may be ``auto``.
+
+        ``num_threads``: ``torch.set_num_threads`` for this whole process; for a dedicated process
+        such as a Ray actor given a fraction of the CPUs, where more torch threads than free cores
+        contend (``benchmarks/tagger_speed.py --threads``). None: unchanged.
+        """
+        from cemr.modeldir import load_model
+        from cemr.training import resolve_device
+
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+            torch.set_num_threads(num_threads)
+
+        dev = resolve_device(device) if isinstance(device, str) else device
+        m = load_model(model_dir, dev, featurizer_classes=featurizer_classes)
+        return cls(m.tagger, m.vocab, m.labels, m.lexicon, dev, confidence=confidence,
+                   batch_size=batch_size, max_len=max_len)
+
+    # -- sentences -----------------------------------------------------------------------------
+
+    def predict_sentences(self, texts: Sequence[str], batch_size: int | None = None) -> list[SentencePrediction]:
+        """Entities (sentence offsets) with confidences for each text, in input order."""
+        bs = batch_size or self.batch_size
+        out: list[SentencePrediction] = [SentencePrediction() for _ in texts]
+        order = sorted((i for i, t in enumerate(texts) if t), key=lambda i: -len(texts[i]))
+        with torch.inference_mode():
+            for b in range(0, len(order), bs):
+                idx = order[b : b + bs]
+                batch = self.collate.from_texts([texts[i] for i in idx]).to(self.device)
+                result = self.tagger.infer(batch)
+                marg = result.marginals.cpu().numpy()  # (B, T, K)
+                seq_prob = result.sequence_log_prob.exp().cpu().tolist()  # (B,)
+                for row, i in enumerate(idx):
+                    out[i] = self._sentence(result.tags[row], marg[row], seq_prob[row])
+        return out
+
+    def _sentence(self, tags: list[int], marg, seq_prob: float) -> SentencePrediction:
+        spans = bio_to_spans(self.labels.from_ids(tags))
+        confs = entity_confidences(marg, spans, self.labels, self.method, sequence_prob=seq_prob)
+        conf = sentence_confidence(marg, tags, self.method, sequence_prob=seq_prob)
+        for c in (*confs, conf):
+            if not math.isfinite(c):
+                raise FloatingPointError(f"non-finite confidence {c} (emissions overflowed?)")
+        return SentencePrediction([Prediction(s, c) for s, c in zip(spans, confs)], conf, seq_prob)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def split(self, docs: Sequence[Document], max_len: int | None = None) -> list[Sentence]:
+        """The sentences the documents are tagged as (gold spans ignored for the split)."""
+        n = max_len or self.max_len
+        return [s for d in docs for s in split_document(Document(d.id, d.text, source=d.source), n)]
+
+    def predict_document_sentences(
+        self, docs: Sequence[Document], max_len: int | None = None, batch_size: int | None = None
+    ) -> list[tuple[Sentence, SentencePrediction]]:
+        """Each sentence of ``docs`` with its prediction (sentence offsets); document order."""
+        sents = self.split(docs, max_len)
+        return list(zip(sents, self.predict_sentences([s.text for s in sents], batch_size)))
+
+    def predict_documents(
+        self, docs: Sequence[Document], max_len: int | None = None, batch_size: int | None = None
+    ) -> dict[str, list[Prediction]]:
+        """``{doc_id: [Prediction]}`` in document offsets, sorted by span; every document present
+        (``[]`` when nothing is found). Duplicate document ids raise ``ValueError``."""
+        out: dict[str, list[Prediction]] = {}
+        texts: dict[str, str] = {}
+        for d in docs:
+            if d.id in out:
+                raise ValueError(f"document id {d.id!r} given twice" + (f" ({d.source})" if d.source else ""))
+            out[d.id] = []
+            texts[d.id] = d.text
+        for sent, pred in self.predict_document_sentences(docs, max_len, batch_size):
+            for p in pred:
+                span = p.span.shifted(sent.offset)
+                if texts[sent.doc_id][span.start : span.end] != sent.text[p.span.start : p.span.end]:
+                    raise RuntimeError(f"document {sent.doc_id!r}: offset mapping broke at {span}")
+                out[sent.doc_id].append(Prediction(span, p.confidence))
+        for preds in out.values():
+            preds.sort(key=lambda p: p.span)
+        return out

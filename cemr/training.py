@@ -1,0 +1,288 @@
+"""Supervised training of the tagger: a plain-torch loop, usable alone or inside a Ray Train worker.
+
+:func:`train_tagger` knows nothing of Ray. Distributed use: the caller wraps the model (DDP, e.g.
+``ray.train.torch.prepare_model``), passes the *whole* training set and ``rank``/``world_size``;
+every worker then builds the same seeded list of length-bucketed batches each epoch and takes
+every ``world_size``-th batch (the list cut to a multiple of ``world_size``, so all workers take
+the same number of steps and DDP's all-reduces line up). Every worker evaluates the whole dev set
+with the same (synchronised) weights, so all take the same early-stopping decision.
+
+Per epoch: batches of similar length (indices shuffled with the seed, pooled ``50 * batch_size``
+at a time, sorted by length inside a pool, cut into batches, batch order shuffled), Adam, the
+model's dropout, gradient clipping, optional AMP (float16 + GradScaler, CUDA only); then dev
+entity-level micro F1 (exact span and type, :func:`cemr.metrics.evaluate`, on sentence offsets).
+The weights of the best dev F1 are kept (on CPU); training stops after ``patience`` epochs without
+improvement (``patience <= 0``: never), and the model ends holding the best weights. Seeded: the same seed, data and device
+give the same result.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from cemr.config import TrainConfig
+from cemr.corpus.document import Span
+from cemr.corpus.sentences import Sentence
+from cemr.metrics import evaluate
+from cemr.tags import LabelSet, bio_to_spans
+
+POOL_FACTOR = 50
+
+
+@dataclass
+class TrainResult:
+    """``best_state_dict``: CPU copy of the tagger's weights at the best epoch (its
+    ``checkpoint_state_dict``: frozen featurizers excluded); ``history``: one dict per epoch."""
+
+    best_state_dict: dict[str, Tensor]
+    best_dev_f1: float
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda``/``cuda:N`` must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The tagger inside a DDP (or similar ``.module``) wrapper."""
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Index batches of similar lengths: shuffled pools of ``POOL_FACTOR * batch_size`` indices,
+    sorted by length inside a pool, cut into batches; batch order shuffled. Every index once."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = POOL_FACTOR * batch_size
+    batches: list[list[int]] = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda i: lengths[i])  # stable: ties stay shuffled
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """Worker ``rank``'s share: every ``world_size``-th batch of the list cut to a multiple of
+    ``world_size`` (equal step counts on all workers; at most ``world_size - 1`` batches unused)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, {world_size})")
+    usable = len(batches) // world_size * world_size
+    return batches[:usable][rank::world_size]
+
+
+def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Deterministic inference batches: indices sorted by length (longest first), chunked."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def predict_spans(
+    model: nn.Module,
+    sentences: Sequence[Sentence],
+    collate: Callable[..., Any],
+    labels: LabelSet,
+    device: torch.device,
+    batch_size: int = 64,
+) -> list[list[Span]]:
+    """Viterbi spans (sentence offsets) of every sentence, in input order; the model is put in
+    eval mode and left there."""
+    tagger = unwrap(model)
+    tagger.eval()
+    out: list[list[Span]] = [[] for _ in sentences]
+    for idx in eval_batches([len(s.text) for s in sentences], batch_size):
+        batch = collate([sentences[i] for i in idx]).to(device)
+        for i, tags in zip(idx, tagger.decode(batch)):
+            out[i] = bio_to_spans(labels.from_ids(tags))
+    return out
+
+
+def evaluate_sentences(
+    model: nn.Module,
+    sentences: Sequence[Sentence],
+    collate: Callable[..., Any],
+    labels: LabelSet,
+    device: torch.device,
+    batch_size: int = 64,
+):
+    """Entity-level :class:`~cemr.metrics.EvalReport` of the model on gold sentences."""
+    pred = predict_spans(model, sentences, collate, labels, device, batch_size)
+    gold = {str(i): s.spans for i, s in enumerate(sentences)}
+    return evaluate(gold, {str(i): p for i, p in enumerate(pred)})
+
+
+def _subset(train: Sequence[Sentence], weights: Sequence[float] | None, limit: int | None, seed: int):
+    if limit is None or limit >= len(train):
+        return list(train), (list(weights) if weights is not None else None)
+    keep = sorted(torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+    return [train[i] for i in keep], ([weights[i] for i in keep] if weights is not None else None)
+
+
+def _check_weights(weights: Sequence[float] | None, n: int) -> None:
+    if weights is None:
+        return
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} sample weights for {n} training sentences")
+    bad = [i for i, w in enumerate(weights) if not (math.isfinite(float(w)) and float(w) >= 0)]
+    if bad:
+        raise ValueError(f"sample weight {weights[bad[0]]!r} of training sentence {bad[0]} is not a finite number >= 0")
+
+
+def _snapshot(tagger: nn.Module) -> dict[str, Tensor]:
+    state = tagger.checkpoint_state_dict() if hasattr(tagger, "checkpoint_state_dict") else tagger.state_dict()
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _restore(tagger: nn.Module, state: dict[str, Tensor]) -> None:
+    if hasattr(tagger, "load_checkpoint_state"):
+        tagger.load_checkpoint_state(state)
+    else:
+        tagger.load_state_dict(state)
+
+
+def train_tagger(
+    model: nn.Module,
+    train: Sequence[Sentence],
+    dev: Sequence[Sentence],
+    cfg: TrainConfig,
+    device: torch.device | str,
+    *,
+    collate: Callable[..., Any],
+    labels: LabelSet | None = None,
+    on_epoch_end: Callable[[int, dict, nn.Module], None] | None = None,
+    sample_weights: Sequence[float] | None = None,
+    log: Callable[[str], None] = print,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    """Train ``model`` (a :class:`~cemr.tagger.BiLMBNERTagger`, possibly DDP-wrapped) on ``train``.
+
+    ``collate(sentences, weights=None) -> Batch`` (a :class:`~cemr.tagger.Collator`);
+    ``labels`` defaults to ``collate.labels``; ``sample_weights``: one weight >= 0 per training
+    sentence (pseudo-labels may weigh less; default 1.0); ``on_epoch_end(epoch, metrics, model)``
+    after each epoch's dev evaluation (``epoch`` from 1); ``log`` receives one line per epoch on
+    rank 0. See the module docstring for batching, early stopping and distribution.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    labels = labels if labels is not None else getattr(collate, "labels", None)
+    if labels is None:
+        raise ValueError("train_tagger needs the label set: pass labels= or a collate with .labels")
+    if not train:
+        raise ValueError("train_tagger: the training set is empty")
+    _check_weights(sample_weights, len(train))
+    empty = [s for s in list(train) + list(dev) if not s.text]
+    if empty:
+        raise ValueError(f"document {empty[0].doc_id!r} sentence {empty[0].sent_id}: empty sentence")
+    say = log if rank == 0 else (lambda _msg: None)
+    train, sample_weights = _subset(train, sample_weights, cfg.max_train_sentences, cfg.seed)
+    if len(train) < world_size:
+        raise ValueError(f"{len(train)} training sentences cannot feed {world_size} workers")
+
+    torch.manual_seed(cfg.seed + rank)  # dropout etc.: its own stream per worker
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order: the same on every worker
+    tagger = unwrap(model)
+    if tagger is model:
+        model.to(device)
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    if cfg.amp and not use_amp:
+        say("train: amp requested but the device is not CUDA: training in float32")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = [len(s.text) for s in train]
+    if not dev:
+        say("train: no dev sentences: no early stopping, the last epoch's weights are kept")
+
+    best_f1, best_epoch, best_state, bad_epochs = -1.0, 0, _snapshot(tagger), 0
+    history: list[dict[str, Any]] = []
+    stopped = False
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        batches = shard_batches(length_batches(lengths, cfg.batch_size, gen), rank, world_size)
+        total, seen_sents, seen_chars = 0.0, 0, 0
+        for idx in batches:
+            sents = [train[i] for i in idx]
+            if sample_weights is None:
+                batch = collate(sents)
+            else:
+                batch = collate(sents, weights=[sample_weights[i] for i in idx])
+            batch = batch.to(device)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = model(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}: the training loss became {float(loss)}")
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            if cfg.clip_norm and cfg.clip_norm > 0:
+                nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            scaler.step(opt)
+            scaler.update()
+            total += float(loss.detach()) * len(idx)
+            seen_sents += len(idx)
+            seen_chars += sum(lengths[i] for i in idx)
+        train_s = time.perf_counter() - t0
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": total / max(seen_sents, 1),
+            "train_sentences": seen_sents,
+            "train_seconds": train_s,
+            "train_chars_per_s": seen_chars / train_s if train_s > 0 else 0.0,
+        }
+        if dev:
+            report = evaluate_sentences(model, dev, collate, labels, device, cfg.eval_batch_size)
+            metrics.update(
+                dev_precision=report.micro.precision,
+                dev_recall=report.micro.recall,
+                dev_f1=report.micro.f1,
+                dev_per_type_f1={t: prf.f1 for t, prf in report.per_type.items()},
+            )
+            improved = report.micro.f1 > best_f1
+        else:
+            improved = True
+        metrics["seconds"] = time.perf_counter() - t0
+        if improved:
+            best_f1 = metrics.get("dev_f1", 0.0)
+            best_epoch, best_state, bad_epochs = epoch, _snapshot(tagger), 0
+        else:
+            bad_epochs += 1
+        metrics["best_dev_f1"] = best_f1
+        history.append(metrics)
+        say(
+            f"epoch {epoch}/{cfg.epochs}: loss {metrics['train_loss']:.4f}"
+            + (f"  dev P {metrics['dev_precision']:.4f} R {metrics['dev_recall']:.4f} F1 {metrics['dev_f1']:.4f}" if dev else "")
+            + f"  ({metrics['seconds']:.1f}s, {metrics['train_chars_per_s']:.0f} chars/s)"
+            + ("  *" if improved else "")
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics, model)
+        if dev and cfg.patience > 0 and bad_epochs >= cfg.patience:
+            say(f"early stop: no dev F1 gain for {cfg.patience} epoch(s); best {best_f1:.4f} at epoch {best_epoch}")
+            stopped = True
+            break
+    _restore(tagger, best_state)
+    return TrainResult(best_state, max(best_f1, 0.0), best_epoch, history, stopped)

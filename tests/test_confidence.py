@@ -1,0 +1,171 @@
+"""CRF partition function, marginals and confidences against brute-force enumeration."""
+import itertools
+import math
+
+import pytest
+import torch
+from torchcrf import CRF
+
+from cemr.confidence import (
+    check_mask,
+    crf_log_partition,
+    crf_marginals,
+    entity_confidences,
+    normalize_method,
+    sentence_confidence,
+    sequence_log_prob,
+)
+from cemr.corpus.document import Span
+from cemr.tags import LabelSet
+
+
+def _random_case(b, t, k, seed, lengths):
+    g = torch.Generator().manual_seed(seed)
+    em = torch.randn(b, t, k, generator=g, dtype=torch.float64)
+    start = torch.randn(k, generator=g, dtype=torch.float64)
+    end = torch.randn(k, generator=g, dtype=torch.float64)
+    trans = torch.randn(k, k, generator=g, dtype=torch.float64)
+    mask = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    return em, mask, start, end, trans
+
+
+def _path_score(em_row, path, start, end, trans):
+    s = start[path[0]] + em_row[0, path[0]]
+    for i in range(1, len(path)):
+        s = s + trans[path[i - 1], path[i]] + em_row[i, path[i]]
+    return s + end[path[-1]]
+
+
+def _brute_force(em_row, n, start, end, trans):
+    """log Z and marginals (n, K) of one sequence of length n by enumerating K**n paths."""
+    k = em_row.shape[1]
+    paths = list(itertools.product(range(k), repeat=n))
+    scores = torch.stack([_path_score(em_row, p, start, end, trans) for p in paths])
+    log_z = torch.logsumexp(scores, 0)
+    probs = torch.exp(scores - log_z)
+    marg = torch.zeros(n, k, dtype=em_row.dtype)
+    for p, pr in zip(paths, probs):
+        for i, tag in enumerate(p):
+            marg[i, tag] += pr
+    return log_z, marg, paths, scores
+
+
+@pytest.mark.parametrize("k,lengths,seed", [(3, [5, 3, 1], 0), (4, [4, 4], 1), (5, [3, 2, 1], 2), (4, [5, 1, 2], 3)])
+def test_partition_and_marginals_match_brute_force(k, lengths, seed):
+    t = max(lengths)
+    em, mask, start, end, trans = _random_case(len(lengths), t, k, seed, lengths)
+    log_z = crf_log_partition(em, mask, start, end, trans)
+    marg = crf_marginals(em, mask, start, end, trans)
+    assert marg.shape == (len(lengths), t, k)
+    for b, n in enumerate(lengths):
+        bz, bm, _, _ = _brute_force(em[b], n, start, end, trans)
+        assert torch.allclose(log_z[b], bz, atol=1e-9)
+        assert torch.allclose(marg[b, :n], bm, atol=1e-9)
+        assert torch.all(marg[b, n:] == 0)  # masked positions ignored
+    valid = marg.sum(-1)[mask]
+    assert torch.allclose(valid, torch.ones_like(valid), atol=1e-9)
+
+
+def test_masked_positions_do_not_change_the_result():
+    em, mask, start, end, trans = _random_case(2, 5, 4, 7, [3, 5])
+    other = em.clone()
+    other[0, 3:] = 1000.0 * torch.randn(2, 4, dtype=torch.float64)  # junk in the padding
+    assert torch.allclose(crf_marginals(em, mask, start, end, trans), crf_marginals(other, mask, start, end, trans))
+    assert torch.allclose(crf_log_partition(em, mask, start, end, trans), crf_log_partition(other, mask, start, end, trans))
+
+
+def test_sequence_log_prob_matches_brute_force_and_pytorch_crf():
+    k, lengths = 4, [5, 2, 4]
+    em, mask, start, end, trans = _random_case(3, 5, k, 11, lengths)
+    crf = CRF(k, batch_first=True).double()
+    with torch.no_grad():
+        crf.start_transitions.copy_(start)
+        crf.end_transitions.copy_(end)
+        crf.transitions.copy_(trans)
+    g = torch.Generator().manual_seed(5)
+    tags = torch.randint(0, k, (3, 5), generator=g)
+    got = sequence_log_prob(em, tags, mask, crf).detach()  # the CRF module in place of the tensors
+    assert torch.allclose(got, crf(em, tags, mask, reduction="none").detach(), atol=1e-9)
+    for b, n in enumerate(lengths):
+        bz, _, paths, scores = _brute_force(em[b], n, start, end, trans)
+        idx = paths.index(tuple(tags[b, :n].tolist()))
+        assert math.isclose(float(got[b]), float(scores[idx] - bz), abs_tol=1e-9)
+    # probabilities of all paths of one sequence sum to 1
+    n = lengths[1]
+    total = 0.0
+    for p in itertools.product(range(k), repeat=n):
+        tg = torch.zeros(1, 5, dtype=torch.long)
+        tg[0, :n] = torch.tensor(p)
+        total += math.exp(float(sequence_log_prob(em[1:2], tg, mask[1:2], start, end, trans)))
+    assert math.isclose(total, 1.0, abs_tol=1e-9)
+
+
+def test_float32_and_gradients():
+    em, mask, start, end, trans = _random_case(2, 4, 3, 3, [4, 2])
+    em32 = em.float().requires_grad_(True)
+    log_z = crf_log_partition(em32, mask, start.float(), end.float(), trans.float())
+    assert log_z.dtype == torch.float32
+    log_z.sum().backward()
+    # d log Z / d emissions = marginals
+    marg = crf_marginals(em, mask, start, end, trans)
+    assert torch.allclose(em32.grad.double(), marg, atol=1e-5)
+
+
+def test_bad_masks_are_refused():
+    em, mask, start, end, trans = _random_case(2, 4, 3, 0, [4, 2])
+    with pytest.raises(ValueError, match="first timestep"):
+        crf_marginals(em, torch.tensor([[False, True, True, True], [True] * 4]), start, end, trans)
+    with pytest.raises(ValueError, match="prefix"):
+        check_mask(torch.tensor([[True, False, True, True], [True] * 4]), (2, 4))
+    with pytest.raises(TypeError, match="bool"):
+        check_mask(mask.long(), (2, 4))
+    with pytest.raises(ValueError, match="does not match"):
+        check_mask(mask[:, :3], (2, 4))
+
+
+def test_entity_and_sentence_confidences():
+    labels = LabelSet.from_types(["X", "Y"])  # O, B-X, I-X, B-Y, I-Y
+    marg = torch.tensor(
+        [
+            [0.1, 0.8, 0.0, 0.1, 0.0],  # B-X 0.8
+            [0.2, 0.0, 0.6, 0.0, 0.2],  # I-X 0.6
+            [0.9, 0.05, 0.0, 0.05, 0.0],  # O 0.9
+            [0.3, 0.0, 0.0, 0.7, 0.0],  # B-Y 0.7
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # padding
+        ]
+    )
+    spans = [Span(0, 2, "X"), Span(3, 4, "Y")]
+    assert entity_confidences(marg, spans, labels) == pytest.approx([0.6, 0.7])
+    assert entity_confidences(marg, spans, labels, "mean_marginal") == pytest.approx([0.7, 0.7])
+    assert entity_confidences(marg, spans, labels, "sequence_prob", sequence_prob=0.25) == [0.25, 0.25]
+    tags = labels.to_ids(["B-X", "I-X", "O", "B-Y"])
+    assert sentence_confidence(marg, tags) == pytest.approx(0.6)
+    assert sentence_confidence(marg, tags, "entity_mean_marginal") == pytest.approx((0.8 + 0.6 + 0.9 + 0.7) / 4)
+    assert sentence_confidence(marg, tags, "sequence_prob", sequence_prob=0.3) == 0.3
+    with pytest.raises(ValueError, match="sequence_prob"):
+        entity_confidences(marg, spans, labels, "sequence_prob")
+    with pytest.raises(ValueError, match="unknown tag"):
+        entity_confidences(marg, [Span(0, 1, "Z")], labels)
+    with pytest.raises(ValueError, match="past the sentence"):
+        entity_confidences(marg, [Span(3, 6, "Y")], labels)
+
+
+def test_min_marginal_bounds_the_exact_entity_probability():
+    """P(the entity's tags are all right) <= min marginal, checked by enumeration."""
+    labels = LabelSet.from_types(["X"])  # O, B-X, I-X
+    em, mask, start, end, trans = _random_case(1, 4, 3, 21, [4])
+    marg = crf_marginals(em, mask, start, end, trans)[0]
+    _, _, paths, scores = _brute_force(em[0], 4, start, end, trans)
+    probs = torch.softmax(scores, 0)
+    span = Span(1, 3, "X")
+    exact = sum(float(p) for path, p in zip(paths, probs) if path[1:3] == (1, 2))
+    (conf,) = entity_confidences(marg, [span], labels)
+    assert exact <= conf + 1e-12
+    assert exact >= 1 - ((1 - marg[1, 1]) + (1 - marg[2, 2])) - 1e-12
+
+
+def test_method_names():
+    assert normalize_method("min_marginal") == "entity_min_marginal"
+    assert normalize_method("sequence_prob") == "sequence_prob"
+    with pytest.raises(ValueError, match="unknown confidence method"):
+        normalize_method("max")

@@ -1,0 +1,87 @@
+"""The predictor: sentence predictions with confidences, documents mapped back to exact offsets."""
+import pytest
+
+from cemr.corpus.document import Document, Span
+from cemr.modeldir import save_model
+from cemr.predictor import Prediction, Predictor, SentencePrediction
+from tagger_fakes import FakeFeaturizer, tiny_documents, trained_tiny_model
+
+FAKES = {"bert": FakeFeaturizer, "bilm": FakeFeaturizer}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tagger, vocab, labels, lexicon, sents, cfg = trained_tiny_model()
+    return save_model(tmp_path_factory.mktemp("pred") / "model", tagger, vocab=vocab, labels=labels, lexicon=lexicon)
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    return Predictor.load(model_dir, "cpu", featurizer_classes=FAKES)
+
+
+def test_sentences_in_input_order_with_confidences(predictor):
+    _, _, _, _, sents, _ = trained_tiny_model()
+    texts = [s.text for s in sents]
+    out = predictor.predict_sentences(texts, batch_size=3)
+    assert len(out) == len(texts)
+    assert [p.spans for p in out] == [s.spans for s in sents]  # fitted to these sentences
+    for sp in out:
+        assert isinstance(sp, SentencePrediction) and 0.0 <= sp.confidence <= 1.0
+        assert 0.0 < sp.sequence_prob <= 1.0
+        for p in sp:  # iterates like a list of Predictions
+            assert isinstance(p, Prediction) and 0.0 <= p.confidence <= 1.0
+            assert sp.confidence <= p.confidence + 1e-9  # the sentence min covers the entity's chars
+    one_by_one = [predictor.predict_sentences([t], batch_size=1)[0] for t in texts]
+    for a, b in zip(out, one_by_one):
+        assert a.spans == b.spans
+        assert [p.confidence for p in a] == pytest.approx([p.confidence for p in b], abs=1e-5)
+
+
+def test_empty_texts_and_methods(model_dir):
+    seq = Predictor.load(model_dir, featurizer_classes=FAKES, confidence="sequence_prob")
+    out = seq.predict_sentences(["", "患者有糖尿病。", ""])
+    assert out[0].entities == [] and out[0].confidence == 0.0 and out[2].confidence == 0.0
+    assert all(p.confidence == out[1].sequence_prob for p in out[1])
+    assert out[1].confidence == out[1].sequence_prob
+    with pytest.raises(ValueError, match="unknown confidence method"):
+        Predictor.load(model_dir, featurizer_classes=FAKES, confidence="vote")
+
+
+def test_long_documents_map_back_to_exact_offsets(predictor):
+    # three tiny records glued into one long document, with whitespace between them
+    parts = tiny_documents(3)
+    text, spans = "", []
+    for d in parts:
+        spans += [s.shifted(len(text)) for s in d.spans]
+        text += d.text + "  \n "
+    long_doc = Document("long", text, spans)
+    other = Document("other", "无。")
+    pred = predictor.predict_documents([long_doc, other], max_len=12)
+    assert set(pred) == {"long", "other"} and pred["other"] == []
+    sents = predictor.split([long_doc], 12)
+    assert len(sents) > 3 and all(len(s.text) <= 12 for s in sents)
+    assert [p.span for p in pred["long"]] == sorted(spans)
+    for p in pred["long"]:
+        assert long_doc.text[p.span.start : p.span.end] in {"糖尿病", "高血压", "肺炎", "胃炎", "阿司匹林", "胰岛素", "青霉素"}
+    # the same confidences as tagging the sentences directly
+    direct = predictor.predict_sentences([s.text for s in sents])
+    flat = sorted((p.span.shifted(s.offset), p.confidence) for s, sp in zip(sents, direct) for p in sp)
+    assert [(p.span, p.confidence) for p in pred["long"]] == [(s, pytest.approx(c, abs=1e-6)) for s, c in flat]
+
+
+def test_gold_spans_do_not_steer_the_split(predictor):
+    """A document with gold spans is split exactly like the same text without them."""
+    text = "患者有糖尿病高血压胃炎肺炎服用胰岛素"
+    gold = Document("g", text, [Span(3, 6, "DIS"), Span(6, 9, "DIS")])
+    assert [s.offset for s in predictor.split([gold], 5)] == [s.offset for s in predictor.split([Document("g", text)], 5)]
+
+
+def test_duplicate_document_ids_are_refused(predictor):
+    with pytest.raises(ValueError, match="'a' given twice"):
+        predictor.predict_documents([Document("a", "无。"), Document("a", "有。")])
+
+
+def test_num_threads_is_validated(model_dir):
+    with pytest.raises(ValueError, match="num_threads"):
+        Predictor.load(model_dir, featurizer_classes=FAKES, num_threads=0)

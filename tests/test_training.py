@@ -1,0 +1,123 @@
+"""The training loop: learning, determinism, early stopping, weights, batching, devices."""
+import pytest
+import torch
+
+from cemr.config import TrainConfig
+from cemr.tagger import build_tagger, make_collator
+from cemr.training import (
+    length_batches,
+    predict_spans,
+    resolve_device,
+    shard_batches,
+    train_tagger,
+    unwrap,
+)
+from tagger_fakes import tiny_lexicon, tiny_model_config, tiny_setup
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    sents, labels, vocab = tiny_setup()
+    tagger = build_tagger(tiny_model_config(), labels, vocab)
+    return tagger, make_collator(tagger, vocab, labels, tiny_lexicon()), sents, labels
+
+
+def _cfg(**kw):
+    base = dict(epochs=12, batch_size=4, lr=0.02, patience=20, seed=3, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_learns_and_keeps_the_best_weights():
+    tagger, collate, sents, labels = _setup()
+    train, dev = sents[:10], sents[10:]
+    seen = []
+    result = train_tagger(tagger, train, dev, _cfg(), "cpu", collate=collate, log=lambda m: None,
+                          on_epoch_end=lambda e, m, model: seen.append((e, m["dev_f1"], model is tagger)))
+    assert [e for e, _, _ in seen] == list(range(1, 13)) and all(same for _, _, same in seen)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.best_dev_f1 == max(h["dev_f1"] for h in result.history) > 0.8
+    assert result.history[result.best_epoch - 1]["dev_f1"] == result.best_dev_f1
+    # the model ends with the best weights, which are also returned
+    for k, v in result.best_state_dict.items():
+        assert torch.equal(v, tagger.state_dict()[k]), k
+    pred = predict_spans(tagger, dev, collate, labels, torch.device("cpu"))
+    from cemr.metrics import evaluate
+    f1 = evaluate({str(i): s.spans for i, s in enumerate(dev)}, {str(i): p for i, p in enumerate(pred)}).micro.f1
+    assert f1 == pytest.approx(result.best_dev_f1)
+
+
+def test_training_is_deterministic_with_a_seed():
+    runs = []
+    for _ in range(2):
+        tagger, collate, sents, _ = _setup()
+        r = train_tagger(tagger, sents[:8], sents[8:], _cfg(epochs=2), "cpu", collate=collate, log=lambda m: None)
+        runs.append(r)
+    assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[1].history]
+    for k in runs[0].best_state_dict:
+        assert torch.equal(runs[0].best_state_dict[k], runs[1].best_state_dict[k])
+
+
+def test_early_stopping_after_patience_epochs():
+    tagger, collate, sents, _ = _setup()
+    # lr 0: nothing changes, dev F1 never improves after epoch 1
+    logs = []
+    r = train_tagger(tagger, sents[:6], sents[6:9], _cfg(epochs=10, lr=0.0, patience=2), "cpu",
+                     collate=collate, log=logs.append)
+    assert len(r.history) == 3 and r.stopped_early and r.best_epoch == 1
+    assert any("early stop" in m for m in logs)
+
+
+def test_sample_weights_zero_means_no_learning_from_those_sentences():
+    tagger, collate, sents, _ = _setup()
+    before = {k: v.clone() for k, v in tagger.state_dict().items()}
+    r = train_tagger(tagger, sents[:4], [], _cfg(epochs=1, batch_size=2), "cpu", collate=collate,
+                     sample_weights=[0.0] * 4, log=lambda m: None)
+    assert r.history[0]["train_loss"] == 0.0
+    for k, v in tagger.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="3 sample weights for 4"):
+        train_tagger(tagger, sents[:4], [], _cfg(epochs=1), "cpu", collate=collate, sample_weights=[1.0] * 3)
+    with pytest.raises(ValueError, match="sample weight -1.0 of training sentence 1"):
+        train_tagger(tagger, sents[:4], [], _cfg(epochs=1), "cpu", collate=collate, sample_weights=[1.0, -1.0, 1, 1])
+
+
+def test_ddp_style_wrapper_is_unwrapped():
+    class Wrapper(torch.nn.Module):  # stands in for DistributedDataParallel: forward + .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, batch):
+            return self.module(batch)
+
+    tagger, collate, sents, _ = _setup()
+    wrapped = Wrapper(tagger)
+    assert unwrap(wrapped) is tagger and unwrap(tagger) is tagger
+    r = train_tagger(wrapped, sents[:6], sents[6:9], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
+    assert "gru.weight_ih_l0" in r.best_state_dict and "dev_f1" in r.history[0]
+
+
+def test_length_batches_cover_every_index_once_and_group_lengths():
+    lengths = [(i * 37) % 101 for i in range(500)]
+    batches = length_batches(lengths, 8, torch.Generator().manual_seed(0))
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(500)) and max(len(b) for b in batches) == 8
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 10  # random batches would spread ~80
+    again = length_batches(lengths, 8, torch.Generator().manual_seed(0))
+    assert again == batches
+    shards = [shard_batches(batches, r, 3) for r in range(3)]
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(batches) // 3
+    assert not set(map(tuple, shards[0])) & set(map(tuple, shards[1]))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device|unsupported device"):
+        resolve_device("tpu")
