@@ -1,0 +1,145 @@
+"""The embedded demo corpus: deterministic, spans that match the text, the promised properties."""
+from collections import Counter
+
+import pytest
+
+from cemr.corpus.dedup import jaccard, normalize, shingles
+from cemr.corpus.document import Span
+from cemr.corpus.readers import read_documents, read_unlabeled
+from cemr.demo import (
+    SECTIONS,
+    TYPES,
+    generate_demo,
+    load_terms,
+    parse_term_lines,
+    render,
+    template_slots,
+    term_groups,
+    write_demo,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return generate_demo(40, 600, seed=3)
+
+
+def _snapshot(c):
+    return (
+        [(d.id, d.text, d.spans) for d in c.labeled],
+        [(d.id, d.text, d.spans, d.meta) for d in c.unlabeled],
+        c.unlabeled_gold,
+        c.unlabeled_only,
+    )
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus(corpus):
+    assert _snapshot(generate_demo(40, 600, seed=3)) == _snapshot(corpus)
+    other = generate_demo(40, 600, seed=4)
+    assert [d.text for d in other.labeled] != [d.text for d in corpus.labeled]
+
+
+def test_sizes_ids_and_types(corpus):
+    assert len(corpus.labeled) == 40 and len(corpus.unlabeled) == 600
+    assert len({d.id for d in corpus.labeled + corpus.unlabeled}) == 640
+    assert {s.type for d in corpus.labeled for s in d.spans} == set(TYPES)
+    assert all(d.spans == [] for d in corpus.unlabeled)
+    assert set(corpus.unlabeled_gold) == {d.id for d in corpus.unlabeled}
+
+
+def test_every_span_is_a_listed_term_of_its_type_and_spans_do_not_overlap(corpus):
+    terms = {t: set(ts) for t, ts in corpus.terms.items()}
+    docs = [(d.text, d.spans) for d in corpus.labeled]
+    docs += [(d.text, corpus.unlabeled_gold[d.id]) for d in corpus.unlabeled]
+    n = 0
+    for text, spans in docs:
+        assert "\n" not in text
+        for a, b in zip(spans, spans[1:]):
+            assert a.end <= b.start, (text, a, b)
+        for s in spans:
+            assert s.end <= len(text)
+            assert text[s.start:s.end] in terms[s.type], (text, s)
+            n += 1
+    assert n > 5000
+
+
+def test_unlabeled_only_terms_never_labeled_but_present_unlabeled(corpus):
+    only = {(t, term) for t, ts in corpus.unlabeled_only.items() for term in ts}
+    assert len(only) >= 60  # about 20 % of ~400 terms
+    labeled = {(s.type, d.mention(s)) for d in corpus.labeled for s in d.spans}
+    assert not only & labeled
+    unlabeled = {(s.type, d.text[s.start:s.end]) for d in corpus.unlabeled
+                 for s in corpus.unlabeled_gold[d.id]}
+    assert len(only & unlabeled) > len(only) // 2
+
+
+def test_term_list_has_several_hundred_terms_and_ambiguous_ones():
+    terms = load_terms()
+    assert set(terms) == set(TYPES)
+    assert sum(len(v) for v in terms.values()) >= 350
+    assert all(len(v) >= 60 for v in terms.values())
+    owners = Counter(t for ts in terms.values() for t in ts)
+    ambiguous = {t for t, n in owners.items() if n > 1}
+    assert {"贫血", "黄疸"} <= ambiguous
+
+
+def test_every_template_slot_can_be_filled():
+    groups = term_groups()
+    for type_, group, fixed in template_slots():
+        if fixed is not None:
+            assert fixed in groups[type_], (type_, fixed)
+        if group is not None:
+            assert group in set(groups[type_].values()), (type_, group)
+    assert len(SECTIONS["history"]) >= 3
+
+
+def test_duplicates_are_what_their_origin_says(corpus):
+    by_id = {d.id: d for d in corpus.labeled + corpus.unlabeled}
+    origins = Counter(d.meta["origin"] for d in corpus.unlabeled)
+    assert origins["exact_copy"] and origins["near_copy"] and origins["labeled_copy"]
+    for d in corpus.unlabeled:
+        origin, src = d.meta["origin"], by_id.get(d.meta.get("copy_of"))
+        if origin == "exact_copy":
+            assert d.text != src.text and normalize(d.text) == normalize(src.text)
+            mentions = [d.text[s.start:s.end] for s in corpus.unlabeled_gold[d.id]]
+            assert mentions == [src.text[s.start:s.end] for s in corpus.unlabeled_gold[src.id]]
+        elif origin == "near_copy":
+            assert normalize(d.text) != normalize(src.text)
+            assert jaccard(shingles(normalize(d.text)), shingles(normalize(src.text))) >= 0.9
+        elif origin == "labeled_copy":
+            assert d.text == src.text and corpus.unlabeled_gold[d.id] == src.spans
+
+
+def test_render_places_spans_on_the_fillers():
+    text, spans = render("因{SYM}入院，{EXAM=体温}{TEMP}℃。",
+                         [("E", "症状和体征", "发热"), ("E", "检查和检验", "体温"), ("V", "TEMP", "38.5")])
+    assert text == "因发热入院，体温38.5℃。"
+    assert spans == [Span(1, 3, "症状和体征"), Span(6, 8, "检查和检验")]
+    with pytest.raises(ValueError, match="2 slots"):
+        render("{SYM}{BODY}", [("E", "症状和体征", "发热")])
+
+
+def test_parse_term_lines_groups_comments_and_duplicates():
+    assert parse_term_lines("# c\n发热\n\n[sign]\n压痛\n") == [("发热", ""), ("压痛", "sign")]
+    with pytest.raises(ValueError, match="line 3"):
+        parse_term_lines("发热\n咳嗽\n发热\n")
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        generate_demo(-1, 0)
+    with pytest.raises(ValueError):
+        generate_demo(1, 1, unlabeled_fraction=1.0)
+
+
+def test_write_demo_reads_back_with_the_corpus_readers(tmp_path):
+    c = generate_demo(12, 30, seed=5)
+    paths = write_demo(c, tmp_path)
+    back = list(read_documents("jsonl", paths["labeled"]))
+    assert [(d.id, d.text, d.spans) for d in back] == [(d.id, d.text, d.spans) for d in c.labeled]
+    texts = [d.text for d in read_unlabeled(paths["unlabeled"])]
+    assert texts == [d.text.strip() for d in c.unlabeled]
+    gold = list(read_documents("jsonl", paths["unlabeled_gold"]))
+    assert {d.id: d.spans for d in gold} == c.unlabeled_gold
+    for type_, terms in c.terms.items():
+        assert (paths["terms"] / f"{type_}.txt").read_text(encoding="utf-8").split() == terms
