@@ -55,7 +55,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from cemr.pipeline import pretrain_from_config
 
     cfg = _load(args)
-    metrics = pretrain_from_config(cfg, Path(args.out or Path(cfg.run_dir) / "pretrain"))
+    metrics = pretrain_from_config(cfg, Path(args.out or cfg.run_dir), device=cfg.train.device)
     print(json.dumps(metrics, ensure_ascii=False, indent=1))
     return 0
 
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="word2vec chars, BiLM and BERT (MLM) on the unlabeled corpus")
     _add_config_args(p)
-    p.add_argument("--out", help="output directory (default RUN_DIR/pretrain)")
+    p.add_argument("--out", help="run directory (default: the config's run_dir); writes OUT/data and OUT/pretrain")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="supervised training of the tagger (prepare + pretrain included)")
