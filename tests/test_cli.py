@@ -1,0 +1,123 @@
+"""The ``cemr`` command line end to end: stats on the real data sets, and train -> evaluate -> predict on a
+tiny demo corpus with every feature switched on (small dims)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cemr.cli import main
+from cemr.config import data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(data_dir())
+
+TINY = [
+    "data.demo_documents=40", "data.demo_unlabeled=150", "data.max_sentence_len=64",
+    "model.char_dim=16", "model.gru_hidden=16", "model.attention_heads=2", "model.word2vec.dim=16",
+    "model.bilm.embedding_dim=16", "model.bilm.hidden_dim=16", "model.bilm.epochs=1",
+    "model.bert.hidden_size=16", "model.bert.intermediate_size=32", "model.bert.heads=2", "model.bert.layers=1",
+    "model.bert.pretrain_max_sentences=300", "model.dictionary.dim=8",
+    "train.epochs=2", "train.batch_size=16",
+]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_stats_ccks2017_matches_the_published_counts(capsys):
+    code, out, _ = run_cli(capsys, "stats", "--format", "ccks2017", DATA / "ccks2017" / "train", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["documents"] == 958
+    assert stats["entities"] == {"身体部位": 8942, "检查和检验": 7987, "症状和体征": 6486, "治疗": 853,
+                                 "疾病和诊断": 515, "total": 24783}
+    assert stats["errors"] == []
+
+
+@pytest.mark.slow
+def test_stats_yidu_matches_the_published_counts(capsys):
+    code, out, _ = run_cli(capsys, "stats", "--format", "yidu", DATA / "yidu_s4k", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["documents"] == 1000
+    assert stats["entities"]["total"] == 17653
+    assert stats["entities"]["解剖部位"] == 8426
+    assert stats["entities"]["影像检查"] == 969
+
+
+def test_stats_reports_bad_input_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "发热三天", "entities": [{"start": 0, "end": 9, "type": "症状和体征"}]}\n'
+                   "{not json\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "stats", "--format", "jsonl", bad, "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["read"] == 2 and stats["rejected"] == 1
+    assert any("bad.jsonl:2" in e or ("bad.jsonl" in e and ":2" in e) for e in map(str, stats["errors"]))
+
+
+def test_missing_path_is_a_clear_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "stats", "--format", "yidu", tmp_path / "nope")
+    assert code == 2
+    assert "nope" in err
+
+
+def test_help_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "cemr", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    for cmd in ("stats", "prepare", "pretrain", "train", "evaluate", "predict", "demo"):
+        assert cmd in out.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", "--out", str(run), *TINY]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_train_writes_a_model_and_a_report(trained):
+    report = json.loads((trained / "train_report.json").read_text(encoding="utf-8"))
+    assert (trained / "model" / "config.json").is_file()
+    assert set(report["dev"]) == {"micro", "per_type", "documents", "entities"}
+    assert report["dev"]["entities"] > 0
+    assert 0.0 <= report["dev"]["micro"]["f1"] <= 1.0
+    # every feature of the paper was on and pretrained
+    assert {"word2vec.vocab_size", "bilm.heldout_ppl_f", "bert.mlm_loss_after"} <= set(report["pretrain"])
+    cfg = json.loads((trained / "model" / "config.json").read_text(encoding="utf-8"))
+    assert set(cfg["featurizers"]) == {"bilm", "bert"} and cfg["dictionary"] is True
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_on_documents(trained, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--documents", "12", "--unlabeled", "5", "--seed", "3"]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "evaluate", "--model", trained / "model", "--format", "jsonl",
+                           "--data", tmp_path / "demo" / "labeled.jsonl", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["documents"] == 12 and report["entities"] > 0
+    assert report["micro"]["tp"] + report["micro"]["fn"] == report["entities"]
+
+    code, _, _ = run_cli(capsys, "predict", "--model", trained / "model", tmp_path / "demo" / "labeled.jsonl",
+                         "--input-format", "jsonl", "--out", tmp_path / "pred.jsonl")
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 12
+    for row in rows:
+        for e in row["entities"]:
+            assert row["text"][e["start"]:e["end"]] == e["mention"]
+            assert 0.0 <= e["confidence"] <= 1.0
+
+    code, _, _ = run_cli(capsys, "predict", "--model", trained / "model", tmp_path / "demo" / "labeled.jsonl",
+                         "--input-format", "jsonl", "--out", tmp_path / "brat", "--out-format", "brat")
+    assert code == 0
+    assert len(list((tmp_path / "brat").glob("*.ann"))) == 12
