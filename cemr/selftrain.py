@@ -1,0 +1,516 @@
+"""Self-training (bootstrapping) logic: pure functions and the persisted run state. No Ray here.
+
+The loop (driven by ``jobs/bootstrap``) is: round 0 trains on gold only; each later round predicts
+the unlabeled pool, keeps the confident candidates (:func:`select_sentence`), optionally caps them
+(:func:`cap_pseudo_labels`), retrains on gold + pseudo-labels and evaluates on dev. It stops at
+``max_rounds`` or when dev F1 has not improved for ``patience`` rounds (:func:`should_stop`).
+
+Selection modes (``selftrain.selection``):
+
+- ``sentence``: a sentence is kept whole (all its predicted entities, and its ``O`` characters as
+  negatives) when its confidence reaches the threshold. Its confidence is the minimum of the
+  predictor's sentence confidence (when given) and of every entity confidence, so one unsure
+  mention sinks the sentence. A sentence with no predicted entity is kept only when a sentence
+  confidence says the model is sure of its ``O`` tags.
+- ``entity``: every entity at or above the threshold is kept, the others are dropped; the sentence
+  is kept when at least one entity survives. Dropped mentions become ``O`` in training (possible
+  false negatives): cheaper in recall, richer in entities.
+
+Bookkeeping modes (``selftrain.mode``): ``rederive`` trains round ``r`` on gold + the pseudo-labels
+derived in round ``r`` only (the newest model relabels everything); ``accumulate`` keeps every
+sentence once it was pseudo-labeled, with the label of the round that first kept it
+(:func:`merge_pseudo_rounds`).
+
+Sentences are identified by a key ``(doc_id, sent_id)`` (:func:`sentence_key`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence
+
+from cemr.corpus.document import Span
+from cemr.metrics import PRF, match_counts
+
+KEPT = "kept"
+BELOW_THRESHOLD = "below_threshold"
+FAILED = "failed"
+STATUSES = (KEPT, BELOW_THRESHOLD, FAILED)
+SELECTION_MODES = ("sentence", "entity")
+BOOKKEEPING_MODES = ("rederive", "accumulate")
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+
+SentenceKey = tuple[str, int]
+
+
+class ScoredSpan(Protocol):
+    """What a predictor returns per entity (``cemr.predictor.Prediction`` satisfies it)."""
+
+    span: Span
+    confidence: float
+
+
+class StateError(ValueError):
+    """A run state file that cannot be read, naming the file and the problem."""
+
+
+def sentence_key(doc_id: str, sent_id: int) -> SentenceKey:
+    """The key of one sentence: ``(doc_id, sent_id)``, hashable and JSON-friendly."""
+    return (str(doc_id), int(sent_id))
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_confidence(value: float, what: str) -> float:
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0 + 1e-6:
+        raise ValueError(f"{what} must be a probability in [0, 1], got {value!r}")
+    return min(value, 1.0)
+
+
+def select_sentence(
+    preds: Sequence[ScoredSpan],
+    threshold: float,
+    mode: str = "sentence",
+    sentence_confidence: float | None = None,
+) -> tuple[list[Span], str, str]:
+    """Decide what of one predicted sentence becomes a pseudo-label.
+
+    ``preds``: the sentence's predicted entities (``.span``, ``.confidence``); ``threshold`` in
+    [0, 1] (kept when confidence >= threshold); ``mode``: ``sentence`` or ``entity`` (see the
+    module docstring); ``sentence_confidence``: the predictor's confidence in the whole decoded
+    sentence, ``O`` tags included, or None.
+
+    Returns ``(kept_spans, status, reason)``: ``kept_spans`` sorted (empty unless ``status`` is
+    ``kept``), ``status`` one of ``kept`` / ``below_threshold``, and a short human-readable
+    ``reason``. Raises ``ValueError`` for a bad threshold, mode or confidence value (the caller
+    records those as ``failed``).
+    """
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"unknown selection mode {mode!r}; choose one of {', '.join(SELECTION_MODES)}")
+    threshold = _check_confidence(threshold, "threshold")
+    confs = [_check_confidence(p.confidence, f"confidence of {p.span}") for p in preds]
+    if sentence_confidence is not None:
+        sentence_confidence = _check_confidence(sentence_confidence, "sentence confidence")
+    spans = [p.span for p in preds]
+
+    if mode == "entity":
+        kept = sorted(s for s, c in zip(spans, confs) if c >= threshold)
+        if kept:
+            return kept, KEPT, f"{len(kept)}/{len(spans)} entities >= {threshold:.2f}"
+        if not spans:
+            return [], BELOW_THRESHOLD, "no entity predicted"
+        return [], BELOW_THRESHOLD, f"0/{len(spans)} entities >= {threshold:.2f} (max {max(confs):.3f})"
+
+    candidates = confs + ([sentence_confidence] if sentence_confidence is not None else [])
+    if not candidates:
+        return [], BELOW_THRESHOLD, "no entity predicted and no sentence confidence"
+    score = min(candidates)
+    if score >= threshold:
+        return sorted(spans), KEPT, f"sentence confidence {score:.3f} >= {threshold:.2f}"
+    return [], BELOW_THRESHOLD, f"sentence confidence {score:.3f} < {threshold:.2f}"
+
+
+def sentence_score(preds: Sequence[ScoredSpan], sentence_confidence: float | None = None) -> float | None:
+    """The number sentence-mode selection compares with the threshold (None when there is none)."""
+    values = [float(p.confidence) for p in preds]
+    if sentence_confidence is not None:
+        values.append(float(sentence_confidence))
+    return min(values) if values else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictors (what pseudo-labeling runs)
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_factory(factory: Any) -> Any:
+    """``"package.module:Name"`` -> the object; anything else is returned as is."""
+    if not isinstance(factory, str):
+        return factory
+    module_name, sep, attr = factory.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"predictor factory {factory!r}: expected 'package.module:Name'")
+    import importlib
+
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"predictor factory {factory!r}: {module_name} has no {attr}") from None
+    return obj
+
+
+def load_predictor(factory: Any, model_dir: str, device: str, **kwargs: Any) -> Any:
+    """Build a predictor: ``factory.load(model_dir, device, **kwargs)`` when the factory (or what
+    its ``module:Name`` path names) has ``load`` (``cemr.predictor.Predictor``), else
+    ``factory(model_dir, device, **kwargs)``."""
+    obj = resolve_factory(factory)
+    load = getattr(obj, "load", None)
+    if callable(load):
+        return load(model_dir, device, **kwargs)
+    if callable(obj):
+        return obj(model_dir, device, **kwargs)
+    raise TypeError(f"predictor factory {factory!r} is neither callable nor has a load() method")
+
+
+def unpack_prediction(item: Any) -> tuple[list[Any], float | None]:
+    """One sentence's predictor output -> ``(predictions, sentence_confidence or None)``.
+
+    Accepts a ``cemr.predictor.SentencePrediction`` (``entities`` + ``confidence``) or a plain
+    list of predictions (no sentence confidence).
+    """
+    entities = getattr(item, "entities", None)
+    if entities is not None:
+        conf = getattr(item, "confidence", None)
+        return list(entities), None if conf is None else float(conf)
+    if isinstance(item, (list, tuple)):
+        return list(item), None
+    raise TypeError(f"unexpected predictor output for one sentence: {type(item).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Capping and class balance
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence that passed the threshold: its key, confidence and entity count per type."""
+
+    key: Hashable
+    confidence: float
+    type_counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CapResult:
+    """What :func:`cap_pseudo_labels` selected (in confidence order) and why the rest was dropped."""
+
+    selected: list[Hashable]
+    dropped: dict[Hashable, str]
+    type_caps: dict[str, int] = field(default_factory=dict)
+
+
+def type_caps(candidate_counts: Mapping[str, int], type_share: Mapping[str, float]) -> dict[str, int]:
+    """Entity budget per type so the pseudo-labels follow the gold type distribution.
+
+    ``candidate_counts``: entities per type among the candidates; ``type_share``: the gold share
+    of each type (any positive weights; normalised here). The scale ``N`` is the largest total
+    such that every type present among the candidates can supply ``N * share``; a type's cap is
+    ``ceil(N * share)``. A predicted type with no gold share gets cap 0.
+    """
+    total = sum(w for w in type_share.values() if w > 0)
+    if total <= 0:
+        raise ValueError("type_share must have at least one positive weight")
+    share = {t: w / total for t, w in type_share.items() if w > 0}
+    present = [t for t in share if candidate_counts.get(t, 0) > 0]
+    if not present:
+        return {t: 0 for t in set(share) | set(candidate_counts)}
+    scale = min(candidate_counts[t] / share[t] for t in present)
+    caps = {t: int(math.ceil(scale * share[t] - 1e-9)) for t in share}
+    for t in candidate_counts:
+        caps.setdefault(t, 0)
+    return caps
+
+
+def cap_pseudo_labels(
+    candidates: Iterable[Candidate],
+    max_sentences: int | None = None,
+    type_share: Mapping[str, float] | None = None,
+) -> CapResult:
+    """Keep the most confident candidates within a sentence cap and, optionally, type caps.
+
+    Candidates are visited by confidence (highest first, then key, so the result is
+    deterministic). ``max_sentences`` (None = no cap) limits the kept sentences; ``type_share``
+    (None = no class balance) limits entities per type to :func:`type_caps`: a sentence whose
+    entities would exceed a type's remaining budget is skipped. Every candidate ends up either in
+    ``selected`` or in ``dropped`` with its reason.
+    """
+    if max_sentences is not None and max_sentences < 0:
+        raise ValueError(f"max_sentences must be >= 0, got {max_sentences}")
+    ordered = sorted(candidates, key=lambda c: (-float(c.confidence), str(c.key)))
+    caps: dict[str, int] = {}
+    if type_share is not None:
+        counts: Counter = Counter()
+        for c in ordered:
+            counts.update({t: n for t, n in c.type_counts.items() if n > 0})
+        caps = type_caps(counts, type_share)
+    used: Counter = Counter()
+    selected: list[Hashable] = []
+    dropped: dict[Hashable, str] = {}
+    for c in ordered:
+        if max_sentences is not None and len(selected) >= max_sentences:
+            dropped[c.key] = f"over max_pseudo_per_round={max_sentences}"
+            continue
+        if type_share is not None:
+            over = sorted(t for t, n in c.type_counts.items() if n > 0 and used[t] + n > caps.get(t, 0))
+            if over:
+                dropped[c.key] = "class balance cap reached for " + ", ".join(over)
+                continue
+            used.update({t: n for t, n in c.type_counts.items() if n > 0})
+        selected.append(c.key)
+    return CapResult(selected=selected, dropped=dropped, type_caps=caps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rounds, stopping, bookkeeping
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundRecord:
+    """What one self-training round produced. Round 0 is the gold-only model.
+
+    ``pseudo_counts``: sentences per status of the pseudo-labeling that fed this round's training
+    (empty for round 0); ``pseudo_entities``: kept entities per type; ``pseudo_prf``: precision /
+    recall / F1 of the pseudo-labels against hidden gold (low-resource protocol), when known.
+    """
+
+    round: int
+    dev_f1: float
+    dev_precision: float = 0.0
+    dev_recall: float = 0.0
+    threshold: float | None = None
+    train_sentences: int = 0
+    pseudo_sentences: int = 0
+    pseudo_counts: dict[str, int] = field(default_factory=dict)
+    pseudo_entities: dict[str, int] = field(default_factory=dict)
+    pseudo_prf: dict[str, float] | None = None
+    model_dir: str | None = None
+    pseudo_dir: str | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.round < 0:
+            raise ValueError(f"round must be >= 0, got {self.round}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RoundRecord":
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown round record field(s): {', '.join(unknown)}")
+        return cls(**dict(data))
+
+
+def best_round(history: Sequence[RoundRecord]) -> RoundRecord:
+    """The round with the highest dev F1 (the earliest one on ties)."""
+    if not history:
+        raise ValueError("no completed round yet")
+    return max(history, key=lambda r: (r.dev_f1, -r.round))
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """Whether to stop, and why; truthy when the loop should stop."""
+
+    stop: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.stop
+
+
+def should_stop(
+    history: Sequence[RoundRecord], patience: int, max_rounds: int, min_delta: float = 0.0
+) -> StopDecision:
+    """Stopping rule of the bootstrap loop.
+
+    ``history``: completed rounds in order (round 0 = gold only). Stop when the last completed
+    round is ``>= max_rounds``, or when ``patience >= 1`` rounds have passed since the best dev F1
+    (an improvement must exceed the best so far by more than ``min_delta``). ``patience <= 0``
+    disables early stopping.
+    """
+    if not history:
+        return StopDecision(False, "no round completed yet")
+    rounds = [r.round for r in history]
+    if rounds != sorted(set(rounds)):
+        raise ValueError(f"history rounds must be increasing and unique, got {rounds}")
+    last = history[-1]
+    if last.round >= max_rounds:
+        return StopDecision(True, f"reached max_rounds={max_rounds}")
+    best = history[0]
+    for rec in history[1:]:
+        if rec.dev_f1 > best.dev_f1 + min_delta:
+            best = rec
+    waited = last.round - best.round
+    if patience >= 1 and waited >= patience:
+        return StopDecision(
+            True,
+            f"dev F1 has not improved for {waited} round(s) (best {best.dev_f1:.4f} in round {best.round})",
+        )
+    return StopDecision(False, f"continue (best {best.dev_f1:.4f} in round {best.round})")
+
+
+def merge_pseudo_rounds(
+    mode: str, rounds: Sequence[Mapping[Hashable, Sequence[Span]]]
+) -> dict[Hashable, tuple[int, list[Span]]]:
+    """The pseudo-labels to train on, given each round's kept set (oldest first).
+
+    Returns ``{key: (round index in rounds, spans)}``. ``rederive``: the newest round's set only.
+    ``accumulate``: the union; a sentence keeps the labels of the first round that kept it.
+    """
+    if mode not in BOOKKEEPING_MODES:
+        raise ValueError(f"unknown self-training mode {mode!r}; choose one of {', '.join(BOOKKEEPING_MODES)}")
+    if not rounds:
+        return {}
+    if mode == "rederive":
+        last = len(rounds) - 1
+        return {k: (last, list(v)) for k, v in rounds[-1].items()}
+    out: dict[Hashable, tuple[int, list[Span]]] = {}
+    for i, kept in enumerate(rounds):
+        for key, spans in kept.items():
+            out.setdefault(key, (i, list(spans)))
+    return out
+
+
+def pseudo_dirs_for_training(mode: str, history: Sequence[RoundRecord]) -> list[str]:
+    """Kept-set directories the next training reads: the newest (rederive) or all (accumulate).
+
+    With ``accumulate``, duplicate sentences across the directories must be resolved with
+    :func:`merge_pseudo_rounds` (first round wins) when they are loaded.
+    """
+    if mode not in BOOKKEEPING_MODES:
+        raise ValueError(f"unknown self-training mode {mode!r}; choose one of {', '.join(BOOKKEEPING_MODES)}")
+    dirs = [r.pseudo_dir for r in history if r.pseudo_dir]
+    if mode == "rederive":
+        return dirs[-1:]
+    return dirs
+
+
+def score_pseudo_labels(
+    kept: Mapping[Hashable, Iterable[Span]], gold: Mapping[Hashable, Iterable[Span]]
+) -> PRF:
+    """Precision / recall / F1 of pseudo-labels against hidden gold (exact span and type).
+
+    ``kept``: the pseudo-labeled sentences ``{key: spans}``; ``gold``: the hidden gold of the pool
+    ``{key: spans}``. Only sentences with gold are scored: kept sentences without a gold entry
+    (other unlabeled sources) are ignored. Recall counts every gold entity, including those of
+    sentences that were not kept, so it says how much of the pool's gold the pseudo-labels recover.
+    """
+    tp = fp = fn = 0
+    for key, gold_spans in gold.items():
+        for t_tp, t_fp, t_fn in match_counts(gold_spans, kept.get(key, ())).values():
+            tp, fp, fn = tp + t_tp, fp + t_fp, fn + t_fn
+    return PRF.from_counts(tp, fp, fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# Persisted run state (for --resume)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """The state of a bootstrap run, saved as ``<run_dir>/state.json`` after every round.
+
+    ``rounds``: completed rounds in order; ``paths``: named paths of the run (data, pretrain ...);
+    ``finished`` / ``stop_reason``: set when the loop ends; ``config``: the flattened config the
+    run started with (a resumed run can check it did not change).
+    """
+
+    rounds: list[RoundRecord] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
+    stop_reason: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    @property
+    def next_round(self) -> int:
+        return self.rounds[-1].round + 1 if self.rounds else 0
+
+    @property
+    def best(self) -> RoundRecord | None:
+        return best_round(self.rounds) if self.rounds else None
+
+    def add_round(self, record: RoundRecord) -> None:
+        """Append a completed round; its number must be :attr:`next_round`."""
+        if record.round != self.next_round:
+            raise ValueError(f"expected round {self.next_round}, got round {record.round}")
+        self.rounds.append(record)
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "version": self.version,
+            "completed_rounds": [r.to_dict() for r in self.rounds],
+            "best_round": best.round if best else None,
+            "paths": dict(self.paths),
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunState":
+        version = data.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(f"state version {version!r} is not supported (expected {STATE_VERSION})")
+        return cls(
+            rounds=[RoundRecord.from_dict(r) for r in data.get("completed_rounds", [])],
+            paths={str(k): str(v) for k, v in data.get("paths", {}).items()},
+            finished=bool(data.get("finished", False)),
+            stop_reason=data.get("stop_reason"),
+            config=dict(data.get("config", {})),
+        )
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_state(run_dir: str | os.PathLike, state: RunState) -> Path:
+    """Write ``state`` to ``<run_dir>/state.json`` atomically; returns the path."""
+    path = Path(run_dir) / STATE_FILE
+    atomic_write_text(path, json.dumps(state.to_dict(), ensure_ascii=False, indent=1, default=str) + "\n")
+    return path
+
+
+def load_state(run_dir: str | os.PathLike) -> RunState | None:
+    """Read ``<run_dir>/state.json``; None when there is none. Raises :class:`StateError` naming
+    the file for unreadable or malformed content."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateError(f"{path}: cannot read run state: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StateError(f"{path}: run state must be a JSON object, got {type(data).__name__}")
+    try:
+        return RunState.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"{path}: bad run state: {exc}") from exc

@@ -1,0 +1,509 @@
+"""Experiment tracking: every MLflow call of cemr lives here (model code never logs).
+
+:class:`Tracker` wraps one parent run per bootstrap run, with one nested child run per round (or
+step-indexed metrics on the parent), params, metrics, artifacts, figures and the model directory
+logged as an MLflow pyfunc model (and registered). A disabled tracker accepts every call and
+does nothing, so callers need no ``if``.
+
+Where runs go: ``MLFLOW_TRACKING_URI`` (environment) wins, then ``tracking_uri``, else a sqlite
+store ``sqlite:///<store_dir>/mlflow.db`` (MLflow 3.17 refuses the old ``./mlruns`` file store).
+A new experiment gets an explicit artifact location (``<store_dir>/mlartifacts/<experiment>``),
+otherwise MLflow would write artifacts relative to the current directory.
+
+Patient data: raw EMR text is never logged by this module unless ``log_samples=True``
+(:meth:`Tracker.log_text_samples`); params, metrics and figures carry numbers only. Callers that
+log their own files with :meth:`Tracker.log_artifact` are responsible for their content.
+
+MLflow is imported lazily (importing it costs seconds), so ``import cemr.tracking`` is cheap.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+DEFAULT_DB = "mlflow.db"
+MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+DEFAULT_PREDICTOR = "cemr.predictor:Predictor"
+
+
+class TrackingError(RuntimeError):
+    """A tracking call that cannot be honoured (no parent run, bad metric value ...)."""
+
+
+def default_tracking_uri(store_dir: str | os.PathLike) -> str:
+    """``sqlite:///<absolute store_dir>/mlflow.db``."""
+    return "sqlite:///" + str(Path(store_dir).resolve() / DEFAULT_DB)
+
+
+def resolve_tracking_uri(tracking_uri: str | None, store_dir: str | os.PathLike) -> str:
+    """The URI actually used: env ``MLFLOW_TRACKING_URI``, else ``tracking_uri``, else sqlite."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if tracking_uri:
+        return tracking_uri
+    return default_tracking_uri(store_dir)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "default"
+
+
+def param_value(value: Any) -> str:
+    """A config value as an MLflow param string (JSON for lists/dicts, cut at MLflow's limit)."""
+    if isinstance(value, (list, tuple, dict)):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    else:
+        text = str(value)
+    if len(text) > MAX_PARAM_VALUE:
+        text = text[: MAX_PARAM_VALUE - 15] + "...[truncated]"
+    return text
+
+
+def metric_value(key: str, value: Any) -> float:
+    """A metric as float; ``TrackingError`` naming the key for non-numbers."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TrackingError(f"metric {key!r}: expected a number, got {value!r}") from None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures (matplotlib Agg, no display needed)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def line_figure(
+    xs: Sequence[float], series: Mapping[str, Sequence[float]], *, title: str, xlabel: str, ylabel: str
+):
+    """A line plot of one or more named series over ``xs``; returns a matplotlib Figure."""
+    if not xs:
+        raise ValueError(f"{title}: nothing to plot")
+    for name, ys in series.items():
+        if len(ys) != len(xs):
+            raise ValueError(f"{title}: series {name!r} has {len(ys)} points for {len(xs)} x values")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    for name, ys in series.items():
+        ax.plot(list(xs), list(ys), marker="o", label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def f1_vs_round_figure(rounds: Sequence[int], f1s: Sequence[float], pseudo_f1s: Sequence[float] | None = None):
+    """Dev F1 per self-training round (optionally the pseudo-label F1 too)."""
+    series = {"dev F1": f1s}
+    if pseudo_f1s is not None:
+        series["pseudo-label F1"] = pseudo_f1s
+    return line_figure(rounds, series, title="F1 vs self-training round", xlabel="round", ylabel="F1")
+
+
+def f1_vs_threshold_figure(thresholds: Sequence[float], f1s: Sequence[float]):
+    """Best dev F1 per confidence threshold (the paper's threshold sweep)."""
+    return line_figure(thresholds, {"dev F1": f1s}, title="F1 vs confidence threshold", xlabel="threshold",
+                       ylabel="F1")
+
+
+# ----------------------------------------------------------------------------------------------
+# The pyfunc model
+# ----------------------------------------------------------------------------------------------
+
+
+def texts_from_model_input(model_input: Any) -> list[str]:
+    """Texts from a pyfunc input: a list/array of str, a str, or a DataFrame with a ``text`` column
+    (or a single column)."""
+    if isinstance(model_input, str):
+        return [model_input]
+    columns = getattr(model_input, "columns", None)
+    if columns is not None:
+        names = list(columns)
+        if "text" in names:
+            col = model_input["text"]
+        elif len(names) == 1:
+            col = model_input[names[0]]
+        else:
+            raise ValueError(f"expected a 'text' column, got columns {names}")
+        return [str(t) for t in col.tolist()]
+    items = list(model_input)
+    bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"input item {bad[0]} is {type(items[bad[0]]).__name__}, expected str")
+    return items
+
+
+def _build_pyfunc_class():
+    import mlflow.pyfunc
+
+    class CemrPyfuncModel(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc wrapper of a cemr model directory (logged as the ``model_dir`` artifact).
+
+        ``predict(texts) -> [[{"start", "end", "type", "confidence"}, ...], ...]`` (one list per
+        text, offsets into that text, end exclusive), via ``cemr.predictor``.
+        """
+
+        def __init__(self, predictor: str = DEFAULT_PREDICTOR, device: str = "cpu", batch_size: int = 64):
+            self.predictor = predictor
+            self.device = device
+            self.batch_size = batch_size
+            self._model = None
+
+        def load_context(self, context):
+            from cemr.selftrain import load_predictor
+
+            self._model = load_predictor(self.predictor, context.artifacts["model_dir"], self.device)
+
+        def predict(self, context, model_input, params=None):
+            from cemr.selftrain import unpack_prediction
+
+            texts = texts_from_model_input(model_input)
+            batch_size = int((params or {}).get("batch_size", self.batch_size))
+            out = []
+            for item in self._model.predict_sentences(texts, batch_size):
+                preds, _ = unpack_prediction(item)
+                out.append([{**p.span.to_dict(), "confidence": float(p.confidence)} for p in preds])
+            return out
+
+    CemrPyfuncModel.__module__ = __name__
+    CemrPyfuncModel.__qualname__ = "CemrPyfuncModel"
+    return CemrPyfuncModel
+
+
+def __getattr__(name: str) -> Any:
+    # ``CemrPyfuncModel`` is built on first use (it subclasses an MLflow class, and importing MLflow
+    # is slow); cached as a module global so pickling finds it as ``cemr.tracking.CemrPyfuncModel``.
+    if name == "CemrPyfuncModel":
+        cls = _build_pyfunc_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The tracker
+# ----------------------------------------------------------------------------------------------
+
+
+class Tracker:
+    """One MLflow parent run (the bootstrap run) with nested child runs (rounds).
+
+    ``tracking_uri``: None = env ``MLFLOW_TRACKING_URI`` or sqlite under ``store_dir``;
+    ``experiment``: created on first use with ``artifact_location`` (default
+    ``<store_dir>/mlartifacts/<experiment>``); ``enabled=False``: every call is a no-op.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment: str = "cemr",
+        run_name: str | None = None,
+        enabled: bool = True,
+        *,
+        store_dir: str | os.PathLike = ".",
+        artifact_location: str | None = None,
+        log_samples: bool = False,
+    ):
+        self.enabled = enabled
+        self.experiment = experiment
+        self.run_name = run_name
+        self.store_dir = Path(store_dir)
+        self.uri = resolve_tracking_uri(tracking_uri, store_dir)
+        self.artifact_location = artifact_location
+        self.log_samples = log_samples
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self._children: list[str] = []
+        self._client = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, run_dir: str | os.PathLike, enabled: bool = True) -> "Tracker":
+        """From a :class:`cemr.config.TrackingConfig`; the default store sits beside ``run_dir``."""
+        run_dir = Path(run_dir)
+        return cls(
+            tracking_uri=cfg.tracking_uri,
+            experiment=cfg.experiment,
+            run_name=cfg.run_name or run_dir.name,
+            enabled=enabled,
+            store_dir=run_dir.resolve().parent,
+            log_samples=cfg.log_samples,
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            if self.uri.startswith("sqlite:///"):
+                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _experiment_id(self) -> str:
+        if self.experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                location = self.artifact_location or (
+                    self.store_dir.resolve() / "mlartifacts" / _safe_name(self.experiment)
+                ).as_uri()
+                self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+            elif exp.lifecycle_stage != "active":
+                raise TrackingError(
+                    f"experiment {self.experiment!r} is deleted in {self.uri}; restore it or choose another name"
+                )
+            else:
+                self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
+    @property
+    def active_run_id(self) -> str | None:
+        """The innermost open run: the current child, else the parent."""
+        return self._children[-1] if self._children else self.parent_id
+
+    def _run(self, run_id: str | None) -> str:
+        run_id = run_id or self.active_run_id
+        if run_id is None:
+            raise TrackingError("no run started: call start_parent() first")
+        return run_id
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_parent(
+        self, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Start the parent run and log ``params`` (a flat dict: ``cemr.config.flatten``)."""
+        if not self.enabled:
+            return None
+        if self.parent_id is not None:
+            raise TrackingError(f"parent run {self.parent_id} already started")
+        run = self.client.create_run(self._experiment_id(), run_name=self.run_name, tags=dict(tags or {}))
+        self.parent_id = run.info.run_id
+        if params:
+            self.log_params(params)
+        return self.parent_id
+
+    def resume_parent(self, run_id: str) -> str | None:
+        """Reopen an earlier parent run (``--resume``); its params stay as logged."""
+        if not self.enabled:
+            return None
+        run = self.client.get_run(run_id)
+        self.experiment_id = run.info.experiment_id
+        self.client.update_run(run_id, status="RUNNING")
+        self.parent_id = run_id
+        return run_id
+
+    @contextmanager
+    def child(self, run_name: str, params: Mapping[str, Any] | None = None) -> Iterator[str | None]:
+        """A nested run under the parent (e.g. ``round_2``); ended FAILED if the block raises."""
+        if not self.enabled:
+            yield None
+            return
+        parent = self._run(None)
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        run = self.client.create_run(
+            self._experiment_id(), run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent}
+        )
+        run_id = run.info.run_id
+        self._children.append(run_id)
+        status = "FINISHED"
+        try:
+            if params:
+                self.log_params(params, run_id=run_id)
+            yield run_id
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            self._children.pop()
+            self.client.set_terminated(run_id, status=status)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the parent run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        if self.enabled and self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, status=status)
+            self.parent_id = None
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.end("FAILED" if exc_type is not None else "FINISHED")
+
+    # -- values -----------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any], run_id: str | None = None) -> None:
+        """Log a flat dict of params (values stringified; in batches of MLflow's limit)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        run_id = self._run(run_id)
+        items = [Param(str(k), param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, run_id: str | None = None) -> None:
+        """Log numeric metrics at ``step`` (e.g. the round) to ``run_id`` or the active run."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        run_id = self._run(run_id)
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), metric_value(str(k), v), now, int(step or 0)) for k, v in metrics.items()]
+        for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
+        if not self.enabled:
+            return
+        run_id = self._run(run_id)
+        for k, v in tags.items():
+            self.client.set_tag(run_id, str(k), param_value(v))
+
+    # -- artifacts --------------------------------------------------------------------------
+
+    def log_artifact(
+        self, path: str | os.PathLike, artifact_path: str | None = None, run_id: str | None = None
+    ) -> None:
+        """Log a file or a directory (recursively) as artifact(s)."""
+        if not self.enabled:
+            return
+        path = Path(path)
+        if not path.exists():
+            raise TrackingError(f"{path}: artifact does not exist")
+        run_id = self._run(run_id)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dict(self, data: Mapping[str, Any], filename: str, run_id: str | None = None) -> None:
+        """Log a dict as a JSON (``.json``) or YAML (``.yaml``) artifact."""
+        if not self.enabled:
+            return
+        self.client.log_dict(self._run(run_id), dict(data), filename)
+
+    def log_figure(self, figure: Any, filename: str, run_id: str | None = None) -> None:
+        """Log a matplotlib figure as an image artifact, then close it."""
+        if not self.enabled:
+            _pyplot().close(figure)
+            return
+        try:
+            self.client.log_figure(self._run(run_id), figure, filename)
+        finally:
+            _pyplot().close(figure)
+
+    def plot_f1_vs_round(self, history: Sequence[Any], filename: str = "plots/f1_vs_round.png") -> None:
+        """Plot dev F1 (and pseudo-label F1 when every round >= 1 has it) per round record."""
+        if not self.enabled or not history:
+            return
+        rounds = [r.round for r in history]
+        f1s = [r.dev_f1 for r in history]
+        pseudo = [(r.pseudo_prf or {}).get("f1") for r in history]
+        pseudo_f1s = None
+        if len(history) > 1 and all(p is not None for p in pseudo[1:]):
+            pseudo_f1s = [math.nan if p is None else p for p in pseudo]
+        self.log_figure(f1_vs_round_figure(rounds, f1s, pseudo_f1s), filename, run_id=self.parent_id)
+
+    def plot_f1_vs_threshold(
+        self, thresholds: Sequence[float], f1s: Sequence[float], filename: str = "plots/f1_vs_threshold.png"
+    ) -> None:
+        if not self.enabled:
+            return
+        self.log_figure(f1_vs_threshold_figure(thresholds, f1s), filename, run_id=self.parent_id)
+
+    def log_text_samples(self, samples: Sequence[Mapping[str, Any]], filename: str, run_id: str | None = None) -> bool:
+        """Log examples that contain raw text, only when ``log_samples=True``; returns whether it did."""
+        if not self.enabled or not self.log_samples:
+            return False
+        self.client.log_dict(self._run(run_id), {"samples": list(samples)}, filename)
+        return True
+
+    # -- models -----------------------------------------------------------------------------
+
+    def log_model_dir(
+        self,
+        model_dir: str | os.PathLike,
+        register_name: str | None = None,
+        *,
+        name: str = "model",
+        predictor: str = DEFAULT_PREDICTOR,
+        run_id: str | None = None,
+    ) -> str | None:
+        """Log ``model_dir`` as an MLflow pyfunc model (artifact ``model_dir``) and register it.
+
+        Returns the model URI (``models:/<model id>``), or None when disabled. ``predictor``:
+        ``module:Class`` with ``.load(model_dir, device)`` and ``predict_sentences(texts, batch_size)``.
+        """
+        if not self.enabled:
+            return None
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise TrackingError(f"{model_dir}: model directory does not exist")
+        import mlflow
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        run_id = self._run(run_id)
+        status = self.client.get_run(run_id).info.status
+        # the fluent API is the one that logs models; point it at our store for this call only
+        # (_use_tracking_uri restores the previous URI and MLFLOW_TRACKING_URI afterwards)
+        with _use_tracking_uri(self.uri), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=__getattr__("CemrPyfuncModel")(predictor=predictor),
+                artifacts={"model_dir": str(model_dir.resolve())},
+                registered_model_name=register_name,
+                pip_requirements=_pip_requirements(),
+            )
+        if status == "RUNNING":  # leaving the fluent block ended the run: it is still ours to end
+            self.client.update_run(run_id, status="RUNNING")
+        return info.model_uri
+
+    def load_model(self, model_uri: str) -> Any:
+        """Load a logged/registered pyfunc model (``models:/...``) from this tracker's store."""
+        import mlflow.pyfunc
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(self.uri):
+            return mlflow.pyfunc.load_model(model_uri)
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model (explicit, so MLflow does not infer them by loading it)."""
+    from importlib import metadata
+
+    reqs = []
+    for dist in ("cemr", "torch", "transformers", "pytorch-crf", "numpy", "safetensors"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs

@@ -1,0 +1,186 @@
+"""The Ray Data pseudo-labeling pipeline with a fake predictor on a local 2-CPU Ray instance,
+plus its pure pieces (no Ray needed)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import fakes
+from cemr.config import ClusterConfig, SelfTrainConfig
+from cemr.corpus.document import Span
+from cemr.corpus.shards import count_rows, iter_sentences, write_shards
+from cemr.predictor import Prediction, SentencePrediction
+from cluster.pseudolabel import (
+    OUTPUT_SCHEMA,
+    PseudoLabelError,
+    label_row,
+    plan_blocks,
+    pseudo_label,
+    summarize_batch,
+)
+
+PREDICTOR = "fakes:KeywordPredictor"
+N = 200
+CLUSTER = ClusterConfig(actors=2, actor_num_cpus=0.5, batch_size=256)
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+
+def test_plan_blocks_gives_every_actor_work():
+    assert plan_blocks(200, 2, 256) == (4, 50)  # small input: smaller batches, 2 per actor
+    assert plan_blocks(100_000, 2, 256) == (391, 256)
+    assert plan_blocks(10_000_000, 4, 256)[0] == 2000  # capped
+    assert plan_blocks(0, 2, 256) == (1, 256)
+    assert plan_blocks(3, 4, 256) == (8, 1)
+
+
+def test_label_row_with_the_real_prediction_types():
+    sent = SentencePrediction([Prediction(Span(2, 5, "疾病和诊断"), 0.9)], confidence=0.8, sequence_prob=0.5)
+    row = label_row("既往高血压", sent, 0.7, "sentence")
+    assert row["status"] == "kept" and row["spans"] == [{"start": 2, "end": 5, "type": "疾病和诊断"}]
+    assert row["confidence"] == pytest.approx(0.8) and row["predicted"] == 1
+    assert label_row("既往高血压", sent, 0.85, "sentence")["status"] == "below_threshold"
+    assert label_row("既往高血压", sent, 0.85, "entity")["status"] == "kept"
+
+
+@pytest.mark.parametrize(
+    "text, item, match",
+    [
+        ("短", SentencePrediction([Prediction(Span(0, 4, "X"), 0.9)], 0.9), "does not fit"),
+        ("既往高血压", SentencePrediction([Prediction(Span(0, 3, "X"), 0.9), Prediction(Span(2, 4, "Y"), 0.9)], 0.9),
+         "overlap"),
+        (None, SentencePrediction([], 0.9), "text is NoneType"),
+        ("x", 42, "unexpected predictor output"),
+        ("既往高血压", SentencePrediction([Prediction(Span(2, 5, "X"), 1.7)], 0.9), "probability"),
+    ],
+)
+def test_label_row_records_bad_output_as_failed(text, item, match):
+    row = label_row(text, item, 0.7, "sentence")
+    assert row["status"] == "failed" and row["spans"] == [] and match in row["reason"]
+
+
+def test_summarize_batch_counts_statuses_entities_and_labelers():
+    table = pa.Table.from_pylist(
+        [
+            {"doc_id": "d", "sent_id": 0, "offset": 0, "text": "a", "source": "s", "status": "kept",
+             "spans": [{"start": 0, "end": 1, "type": "X"}, {"start": 1, "end": 2, "type": "Y"}],
+             "reason": "", "confidence": 0.9, "predicted": 2, "round": 1, "labeler": "h:1"},
+            {"doc_id": "d", "sent_id": 1, "offset": 5, "text": "b", "source": "s", "status": "failed",
+             "spans": [], "reason": "boom", "confidence": None, "predicted": 0, "round": 1, "labeler": "h:2"},
+        ],
+        schema=OUTPUT_SCHEMA,
+    )
+    out = dict(zip(*summarize_batch(table).to_pydict().values()))
+    assert out == {"entities=X": 1, "entities=Y": 1, "labeler=h:1": 1, "labeler=h:2": 1,
+                   "status=failed": 1, "status=kept": 1}
+
+
+def test_refuses_to_run_without_ray(tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(PseudoLabelError, match="not initialised"):
+        pseudo_label(tmp_path, tmp_path, tmp_path / "out", 0.7, CLUSTER, SelfTrainConfig(), 1)
+
+
+# --- the pipeline on Ray ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unlabeled(tmp_path_factory):
+    """N sentences in 3 shards of the real sentence schema."""
+    d = tmp_path_factory.mktemp("unlabeled")
+    write_shards(fakes.corpus(N), d, rows_per_shard=70, source="unlabeled")
+    assert count_rows(d) == N
+    return d
+
+
+def _model_dir(tmp_path: Path) -> Path:
+    m = tmp_path / "model"
+    m.mkdir()
+    return m
+
+
+@pytest.mark.ray
+def test_pipeline_accounts_for_every_row(ray_local, unlabeled, tmp_path):
+    model = _model_dir(tmp_path)
+    res = pseudo_label(unlabeled, model, tmp_path / "r1", 0.7, CLUSTER, SelfTrainConfig(selection="sentence"), 1,
+                       predictor=PREDICTOR)
+    assert res.input_rows == N
+    assert res.counts == fakes.expected_counts(N, "sentence")
+    assert sum(res.counts.values()) == N
+    assert res.entities_kept == {fakes.DISEASE: fakes.expected_entities(N, "sentence")}
+    assert res.kept_after_cap == res.counts["kept"] and res.capped == 0
+    assert res.sentences_per_s > 0
+
+    # two actors, each loaded the predictor once and labeled part of the rows
+    loads = (model / "loads.log").read_text(encoding="utf-8").split()
+    assert len(loads) == 4 and loads[1::2] == ["cpu", "cpu"]
+    assert len(res.rows_per_labeler) == 2 and all(n > 0 for n in res.rows_per_labeler.values())
+    assert sum(res.rows_per_labeler.values()) == N
+
+    # every row is in all/ with its status; failures carry their reason
+    table = pq.read_table(res.all_dir)
+    assert table.num_rows == N and table.schema.names == OUTPUT_SCHEMA.names
+    rows = {(r["doc_id"], r["sent_id"]): r for r in table.to_pylist()}
+    assert len(rows) == N
+    for i, sent in enumerate(fakes.corpus(N)):
+        r = rows[(sent.doc_id, sent.sent_id)]
+        assert r["text"] == sent.text and r["offset"] == sent.offset and r["round"] == 1
+        if i % 10 == 0:
+            assert r["status"] == "failed" and "RuntimeError: cannot tag BOOM" in r["reason"]
+        elif i % 10 == 1:
+            assert r["status"] == "failed" and "does not fit" in r["reason"]
+        elif i % 10 in (2, 3, 4):
+            assert r["status"] == "kept" and r["spans"] == [{"start": 2, "end": 5, "type": fakes.DISEASE}]
+        elif i % 10 == 7:
+            assert r["status"] == "below_threshold" and r["spans"] == [] and "0.400 < 0.70" in r["reason"]
+
+    # kept/ is the pseudo-labeled set, readable by the shard reader
+    kept = list(iter_sentences(res.kept_dir))
+    assert len(kept) == res.counts["kept"]
+    assert {s.text for s in kept} == {fakes.text_for(i) for i in range(N) if i % 10 in (2, 3, 4, 8, 9)}
+    assert sum(len(s.spans) for s in kept) == fakes.expected_entities(N, "sentence")
+
+
+@pytest.mark.ray
+def test_entity_mode_with_a_sentence_cap_replaces_old_output(ray_local, unlabeled, tmp_path):
+    model = _model_dir(tmp_path)
+    out = tmp_path / "r2"
+    (out / "all").mkdir(parents=True)
+    pq.write_table(OUTPUT_SCHEMA.empty_table(), out / "all" / "stale.parquet")  # an earlier attempt
+    cfg = SelfTrainConfig(selection="entity", max_pseudo_per_round=7)
+    res = pseudo_label(unlabeled, model, out, 0.7, replace(CLUSTER, batch_size=32), cfg, 2, predictor=PREDICTOR)
+    assert res.counts == fakes.expected_counts(N, "entity")
+    assert not (out / "all" / "stale.parquet").exists()
+    assert res.kept_after_cap == 7 and res.capped == res.counts["kept"] - 7
+    assert res.cap_reasons == {"over max_pseudo_per_round=7": res.capped}
+    kept = pq.read_table(res.kept_dir)
+    assert kept.num_rows == 7 and set(kept.column("status").to_pylist()) == {"kept"}
+    assert set(kept.column("source").to_pylist()) == {"pseudo:r2"}
+    # the most confident first: all kept rows carry the 0.95 entity only
+    assert all(spans == [{"start": s.find("高血压"), "end": s.find("高血压") + 3, "type": fakes.DISEASE}]
+               for s, spans in zip(kept.column("text").to_pylist(), kept.column("spans").to_pylist()))
+    assert res.entities_kept == {fakes.DISEASE: 7}
+
+
+@pytest.mark.ray
+def test_empty_pool_gives_empty_readable_sets(ray_local, tmp_path):
+    empty = tmp_path / "empty"
+    write_shards([], empty, source="unlabeled")
+    res = pseudo_label(empty, _model_dir(tmp_path), tmp_path / "r", 0.7, CLUSTER, SelfTrainConfig(), 1,
+                       predictor=PREDICTOR)
+    assert res.input_rows == 0 and res.counts == {"kept": 0, "below_threshold": 0, "failed": 0}
+    assert list(iter_sentences(res.all_dir)) == [] and list(iter_sentences(res.kept_dir)) == []
+
+
+@pytest.mark.ray
+def test_class_balance_needs_the_gold_distribution(ray_local, unlabeled, tmp_path):
+    with pytest.raises(PseudoLabelError, match="type_share"):
+        pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7, CLUSTER,
+                     SelfTrainConfig(class_balance=True), 1, predictor=PREDICTOR)
