@@ -174,6 +174,8 @@ class ModelConfig:
     bilm: BiLMConfig = field(default_factory=BiLMConfig)
     bert: BertConfig = field(default_factory=BertConfig)
     dictionary: DictionaryConfig = field(default_factory=DictionaryConfig)
+    # MiB of frozen BiLM/BERT outputs cached per featurizer (keyed by sentence text); 0 = off
+    feature_cache_mb: float = 1024.0
 
 
 @dataclass

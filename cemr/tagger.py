@@ -12,6 +12,9 @@ Featurizers (BERT, BiLM) are ``nn.Module``s with ``dim`` and ``forward(texts) ->
 a featurizer is *frozen* when it says so (``frozen`` attribute) or has no trainable parameter:
 it then runs under ``no_grad``, stays in eval mode, and its weights are left out of
 :meth:`BiLMBNERTagger.checkpoint_state_dict` (they are saved by the featurizer itself).
+A frozen featurizer's outputs are cached per sentence text (:mod:`cemr.features.cache`, one
+bounded LRU cache per featurizer, ``feature_cache_mb`` in total per featurizer; 0 = off), so
+epochs 2..N and repeated dev evaluations skip it; a trainable featurizer is never cached.
 
 BIO constraints: ``I-X`` may only follow ``B-X``/``I-X`` and may not start a sentence. The CRF's
 transition and start scores of forbidden moves are set to ``-1e4`` before every use from a
@@ -35,6 +38,7 @@ from torchcrf import CRF
 from cemr.config import ModelConfig
 from cemr.confidence import crf_marginals, sequence_log_prob
 from cemr.corpus.sentences import Sentence
+from cemr.features.cache import FeatureCache, cached_features, elements_for_mb
 from cemr.features.dictionary import DICT_PAD_ID, DictionaryFeature, DictionaryTags, tags_for
 from cemr.tags import LabelSet, spans_to_bio
 from cemr.vocab import PAD_ID, CharVocab
@@ -193,7 +197,8 @@ class BiLMBNERTagger(nn.Module):
     Flat arguments: ``vocab_size`` chars (PAD=0), ``num_tags`` K, ``allowed_transitions (K, K)``
     and ``allowed_start (K,)`` bool (from :class:`~cemr.tags.LabelSet`); ``char_init (V, char_dim)``
     optional initial char vectors; ``bert``/``bilm`` featurizers or None; ``dictionary`` a
-    :class:`DictionaryFeature` or None.
+    :class:`DictionaryFeature` or None; ``feature_cache_mb``: budget of each frozen featurizer's
+    output cache (MiB of float32; 0 disables caching).
     """
 
     def __init__(
@@ -211,8 +216,14 @@ class BiLMBNERTagger(nn.Module):
         bert: nn.Module | None = None,
         bilm: nn.Module | None = None,
         dictionary: DictionaryFeature | None = None,
+        feature_cache_mb: float = 1024.0,
     ):
         super().__init__()
+        if feature_cache_mb < 0:
+            raise ValueError(f"feature_cache_mb must be >= 0, got {feature_cache_mb}")
+        self.feature_cache_mb = float(feature_cache_mb)
+        # name -> (the featurizer module it belongs to, its cache); see feature_cache()
+        self._feature_caches: dict[str, tuple[nn.Module, FeatureCache]] = {}
         if (2 * gru_hidden) % attention_heads:
             raise ValueError(
                 f"attention_heads ({attention_heads}) must divide the BiGRU output size 2*{gru_hidden}"
@@ -301,9 +312,39 @@ class BiLMBNERTagger(nn.Module):
                 if bool((param[~ok] != FORBIDDEN).any()):  # skip when intact: keeps autograd versions
                     param.masked_fill_(~ok, FORBIDDEN)
 
+    def feature_cache(self, name: str) -> FeatureCache | None:
+        """The output cache of featurizer ``name`` (``bert``/``bilm``): None when that featurizer
+        is absent or trainable, or caching is off. A cache belongs to one module object: when the
+        attribute is replaced by another module, the old cache is dropped, never reused."""
+        module = getattr(self, name, None) if name in FEATURIZERS else None
+        if module is None or not is_frozen(module) or self.feature_cache_mb <= 0:
+            self._feature_caches.pop(name, None)
+            return None
+        entry = self._feature_caches.get(name)
+        if entry is None or entry[0] is not module:
+            entry = (module, FeatureCache(elements_for_mb(self.feature_cache_mb)))
+            self._feature_caches[name] = entry
+        return entry[1]
+
+    def clear_feature_caches(self) -> None:
+        """Forget every cached featurizer output (e.g. after changing a frozen featurizer's weights)."""
+        self._feature_caches.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_feature_caches"] = {}  # caches are per process: never pickled or deep-copied
+        return state
+
     def _featurize(self, name: str, module: nn.Module, texts: list[str], t: int) -> Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not is_frozen(module)):
-            feats = module(texts)  # (B, T, D)
+        cache = self.feature_cache(name)
+        if cache is not None:
+            device = self.char_embedding.weight.device
+            with torch.no_grad():
+                feats = cached_features(cache, module, texts, device)  # (B, T, D)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not is_frozen(module)):
+                feats = module(texts)  # (B, T, D)
         if feats.dim() != 3 or feats.shape[0] != len(texts) or feats.shape[1] != t or feats.shape[2] != module.dim:
             raise ValueError(
                 f"{name} featurizer returned shape {tuple(feats.shape)}, expected ({len(texts)}, {t}, {module.dim})"
@@ -420,6 +461,7 @@ def build_tagger(
         bert=bert,
         bilm=bilm,
         dictionary=dictionary,
+        feature_cache_mb=model_cfg.feature_cache_mb,
     )
     tagger.char_init_rows = 0
     if char_vectors is not None and char_vectors.dim == model_cfg.char_dim:
