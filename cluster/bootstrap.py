@@ -1,0 +1,723 @@
+"""The bootstrap (self-training) run on Ray: stages, rounds, tracking, resume.
+
+:func:`run_bootstrap` drives one run directory (:class:`cemr.pipeline.RunLayout`, which must be on
+storage every node of the cluster sees)::
+
+    init Ray -> MLflow parent run (every config value a param) -> state.json
+    prepare + pretrain      one Ray task, skipped when data/ and pretrain/ are already written
+    components              on the driver (labels, vocabulary written once to components/)
+    round 0                 Ray Train on gold train only
+    round r >= 1            Ray Data pseudo-labeling of data/unlabeled with the best model so far
+                            (selftrain.threshold) -> retrain a fresh tagger on gold + pseudo-labels
+                            (rederive: this round's; accumulate: every round's, first round wins)
+    after every round       dev + test evaluation (micro and per type) with the Predictor,
+                            pseudo-label precision/recall against data/heldout when present,
+                            metrics on the parent run at step = round, a report JSON artifact,
+                            state.json saved (atomically)
+    stop                    selftrain.max_rounds or selftrain.patience (cemr.selftrain.should_stop)
+    end                     F1-vs-round plot; the best round's model logged as an MLflow pyfunc
+                            model and registered (tracking.register_model)
+
+Resume (``resume=True``): completed rounds recorded in ``state.json`` are not redone; the loop
+continues with the next round and reopens the MLflow parent run whose id the state holds
+(``state.paths["mlflow_run"] = "runs:/<id>"``, with ``mlflow_tracking_uri``). A round cut off
+while training continues from its latest Ray Train checkpoint (``cluster.train``). A run whose
+state has no MLflow run yet (a seeded sweep member) gets a new one, and the rounds already in the
+state are logged to it. Data, model and lexicon settings may not change on resume (the trained
+rounds and ``components/`` depend on them); other changes (more rounds, another patience...) are
+logged and used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import pyarrow.parquet as pq
+
+from cemr.config import Config, flatten
+from cemr.corpus.document import Span
+from cemr.corpus.shards import ShardWriter, count_rows, iter_records, iter_sentences, shard_files
+from cemr.pipeline import RunLayout
+from cemr.selftrain import (
+    KEPT,
+    RoundRecord,
+    RunState,
+    best_round,
+    load_state,
+    save_state,
+    score_pseudo_labels,
+    sentence_key,
+    should_stop,
+)
+
+Log = Callable[[str], None]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_RUN_KEY = "mlflow_run"
+MLFLOW_URI_KEY = "mlflow_tracking_uri"
+RUNS_PREFIX = "runs:/"
+# config sections the completed rounds and components/ depend on: fixed for the life of a run
+FROZEN_ON_RESUME = ("data.", "lexicon.", "model.")
+IGNORED_ON_RESUME = ("run_dir", "tracking.", "cluster.")
+
+
+class BootstrapError(RuntimeError):
+    """A run that cannot start or continue (its state, its directory or its config)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow metric name from parts joined by ``/`` (characters MLflow refuses become ``_``)."""
+    return "/".join(re.sub(r"[^\w.\- :]", "_", str(p)) for p in parts)
+
+
+def _prf_metrics(prefix: str, report: Mapping[str, Any] | None) -> dict[str, float]:
+    """``<prefix>_f1`` etc. (micro) and ``<prefix>/<type>/f1`` etc. from an EvalReport dict."""
+    if not report:
+        return {}
+    out: dict[str, float] = {}
+    micro = report.get("micro", {})
+    for k in ("precision", "recall", "f1"):
+        if k in micro:
+            out[f"{prefix}_{k}"] = float(micro[k])
+    for t, prf in report.get("per_type", {}).items():
+        for k in ("precision", "recall", "f1"):
+            if k in prf:
+                out[metric_key(prefix, t, k)] = float(prf[k])
+    return out
+
+
+def round_metrics(record: RoundRecord) -> dict[str, float]:
+    """Every number of a completed round, as flat MLflow metrics (logged at step = round)."""
+    ex = record.extra or {}
+    out: dict[str, float] = {
+        "dev_f1": record.dev_f1,
+        "dev_precision": record.dev_precision,
+        "dev_recall": record.dev_recall,
+        "train_sentences": float(record.train_sentences),
+        "pseudo_sentences": float(record.pseudo_sentences),
+        "time/round_s": float(record.seconds),
+    }
+    if record.threshold is not None:
+        out["threshold"] = float(record.threshold)
+    out.update(_prf_metrics("dev", ex.get("dev")))
+    out.update(_prf_metrics("test", ex.get("test")))
+    for status, n in record.pseudo_counts.items():
+        out[metric_key("pseudo", status)] = float(n)
+    for t, n in record.pseudo_entities.items():
+        out[metric_key("pseudo", "kept_entities", t)] = float(n)
+    for t, n in (ex.get("pseudo_proposed_entities") or {}).items():
+        out[metric_key("pseudo", "proposed_entities", t)] = float(n)
+    if record.pseudo_prf:
+        for k in ("precision", "recall", "f1"):
+            if k in record.pseudo_prf:
+                out[f"pseudo/{k}"] = float(record.pseudo_prf[k])
+    for k, v in (ex.get("times") or {}).items():
+        out[metric_key("time", f"{k}_s")] = float(v)
+    for k in ("sentences_per_s", "kept_after_cap", "input_rows"):
+        if k in (ex.get("pseudo") or {}):
+            out[f"pseudo/{k}"] = float(ex["pseudo"][k])
+    train = ex.get("train") or {}
+    for k in ("best_epoch", "epochs_run", "train_rows", "resumed_from_epoch"):
+        if k in train:
+            out[f"train/{k}"] = float(train[k])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def changed_config_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Flattened config keys whose values differ (``IGNORED_ON_RESUME`` keys left out)."""
+    keys = set(old) | set(new)
+    return sorted(k for k in keys if not k.startswith(IGNORED_ON_RESUME) and old.get(k) != new.get(k))
+
+
+def check_resume_config(old: Mapping[str, Any], new: Mapping[str, Any], state_path: str | os.PathLike
+                        ) -> list[str]:
+    """Keys changed since the run started; ``BootstrapError`` when one of them may not change."""
+    changed = changed_config_keys(old, new)
+    frozen = [k for k in changed if k.startswith(FROZEN_ON_RESUME)]
+    if frozen:
+        raise BootstrapError(
+            f"{state_path}: cannot resume: {', '.join(frozen)} changed since the run started "
+            f"(the trained rounds depend on them); use a new run_dir")
+    return changed
+
+
+def thresholds_of(start: float, stop: float, step: float) -> list[float]:
+    """``start, start + step, ..., <= stop`` (inclusive, rounded to 6 decimals)."""
+    if step <= 0:
+        raise ValueError(f"sweep.step must be > 0, got {step}")
+    if stop < start:
+        raise ValueError(f"sweep.stop {stop} < sweep.start {start}")
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+    out = [round(start + i * step, 6) for i in range(n)]
+    bad = [t for t in out if not 0.0 <= t <= 1.0]
+    if bad:
+        raise ValueError(f"thresholds must be in [0, 1], got {bad}")
+    return out
+
+
+def type_share_of(sentences: Iterable[Any]) -> dict[str, float]:
+    """Entities per type of the gold sentences (the class-balance target)."""
+    counts: Counter = Counter(sp.type for s in sentences for sp in s.spans)
+    return {t: float(n) for t, n in sorted(counts.items())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Pseudo-label sets on disk (streamed with pyarrow; only keys are held in memory)
+# ----------------------------------------------------------------------------------------------
+
+
+def entity_counts(directory: str | os.PathLike, status: str | None = KEPT) -> dict[str, int]:
+    """Entities per type in a pseudo-labeling output directory (rows of ``status``; all rows when
+    None)."""
+    counts: Counter = Counter()
+    for file in shard_files(directory):
+        pf = pq.ParquetFile(file)
+        cols = ["spans"] + (["status"] if status is not None and "status" in pf.schema_arrow.names else [])
+        for batch in pf.iter_batches(columns=cols, batch_size=4096):
+            spans = batch.column("spans").to_pylist()
+            statuses = batch.column("status").to_pylist() if "status" in cols else [status] * len(spans)
+            for st, cell in zip(statuses, spans):
+                if status is None or st == status:
+                    counts.update(sp["type"] for sp in cell or ())
+    return dict(sorted(counts.items()))
+
+
+def merge_pseudo_dirs(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                      rows_per_shard: int = 2000) -> int:
+    """Union of kept sets (oldest first) into ``out_dir``: a sentence keeps the labels of the
+    first round that kept it (``selftrain.mode: accumulate``). Returns the rows written."""
+    seen: set[tuple[str, int]] = set()
+    with ShardWriter(out_dir, rows_per_shard=rows_per_shard, overwrite=True) as writer:
+        for d in dirs:
+            for sent, extra in iter_records(d):
+                key = sentence_key(sent.doc_id, sent.sent_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+                writer.write(sent, extra["source"])
+    return len(seen)
+
+
+def score_against_heldout(kept_dir: str | os.PathLike, heldout_dir: str | os.PathLike) -> dict[str, float] | None:
+    """Precision / recall / F1 of a kept set against the hidden gold of ``data/heldout``; None
+    when there is no held-out gold."""
+    if not Path(heldout_dir).exists() or count_rows(heldout_dir) == 0:
+        return None
+    gold: dict[tuple[str, int], list[Span]] = {
+        sentence_key(s.doc_id, s.sent_id): s.spans for s in iter_sentences(heldout_dir)}
+    kept = {}
+    for s in iter_sentences(kept_dir):
+        key = sentence_key(s.doc_id, s.sent_id)
+        if key in gold:
+            kept[key] = s.spans
+    prf = score_pseudo_labels(kept, gold)
+    return {"precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "tp": prf.tp, "fp": prf.fp,
+            "fn": prf.fn, "scored_sentences": len(gold), "kept_scored_sentences": len(kept)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages (prepare + pretrain in one Ray task)
+# ----------------------------------------------------------------------------------------------
+
+
+def stages_done(layout: RunLayout) -> bool:
+    from cemr.pretrain import METRICS_FILE
+
+    return (layout.data / "prepare_report.json").is_file() and (layout.pretrain / METRICS_FILE).is_file()
+
+
+def _stages(cfg: Config, run_dir: str) -> dict[str, Any]:
+    """Prepare + pretrain in this process (the body of the Ray task)."""
+    from cemr.pipeline import prepare_data, pretrain_stage
+    from cemr.training import resolve_device
+
+    layout = RunLayout(Path(run_dir))
+    t0 = time.perf_counter()
+    prep = prepare_data(cfg, layout, print)
+    t1 = time.perf_counter()
+    pre = pretrain_stage(cfg, layout, resolve_device(cfg.train.device), print)
+    t2 = time.perf_counter()
+    return {"prepare": prep, "pretrain": pre, "times": {"prepare": t1 - t0, "pretrain": t2 - t1}}
+
+
+def run_stages(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
+    """Prepare and pretrain as one Ray task (``cluster.cpus_per_worker`` CPUs, a GPU when
+    ``cluster.use_gpu`` and the cluster has one); read back when both are already done."""
+    import ray
+
+    from cluster.runtime import worker_resources
+
+    if stages_done(layout):
+        log(f"stages: {layout.data} and {layout.pretrain} already written")
+        return _stages(cfg, str(layout.root)) | {"times": {"prepare": 0.0, "pretrain": 0.0}, "skipped": True}
+    res = worker_resources(cfg.cluster)
+    task = ray.remote(_stages).options(num_cpus=res["cpus_per_worker"], num_gpus=1 if res["use_gpu"] else 0,
+                                       name="cemr_prepare_pretrain")
+    out = ray.get(task.remote(cfg, str(layout.root)))
+    log(f"stages: prepare {out['times']['prepare']:.1f}s, pretrain {out['times']['pretrain']:.1f}s")
+    return out | {"skipped": False}
+
+
+def split_sentences(prepare_report: Mapping[str, Any]) -> dict[str, int]:
+    """Sentences per split from a ``prepare_report.json`` dict."""
+    return {split: int(info["sentences"]) for split, info in (prepare_report.get("splits") or {}).items()
+            if isinstance(info, Mapping) and isinstance(info.get("sentences"), int)}
+
+
+def stage_metrics(stages: Mapping[str, Any]) -> dict[str, float]:
+    """Stage times, sentences per split and pretraining metrics (step 0)."""
+    out = {metric_key("time", f"{k}_s"): float(v) for k, v in stages.get("times", {}).items()}
+    for split, n in split_sentences(stages.get("prepare") or {}).items():
+        out[metric_key("data", "sentences", split)] = float(n)
+    for k, v in (stages.get("pretrain") or {}).items():
+        if isinstance(v, (int, float)) and math.isfinite(float(v)):
+            out[metric_key("pretrain", k)] = float(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BootstrapSummary:
+    """What a bootstrap run ended with (also written to ``<run_dir>/summary.json``)."""
+
+    run_dir: str
+    rounds: list[dict[str, Any]]
+    best_round: int | None
+    best_dev_f1: float
+    best_test: dict[str, Any] | None
+    best_model_dir: str | None
+    stop_reason: str | None
+    mlflow_run_id: str | None
+    tracking_uri: str | None
+    model_uri: str | None = None
+    resumed_from_round: int | None = None
+    rounds_run: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def local_runtime_env() -> dict[str, Any]:
+    """For a Ray instance this process starts: workers import ``cemr``/``cluster`` from this checkout."""
+    pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
+    return {"env_vars": {"PYTHONPATH": pythonpath}}
+
+
+def connect(cfg: Config, log: Log = print):
+    """Join the configured cluster or start a local instance (:func:`cluster.runtime.init_ray`)."""
+    from cluster.runtime import init_ray, target_address
+
+    env = None if target_address(cfg.cluster) else local_runtime_env()
+    ctx = init_ray(cfg.cluster, runtime_env=env)
+    log(f"ray: {'started' if ctx.local else 'joined'} {ctx.address} {ctx.resources}")
+    return ctx
+
+
+def _driver_device(cfg: Config, log: Log) -> Any:
+    from cemr.training import resolve_device
+
+    try:
+        return resolve_device(cfg.train.device)
+    except ValueError as exc:
+        log(f"evaluation on the driver: {exc}; using the CPU")
+        return resolve_device("cpu")
+
+
+def _open_tracker(cfg: Config, layout: RunLayout, state: RunState, parent_run_id: str | None,
+                  kind: str, log: Log):
+    """The run's Tracker: reopens the parent run stored in ``state`` or starts a new one (nested
+    under ``parent_run_id`` when given). Returns ``(tracker, new_run)``."""
+    from cemr.tracking import Tracker
+
+    tracker = Tracker.from_config(cfg.tracking, layout.root)
+    stored = state.paths.get(MLFLOW_RUN_KEY, "")
+    if stored.startswith(RUNS_PREFIX):
+        if state.paths.get(MLFLOW_URI_KEY) and state.paths[MLFLOW_URI_KEY] != tracker.uri:
+            log(f"tracking: the run was started in {state.paths[MLFLOW_URI_KEY]}; continuing there")
+            tracker.uri = state.paths[MLFLOW_URI_KEY]
+        tracker.resume_parent(stored[len(RUNS_PREFIX):])
+        return tracker, False
+    tags = {"cemr.kind": kind, "cemr.name": cfg.name, "cemr.run_dir": str(layout.root)}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    tracker.start_parent(params=flatten(cfg), tags=tags)
+    if tracker.parent_id:
+        state.paths[MLFLOW_RUN_KEY] = RUNS_PREFIX + tracker.parent_id
+        state.paths[MLFLOW_URI_KEY] = tracker.uri
+    return tracker, True
+
+
+def _log_round(tracker: Any, record: RoundRecord, report: Mapping[str, Any]) -> None:
+    tracker.log_metrics(round_metrics(record), step=record.round)
+    tracker.log_dict(report, f"rounds/round_{record.round:03d}.json")
+
+
+class _RoundRunner:
+    """The per-round work of one run (kept together: config, layout, components, tracker)."""
+
+    def __init__(self, cfg: Config, layout: RunLayout, components: Any, device: Any, log: Log):
+        from cemr.pipeline import load_sentences
+
+        self.cfg, self.layout, self.components, self.device, self.log = cfg, layout, components, device, log
+        self.dev = load_sentences(layout, "dev")
+        self.test = load_sentences(layout, "test")
+        self.type_share = type_share_of(load_sentences(layout, "train")) if cfg.selftrain.class_balance else None
+
+    def pseudo_label(self, state: RunState, r: int) -> tuple[Any, list[str], int]:
+        """Label the pool with the best model so far; returns ``(result, training dirs, rows)``."""
+        from cluster.pseudolabel import pseudo_label
+
+        best = best_round(state.rounds)
+        if not best.model_dir:
+            raise BootstrapError(f"round {best.round} has no model directory in state.json")
+        res = pseudo_label(self.layout.split("unlabeled"), best.model_dir, self.layout.round_dir(r) / "pseudo",
+                           self.cfg.selftrain.threshold, self.cfg.cluster, self.cfg.selftrain, r,
+                           type_share=self.type_share)
+        self.log(f"round {r}: pseudo-labeled {res.input_rows} sentences with round {best.round}'s model: "
+                 f"{res.counts}, {res.kept_after_cap} kept after caps ({res.sentences_per_s:.0f} sentences/s)")
+        if self.cfg.selftrain.mode == "accumulate":
+            dirs = [rec.pseudo_dir for rec in state.rounds if rec.pseudo_dir] + [res.kept_dir]
+            merged = self.layout.round_dir(r) / "pseudo_train"
+            rows = merge_pseudo_dirs(dirs, merged, self.cfg.cluster.rows_per_shard)
+            return res, [str(merged)], rows
+        return res, [res.kept_dir], res.kept_after_cap
+
+    def evaluate(self, model_dir: str | os.PathLike) -> dict[str, Any]:
+        from cemr.pipeline import evaluate_predictor_on_sentences
+        from cemr.predictor import Predictor
+
+        predictor = Predictor.load(model_dir, self.device, confidence=self.cfg.selftrain.confidence,
+                                   max_len=self.cfg.data.max_sentence_len)
+        out = {}
+        for name, sents in (("dev", self.dev), ("test", self.test)):
+            if sents:
+                out[name] = evaluate_predictor_on_sentences(predictor, sents, self.cfg.train.eval_batch_size).to_dict()
+        return out
+
+    def run(self, state: RunState, r: int) -> tuple[RoundRecord, dict[str, Any]]:
+        """Round ``r``: (pseudo-label,) train, evaluate, score pseudo-labels. Returns the record
+        and the round report."""
+        from cluster.train import train_round
+
+        t_round = time.perf_counter()
+        times: dict[str, float] = {}
+        train_dirs = [str(self.layout.split("train"))]
+        weights = [1.0]
+        pseudo, pseudo_rows, pseudo_prf, proposed = None, 0, None, {}
+        threshold = None
+        if r > 0:
+            threshold = float(self.cfg.selftrain.threshold)
+            t0 = time.perf_counter()
+            pseudo, dirs, pseudo_rows = self.pseudo_label(state, r)
+            times["pseudo_label"] = time.perf_counter() - t0
+            if pseudo.counts.get(KEPT, 0) == 0:
+                self.log(f"round {r}: no sentence reached threshold {threshold}: training on gold only")
+            train_dirs += dirs
+            weights += [float(self.cfg.selftrain.pseudo_weight)] * len(dirs)
+            proposed = entity_counts(pseudo.all_dir, KEPT)
+            pseudo_prf = score_against_heldout(pseudo.kept_dir, self.layout.split("heldout"))
+        t0 = time.perf_counter()
+        trained = train_round(self.cfg, self.layout, train_dirs, r, weights=weights, components=self.components,
+                              log=self.log)
+        times["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        evals = self.evaluate(trained.model_dir)
+        times["evaluate"] = time.perf_counter() - t0
+        dev_micro = (evals.get("dev") or {}).get("micro", {})
+        record = RoundRecord(
+            round=r,
+            dev_f1=float(dev_micro.get("f1", 0.0)),
+            dev_precision=float(dev_micro.get("precision", 0.0)),
+            dev_recall=float(dev_micro.get("recall", 0.0)),
+            threshold=threshold,
+            train_sentences=trained.train_rows,
+            pseudo_sentences=int(pseudo_rows),
+            pseudo_counts=dict(pseudo.counts) if pseudo else {},
+            pseudo_entities=dict(pseudo.entities_kept) if pseudo else {},
+            pseudo_prf=pseudo_prf,
+            model_dir=str(trained.model_dir),
+            pseudo_dir=pseudo.kept_dir if pseudo else None,
+            seconds=time.perf_counter() - t_round,
+            extra={
+                "dev": evals.get("dev"),
+                "test": evals.get("test"),
+                "times": times,
+                "pseudo": _pseudo_summary(pseudo),
+                "pseudo_proposed_entities": proposed,
+                "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
+                          "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
+                          "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,
+                          "train_dirs": train_dirs, "weights": weights},
+            },
+        )
+        report = {"round": record.to_dict(), "history": trained.history}
+        return record, report
+
+
+def _pseudo_summary(pseudo: Any) -> dict[str, Any] | None:
+    if pseudo is None:
+        return None
+    d = pseudo.to_dict()
+    return {k: d[k] for k in ("input_rows", "counts", "entities_kept", "kept_after_cap", "capped", "seconds",
+                              "sentences_per_s", "actors", "blocks", "batch_size", "cap_reasons",
+                              "rows_per_labeler") if k in d}
+
+
+def _finish_summary(state: RunState, layout: RunLayout, resumed_from: int | None,
+                    rounds_run: list[int], started: float, model_uri: str | None) -> BootstrapSummary:
+    best = state.best
+    run_id = state.paths.get(MLFLOW_RUN_KEY, "")
+    return BootstrapSummary(
+        run_dir=str(layout.root),
+        rounds=[{"round": r.round, "dev_f1": r.dev_f1, "test_f1": ((r.extra.get("test") or {}).get("micro") or {}).get("f1"),
+                 "threshold": r.threshold, "pseudo_sentences": r.pseudo_sentences, "pseudo_prf": r.pseudo_prf,
+                 "model_dir": r.model_dir} for r in state.rounds],
+        best_round=best.round if best else None,
+        best_dev_f1=best.dev_f1 if best else 0.0,
+        best_test=(best.extra.get("test") if best else None),
+        best_model_dir=best.model_dir if best else None,
+        stop_reason=state.stop_reason,
+        mlflow_run_id=run_id[len(RUNS_PREFIX):] if run_id.startswith(RUNS_PREFIX) else None,
+        tracking_uri=state.paths.get(MLFLOW_URI_KEY),
+        model_uri=model_uri,
+        resumed_from_round=resumed_from,
+        rounds_run=rounds_run,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _initial_state(cfg: Config, layout: RunLayout, resume: bool, log: Log) -> tuple[RunState, int | None]:
+    state_path = layout.root / "state.json"
+    state = load_state(layout.root)
+    if state is not None and not resume:
+        raise BootstrapError(f"{state_path}: this run directory already holds a run; pass --resume to continue "
+                             "it or choose another run_dir")
+    if state is None:
+        stale = layout.root / "ray_train"
+        if stale.exists() and not resume:
+            raise BootstrapError(f"{stale}: Ray Train runs without a state.json; remove them or pass --resume")
+        if resume:
+            log(f"resume: no {state_path} yet: starting a new run")
+        return RunState(config=flatten(cfg)), None
+    changed = check_resume_config(state.config, flatten(cfg), state_path)
+    if changed:
+        log(f"resume: config changed since the run started: {', '.join(changed)}")
+    state.config = flatten(cfg)
+    for rec in state.rounds:
+        if not rec.model_dir or not Path(rec.model_dir).is_dir():
+            raise BootstrapError(f"{state_path}: round {rec.round}'s model directory {rec.model_dir} is missing")
+    log(f"resume: {len(state.rounds)} completed round(s) in {state_path}; next round {state.next_round}")
+    return state, state.next_round
+
+
+def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent_run_id: str | None = None,
+                  kind: str = "bootstrap") -> BootstrapSummary:
+    """Run (or continue, ``resume=True``) the bootstrap of ``cfg.run_dir``; see the module docstring.
+
+    ``parent_run_id``: nest this run's MLflow run under that one (the threshold sweep); ``kind``:
+    the ``cemr.kind`` tag. Returns the :class:`BootstrapSummary` (also ``summary.json``).
+    """
+    from cemr.pipeline import build_components
+    from cluster.runtime import shutdown_if_owned
+
+    started = time.perf_counter()
+    layout = RunLayout.of(cfg.run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    state, resumed_from = _initial_state(cfg, layout, resume, log)
+    decision = should_stop(state.rounds, cfg.selftrain.patience, cfg.selftrain.max_rounds)
+    if state.finished and decision:
+        log(f"nothing to do: the run had finished ({state.stop_reason}) and {decision.reason}")
+        return _finish_summary(state, layout, resumed_from, [], started, None)
+
+    ctx = connect(cfg, log)
+    tracker = None
+    status = "FAILED"
+    rounds_run: list[int] = []
+    try:
+        tracker, new_run = _open_tracker(cfg, layout, state, parent_run_id, kind, log)
+        state.paths.update({"run_dir": str(layout.root), "data": str(layout.data), "pretrain": str(layout.pretrain),
+                            "components": str(layout.components), "ray_train": str(layout.root / "ray_train")})
+        state.finished, state.stop_reason = False, None
+        save_state(layout.root, state)
+        if new_run:
+            for rec in state.rounds:  # rounds done before this MLflow run existed (a seeded sweep member)
+                _log_round(tracker, rec, {"round": rec.to_dict()})
+
+        stages = run_stages(cfg, layout, log)
+        if not stages.get("skipped"):
+            tracker.log_metrics(stage_metrics(stages), step=0)
+        device = _driver_device(cfg, log)
+        components = build_components(cfg, layout, "cpu", log=log)
+        runner = _RoundRunner(cfg, layout, components, device, log)
+
+        while not (decision := should_stop(state.rounds, cfg.selftrain.patience, cfg.selftrain.max_rounds)):
+            r = state.next_round
+            log(f"round {r}: start ({decision.reason})")
+            record, report = runner.run(state, r)
+            state.add_round(record)
+            save_state(layout.root, state)
+            (layout.round_dir(r) / "report.json").write_text(
+                json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+            _log_round(tracker, record, report)
+            rounds_run.append(r)
+            log(f"round {r}: dev F1 {record.dev_f1:.4f} ({record.seconds:.0f}s)")
+
+        # the run is marked finished only once the end bookkeeping is done: a job killed during it
+        # is resumed into it again
+        state.stop_reason = decision.reason
+        log(f"stop: {decision.reason}; best round {state.best.round} (dev F1 {state.best.dev_f1:.4f})")
+        tracker.plot_f1_vs_round(state.rounds)
+        model_uri = tracker.log_model_dir(state.best.model_dir, cfg.tracking.register_model)
+        summary = _finish_summary(state, layout, resumed_from, rounds_run, started, model_uri)
+        (layout.root / "summary.json").write_text(json.dumps(summary.to_dict(), ensure_ascii=False, indent=1,
+                                                             default=str), encoding="utf-8")
+        tracker.log_metrics({"best_round": float(state.best.round), "best_dev_f1": state.best.dev_f1},
+                            step=state.best.round)
+        tracker.log_dict(summary.to_dict(), "summary.json")
+        tracker.set_tags({"cemr.stop_reason": decision.reason, "cemr.best_round": state.best.round})
+        state.finished = True
+        save_state(layout.root, state)
+        status = "FINISHED"
+        return summary
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            tracker.end(status)
+        shutdown_if_owned(ctx)
+
+
+# ----------------------------------------------------------------------------------------------
+# Threshold sweep
+# ----------------------------------------------------------------------------------------------
+
+SWEEP_STATE = "sweep_state.json"
+SHARED_DIRS = ("data", "pretrain", "components")
+
+
+def member_dir(root: str | os.PathLike, threshold: float) -> Path:
+    return Path(root) / f"threshold_{threshold:.2f}"
+
+
+def member_config(cfg: Config, root: Path, threshold: float, tracking_uri: str | None) -> Config:
+    """The bootstrap config of one threshold: its own run dir, the sweep's MLflow store, nothing
+    registered (the sweep registers the overall best)."""
+    return dataclasses.replace(
+        cfg,
+        run_dir=str(member_dir(root, threshold)),
+        selftrain=dataclasses.replace(cfg.selftrain, threshold=float(threshold)),
+        tracking=dataclasses.replace(cfg.tracking, tracking_uri=tracking_uri, run_name=f"threshold_{threshold:.2f}",
+                                     register_model=None),
+    )
+
+
+def seed_member(member_cfg: Config, base: RunLayout, base_state: RunState) -> RunState:
+    """Start a sweep member from the shared base: ``data/``, ``pretrain/``, ``components/`` are
+    links to the base's, and its state holds the base's round 0 (gold only, the same for every
+    threshold), so the member continues with round 1. An existing member state is kept."""
+    layout = RunLayout.of(member_cfg.run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    for name in SHARED_DIRS:
+        link, target = layout.root / name, base.root / name
+        if not link.exists() and target.exists():
+            link.symlink_to(target, target_is_directory=True)
+    state = load_state(layout.root)
+    if state is None:
+        state = RunState(rounds=[r for r in base_state.rounds if r.round == 0], config=flatten(member_cfg))
+        state.paths["seeded_from"] = str(base.root)
+        save_state(layout.root, state)
+    return state
+
+
+def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, Any]:
+    """Bootstrap once per threshold ``sweep.start..stop`` (step ``sweep.step``), each a nested MLflow
+    run under one sweep run, in ``<run_dir>/threshold_<t>``; round 0 and the stages are shared
+    (``<run_dir>/base``). Logs the F1-vs-threshold plot and registers the best threshold's model."""
+    from cemr.tracking import Tracker
+    from cluster.runtime import shutdown_if_owned
+
+    from cemr.selftrain import atomic_write_text
+
+    root = RunLayout.of(cfg.run_dir).root
+    root.mkdir(parents=True, exist_ok=True)
+    thresholds = thresholds_of(cfg.sweep.start, cfg.sweep.stop, cfg.sweep.step)
+    state_path = root / SWEEP_STATE
+    sweep_state: dict[str, Any] = {}
+    if state_path.exists():
+        if not resume:
+            raise BootstrapError(f"{state_path}: this directory already holds a sweep; pass --resume or choose another run_dir")
+        sweep_state = json.loads(state_path.read_text(encoding="utf-8"))
+    ctx = connect(cfg, log)
+    tracker = Tracker.from_config(cfg.tracking, root)
+    status = "FAILED"
+    try:
+        if sweep_state.get("mlflow_run_id"):
+            tracker.uri = sweep_state.get("tracking_uri") or tracker.uri
+            tracker.resume_parent(sweep_state["mlflow_run_id"])
+        else:
+            tracker.start_parent(params={**flatten(cfg), "sweep.thresholds": thresholds},
+                                 tags={"cemr.kind": "sweep", "cemr.name": cfg.name, "cemr.run_dir": str(root)})
+            sweep_state = {"mlflow_run_id": tracker.parent_id, "tracking_uri": tracker.uri, "results": {}}
+            atomic_write_text(state_path, json.dumps(sweep_state, indent=1))
+        uri = sweep_state.get("tracking_uri") or tracker.uri
+        base_cfg = dataclasses.replace(
+            member_config(cfg, root, 0.0, uri), run_dir=str(root / "base"),
+            selftrain=dataclasses.replace(cfg.selftrain, max_rounds=0),
+            tracking=dataclasses.replace(cfg.tracking, tracking_uri=uri, run_name="gold_only", register_model=None))
+        run_bootstrap(base_cfg, resume=True, log=log, parent_run_id=tracker.parent_id, kind="sweep_base")
+        base = RunLayout.of(base_cfg.run_dir)
+        base_state = load_state(base.root)
+        results: dict[str, Any] = dict(sweep_state.get("results", {}))
+        for t in thresholds:
+            mcfg = member_config(cfg, root, t, uri)
+            seed_member(mcfg, base, base_state)
+            log(f"sweep: threshold {t:.2f}")
+            summary = run_bootstrap(mcfg, resume=True, log=log, parent_run_id=tracker.parent_id, kind="sweep_member")
+            state = load_state(summary.run_dir)
+            best = state.best
+            test_f1 = ((best.extra.get("test") or {}).get("micro") or {}).get("f1")
+            results[f"{t:.2f}"] = {"threshold": t, "best_round": best.round, "best_dev_f1": best.dev_f1,
+                                   "best_test_f1": test_f1, "model_dir": best.model_dir,
+                                   "run_dir": summary.run_dir, "stop_reason": state.stop_reason}
+            step = int(round(t * 100))
+            tracker.log_metrics({"sweep/best_dev_f1": best.dev_f1, "sweep/threshold": t,
+                                 **({"sweep/best_test_f1": float(test_f1)} if test_f1 is not None else {})}, step=step)
+            sweep_state["results"] = results
+            atomic_write_text(state_path, json.dumps(sweep_state, indent=1, ensure_ascii=False, default=str))
+        ordered = [results[f"{t:.2f}"] for t in thresholds]
+        tracker.plot_f1_vs_threshold([r["threshold"] for r in ordered], [r["best_dev_f1"] for r in ordered])
+        winner = max(ordered, key=lambda r: (r["best_dev_f1"], -r["threshold"]))
+        model_uri = tracker.log_model_dir(winner["model_dir"], cfg.tracking.register_model)
+        out = {"run_dir": str(root), "thresholds": thresholds, "results": ordered, "best": winner,
+               "mlflow_run_id": sweep_state["mlflow_run_id"], "tracking_uri": uri, "model_uri": model_uri}
+        tracker.log_dict(out, "sweep_summary.json")
+        tracker.set_tags({"cemr.best_threshold": winner["threshold"]})
+        (root / "sweep_summary.json").write_text(json.dumps(out, ensure_ascii=False, indent=1, default=str),
+                                                 encoding="utf-8")
+        status = "FINISHED"
+        return out
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)
+        shutdown_if_owned(ctx)

@@ -1,0 +1,97 @@
+"""What every job entry point shares: arguments, config loading, termination, the JSON last line.
+
+Every job takes ``--config PATH`` (default: the demo experiment), ``key=value`` overrides
+(``train.epochs=3``, parsed as YAML) and, where it makes sense, ``--resume``. A job runs locally
+(joining ``RAY_ADDRESS`` / ``cluster.address`` or starting a local Ray instance) or under
+``ray job submit --working-dir . -- python -m jobs.<name> ...``; under a job submission give an
+absolute ``run_dir`` on storage every node sees (a relative one lands in the job's temporary copy
+of the working directory).
+
+``ray job stop`` sends SIGTERM: it is turned into :class:`JobTerminated` (a ``SystemExit``), so
+``finally`` blocks run (the MLflow run is marked KILLED, Ray is left cleanly). The last line a job
+prints is one JSON object (its summary), so scripts and tests can read it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "ray_configs" / "experiments" / "demo.yaml"
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TERMINATED = 0, 1, 2, 143
+
+
+class JobTerminated(SystemExit):
+    """The job received SIGTERM (``ray job stop``)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise JobTerminated(EXIT_TERMINATED)
+
+
+def build_parser(prog: str, description: str, *, resume: bool = False, config: bool = True) -> argparse.ArgumentParser:
+    """A parser with ``--config`` and ``key=value`` overrides (and ``--resume`` when asked)."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    if config:
+        p.add_argument("--config", default=None,
+                       help=f"experiment YAML (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. train.epochs=3 selftrain.threshold=0.6")
+    if resume:
+        p.add_argument("--resume", action="store_true",
+                       help="continue the run in run_dir from its last completed round")
+    return p
+
+
+def load_job_config(args: argparse.Namespace):
+    """The config of ``--config`` (default: the demo experiment) with the overrides applied."""
+    from cemr.config import load_config
+
+    path = args.config if args.config is not None else DEFAULT_CONFIG
+    return load_config(path, list(getattr(args, "overrides", []) or []))
+
+
+def log_line(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_job(main: Callable[[argparse.Namespace], dict[str, Any]], parser: argparse.ArgumentParser,
+            argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run ``main(args)`` and print its summary as the last line (JSON).
+
+    Exit codes: 0 done, 1 failed (the error on stderr), 2 bad config or arguments, 143 terminated.
+    """
+    from cemr.config import ConfigError
+
+    args = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=os.environ.get("CEMR_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        summary = main(args)
+    except ConfigError as exc:
+        print(f"{parser.prog}: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JobTerminated:
+        print(f"{parser.prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as exc:  # noqa: BLE001 - the job's last words, then a failing exit code
+        traceback.print_exc()
+        print(f"{parser.prog}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
+    return EXIT_OK

@@ -1,0 +1,355 @@
+"""cluster.bootstrap: pure helpers, the bootstrap run end to end on a tiny demo (with resume), and
+the job through ``ray job submit`` on a real head (killed mid-round, resubmitted with --resume)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cemr.corpus.document import Span
+from cemr.corpus.sentences import Sentence
+from cemr.corpus.shards import iter_sentences, write_shards
+from cemr.selftrain import RoundRecord, RunState, load_state, save_state
+from cluster.bootstrap import (
+    BootstrapError,
+    check_resume_config,
+    entity_counts,
+    merge_pseudo_dirs,
+    metric_key,
+    round_metrics,
+    score_against_heldout,
+    seed_member,
+    split_sentences,
+    thresholds_of,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "ray_configs" / "experiments" / "demo.yaml"
+TINY = [
+    "data.demo_documents=40", "data.demo_unlabeled=200", "model.char_dim=16", "model.gru_hidden=16",
+    "model.attention_heads=2", "model.word2vec.dim=16", "model.word2vec.epochs=1", "model.bilm.enabled=false",
+    "model.bert.enabled=false", "model.dictionary.dim=8", "lexicon.folds=2", "train.epochs=2",
+    "cluster.num_cpus=2", "cluster.cpus_per_worker=0.5", "cluster.actors=1", "cluster.actor_num_cpus=0.5",
+    "selftrain.threshold=0.3", "selftrain.patience=0",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure parts
+# ----------------------------------------------------------------------------------------------
+
+
+def test_round_metrics_flatten_every_number_of_a_round():
+    rec = RoundRecord(
+        round=2, dev_f1=0.5, dev_precision=0.6, dev_recall=0.4, threshold=0.7, train_sentences=10,
+        pseudo_sentences=4, pseudo_counts={"kept": 4, "below_threshold": 6, "failed": 0},
+        pseudo_entities={"疾病和诊断": 3}, pseudo_prf={"precision": 0.9, "recall": 0.3, "f1": 0.45},
+        seconds=12.0,
+        extra={"dev": {"micro": {"precision": 0.6, "recall": 0.4, "f1": 0.5},
+                       "per_type": {"疾病和诊断": {"precision": 1.0, "recall": 0.5, "f1": 0.667}}},
+               "test": {"micro": {"precision": 0.5, "recall": 0.5, "f1": 0.5}, "per_type": {}},
+               "times": {"train": 3.0, "pseudo_label": 2.0},
+               "pseudo": {"sentences_per_s": 100.0},
+               "pseudo_proposed_entities": {"疾病和诊断": 5},
+               "train": {"best_epoch": 2, "epochs_run": 3}},
+    )
+    m = round_metrics(rec)
+    assert m["dev_f1"] == 0.5 and m["threshold"] == 0.7 and m["test_f1"] == 0.5
+    assert m["dev/疾病和诊断/f1"] == 0.667
+    assert m["pseudo/kept"] == 4 and m["pseudo/below_threshold"] == 6
+    assert m["pseudo/kept_entities/疾病和诊断"] == 3 and m["pseudo/proposed_entities/疾病和诊断"] == 5
+    assert m["pseudo/precision"] == 0.9 and m["pseudo/sentences_per_s"] == 100.0
+    assert m["time/train_s"] == 3.0 and m["time/round_s"] == 12.0 and m["train/epochs_run"] == 3
+    assert "threshold" not in round_metrics(RoundRecord(round=0, dev_f1=0.1))
+
+
+def test_metric_key_replaces_what_mlflow_refuses():
+    assert metric_key("dev", "疾病和诊断", "f1") == "dev/疾病和诊断/f1"
+    assert metric_key("dev", "a(b)*", "f1") == "dev/a_b__/f1"
+
+
+def test_resume_refuses_changed_data_or_model_but_allows_more_rounds(tmp_path):
+    old = {"data.demo_documents": 40, "model.char_dim": 16, "selftrain.max_rounds": 0, "run_dir": "a",
+           "cluster.num_workers": 1}
+    new = {**old, "selftrain.max_rounds": 2, "run_dir": "b", "cluster.num_workers": 2}
+    assert check_resume_config(old, new, tmp_path / "state.json") == ["selftrain.max_rounds"]
+    with pytest.raises(BootstrapError, match=r"state.json: cannot resume: model.char_dim changed"):
+        check_resume_config(old, {**new, "model.char_dim": 32}, tmp_path / "state.json")
+
+
+def test_thresholds_are_inclusive_and_checked():
+    assert thresholds_of(0.1, 1.0, 0.1) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert thresholds_of(0.6, 0.6, 0.1) == [0.6]
+    with pytest.raises(ValueError, match="step must be > 0"):
+        thresholds_of(0.1, 0.2, 0)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        thresholds_of(0.5, 1.5, 0.5)
+
+
+def _sent(doc, i, spans=()):
+    return Sentence(doc, i, 0, "患者头痛三天" + str(i), list(spans))
+
+
+def test_accumulate_merge_keeps_the_first_rounds_labels(tmp_path):
+    a, b = tmp_path / "r1", tmp_path / "r2"
+    write_shards([_sent("u1", 0, [Span(2, 4, "症状和体征")]), _sent("u1", 1)], a, source="pseudo:r1")
+    write_shards([_sent("u1", 0, [Span(0, 2, "身体部位")]), _sent("u2", 0)], b, source="pseudo:r2")
+    assert merge_pseudo_dirs([str(a), str(b)], tmp_path / "merged") == 3
+    got = {(s.doc_id, s.sent_id): s.spans for s in iter_sentences(tmp_path / "merged")}
+    assert got == {("u1", 0): [Span(2, 4, "症状和体征")], ("u1", 1): [], ("u2", 0): []}
+
+
+def test_entity_counts_and_heldout_scoring(tmp_path):
+    kept = tmp_path / "kept"
+    write_shards([_sent("h1", 0, [Span(2, 4, "症状和体征")]), _sent("h1", 1, [Span(0, 2, "身体部位")]),
+                  _sent("x", 0, [Span(0, 1, "身体部位")])], kept, source="pseudo:r1")
+    assert entity_counts(kept, status=None) == {"症状和体征": 1, "身体部位": 2}
+    heldout = tmp_path / "heldout"
+    write_shards([_sent("h1", 0, [Span(2, 4, "症状和体征")]), _sent("h1", 1, [Span(0, 3, "身体部位")]),
+                  _sent("h2", 0, [Span(1, 2, "治疗")])], heldout, source="heldout_gold")
+    prf = score_against_heldout(kept, heldout)
+    assert (prf["tp"], prf["fp"], prf["fn"]) == (1, 1, 2)  # "x" has no gold: not scored
+    assert prf["precision"] == pytest.approx(0.5) and prf["recall"] == pytest.approx(1 / 3)
+    write_shards([], tmp_path / "empty")
+    assert score_against_heldout(kept, tmp_path / "empty") is None
+    assert score_against_heldout(kept, tmp_path / "missing") is None
+
+
+def test_split_sentences_reads_the_prepare_report():
+    report = {"splits": {"train": {"sentences": 5}, "dev": {"sentences": 2}, "odd": "x"}}
+    assert split_sentences(report) == {"train": 5, "dev": 2}
+
+
+def test_seed_member_links_shared_stages_and_starts_after_round_0(tmp_path):
+    from cemr.config import load_config
+    from cemr.pipeline import RunLayout
+    from cluster.bootstrap import member_config
+
+    base = RunLayout.of(tmp_path / "sweep" / "base")
+    for d in ("data", "pretrain", "components"):
+        (base.root / d).mkdir(parents=True)
+    base_state = RunState(rounds=[RoundRecord(round=0, dev_f1=0.4, model_dir=str(base.model_dir(0)))])
+    cfg = load_config(DEMO, [f"run_dir={tmp_path / 'sweep'}"])
+    mcfg = member_config(cfg, tmp_path / "sweep", 0.6, "sqlite:///x.db")
+    assert mcfg.selftrain.threshold == 0.6 and mcfg.tracking.register_model is None
+    state = seed_member(mcfg, base, base_state)
+    root = Path(mcfg.run_dir)
+    assert root.name == "threshold_0.60" and (root / "data").resolve() == base.data.resolve()
+    assert state.next_round == 1 and load_state(root).rounds[0].model_dir == str(base.model_dir(0))
+    state.rounds[0].dev_f1 = 0.9
+    save_state(root, state)
+    assert seed_member(mcfg, base, base_state).rounds[0].dev_f1 == 0.9  # an existing member is kept
+
+
+def test_a_finished_run_with_nothing_left_returns_without_ray(tmp_path, monkeypatch):
+    from cemr.config import load_config
+    from cluster import bootstrap
+
+    run_dir = tmp_path / "run"
+    model = run_dir / "rounds" / "round_000" / "model"
+    model.mkdir(parents=True)
+    cfg = load_config(DEMO, [*TINY, f"run_dir={run_dir}", "selftrain.max_rounds=0"])
+    from cemr.config import flatten
+
+    state = RunState(rounds=[RoundRecord(round=0, dev_f1=0.3, model_dir=str(model))], finished=True,
+                     stop_reason="reached max_rounds=0", config=flatten(cfg))
+    save_state(run_dir, state)
+    monkeypatch.setattr(bootstrap, "connect", lambda *a, **k: pytest.fail("Ray was started"))
+    with pytest.raises(BootstrapError, match="already holds a run; pass --resume"):
+        bootstrap.run_bootstrap(cfg, resume=False, log=lambda _m: None)
+    summary = bootstrap.run_bootstrap(cfg, resume=True, log=lambda _m: None)
+    assert summary.rounds_run == [] and summary.best_round == 0 and summary.best_dev_f1 == 0.3
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end on the tiny demo: max_rounds=0, then --resume with max_rounds=1
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_phase_run(ray_local, tmp_path_factory):
+    from cemr.config import load_config
+    from cluster.bootstrap import run_bootstrap
+
+    base = tmp_path_factory.mktemp("bootstrap")
+    run_dir = base / "run"
+    common = [*TINY, f"run_dir={run_dir}", f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+              "tracking.experiment=cemr-test-bootstrap"]
+    logs: list[list[str]] = [[], []]
+    first = run_bootstrap(load_config(DEMO, [*common, "selftrain.max_rounds=0"]), log=logs[0].append)
+    model0 = run_dir / "rounds" / "round_000" / "model" / "weights.safetensors"
+    stamp0 = model0.stat().st_mtime_ns
+    state0 = load_state(run_dir)
+    second = run_bootstrap(load_config(DEMO, [*common, "selftrain.max_rounds=1"]), resume=True, log=logs[1].append)
+    return {"run_dir": run_dir, "first": first, "second": second, "stamp0": stamp0, "model0": model0,
+            "state0": state0, "logs": logs, "uri": f"sqlite:///{base / 'mlflow.db'}"}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_bootstrap_state_has_both_rounds(two_phase_run):
+    run = two_phase_run
+    state = load_state(run["run_dir"])
+    assert [r.round for r in state.rounds] == [0, 1] and state.finished
+    assert state.stop_reason == "reached max_rounds=1"
+    r1 = state.rounds[1]
+    assert r1.threshold == 0.3 and r1.pseudo_dir and Path(r1.pseudo_dir).is_dir()
+    assert sum(r1.pseudo_counts.values()) == r1.extra["pseudo"]["input_rows"] > 0
+    assert r1.train_sentences == state.rounds[0].train_sentences + r1.pseudo_sentences
+    for r in state.rounds:
+        assert Path(r.model_dir).is_dir() and r.extra["dev"]["per_type"] and r.extra["test"]["micro"]
+        assert (run["run_dir"] / "rounds" / f"round_{r.round:03d}" / "report.json").is_file()
+    assert json.loads((run["run_dir"] / "summary.json").read_text(encoding="utf-8"))["best_round"] in (0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_resume_does_not_redo_round_0(two_phase_run):
+    run = two_phase_run
+    assert run["first"].rounds_run == [0] and run["second"].rounds_run == [1]
+    assert run["second"].resumed_from_round == 1
+    assert run["model0"].stat().st_mtime_ns == run["stamp0"]  # round 0's model was not rewritten
+    assert load_state(run["run_dir"]).rounds[0] == run["state0"].rounds[0]
+    assert not any("round 0: start" in line for line in run["logs"][1])
+    assert any("stages:" in line and "already written" in line for line in run["logs"][1])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_mlflow_parent_run_has_params_round_metrics_and_artifacts(two_phase_run):
+    from mlflow.tracking import MlflowClient
+
+    run = two_phase_run
+    assert run["first"].mlflow_run_id == run["second"].mlflow_run_id  # the parent run was reopened
+    client = MlflowClient(tracking_uri=run["uri"])
+    mrun = client.get_run(run["second"].mlflow_run_id)
+    assert mrun.info.status == "FINISHED"
+    assert mrun.data.params["train.epochs"] == "2" and mrun.data.params["selftrain.threshold"] == "0.3"
+    assert mrun.data.tags["cemr.kind"] == "bootstrap"
+    steps = {m.step: m.value for m in client.get_metric_history(mrun.info.run_id, "dev_f1")}
+    assert sorted(steps) == [0, 1]
+    state = load_state(run["run_dir"])
+    assert steps[1] == pytest.approx(state.rounds[1].dev_f1)
+    assert [m.step for m in client.get_metric_history(mrun.info.run_id, "threshold")] == [1]
+    assert client.get_metric_history(mrun.info.run_id, "pseudo/kept")
+    assert client.get_metric_history(mrun.info.run_id, "test_f1")
+
+    def paths(path=None):
+        out = []
+        for f in client.list_artifacts(mrun.info.run_id, path):
+            out += paths(f.path) if f.is_dir else [f.path]
+        return out
+
+    files = paths()
+    assert {"rounds/round_000.json", "rounds/round_001.json", "plots/f1_vs_round.png", "summary.json"} <= set(files)
+    assert run["second"].model_uri and run["second"].model_uri.startswith("models:/")
+    versions = client.search_model_versions("name='cemr-tagger'")
+    assert any(v.run_id == mrun.info.run_id for v in versions)
+
+
+# ----------------------------------------------------------------------------------------------
+# ray job submit on a real head: killed mid-round 1, resubmitted with --resume
+# ----------------------------------------------------------------------------------------------
+
+
+def _ray(head, *args, timeout=120):
+    ray_exe = str(Path(sys.executable).parent / "ray")
+    return subprocess.run([ray_exe, *args], env=head.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+FINAL_WORDS = {"was stopped": "STOPPED", "succeeded": "SUCCEEDED", "failed": "FAILED"}
+
+
+def _job_status(head, job_id, tries=5):
+    """The job's status (``ray job status`` prints ``Status for job 'x': RUNNING`` while it runs and
+    ``Job 'x' succeeded / failed / was stopped`` at the end); a dashboard that does not answer (a
+    busy machine) is asked again."""
+    for _ in range(tries):
+        out = _ray(head, "job", "status", "--address", head.dashboard_url, job_id)
+        text = out.stdout + out.stderr
+        match = re.search(r"Status for job '[^']+': ([A-Z]+)", text)
+        if match:
+            return match.group(1)
+        for words, status in FINAL_WORDS.items():
+            if f"Job '{job_id}' {words}" in text:
+                return status
+        time.sleep(5)
+    return "UNKNOWN:" + text[-600:]
+
+
+def _wait(head, job_id, until, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _job_status(head, job_id)
+        if until(status):
+            return status
+        time.sleep(3)
+    return _job_status(head, job_id)
+
+
+def _submit(head, job_id, args):
+    out = _ray(head, "job", "submit", "--address", head.dashboard_url, "--submission-id", job_id, "--no-wait",
+               "--working-dir", str(REPO), "--", "python", "-m", "jobs.bootstrap", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _logs(head, job_id):
+    out = _ray(head, "job", "logs", "--address", head.dashboard_url, job_id)
+    return out.stdout[-6000:] + out.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_job_submit_killed_mid_round_then_resumed(ray_head, tmp_path):
+    """Round 0 (4 epochs) is stopped with ``ray job stop`` once Ray Train has a checkpoint; the
+    resubmitted ``--resume`` job continues that round from the checkpoint and succeeds, in the same
+    MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    run_dir = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the head has one CPU: half of it for the stage task and the Ray Train worker
+    args = [*TINY, f"run_dir={run_dir}", f"tracking.tracking_uri={uri}", "tracking.experiment=cemr-test-job",
+            "tracking.register_model=null", "selftrain.max_rounds=0", "train.epochs=4", "train.patience=0",
+            "cluster.num_cpus=null", "cluster.cpus_per_worker=0.5"]
+    _submit(ray_head, "cemr_boot_a", args)
+    ray_round = run_dir / "ray_train" / "round_000"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:  # wait for the first epoch's checkpoint of round 0
+        if list(ray_round.glob("checkpoint_*")):
+            break
+        status = _job_status(ray_head, "cemr_boot_a")
+        assert status in ("PENDING", "RUNNING"), f"{status}\n{_logs(ray_head, 'cemr_boot_a')}"
+        time.sleep(1)
+    assert list(ray_round.glob("checkpoint_*")), _logs(ray_head, "cemr_boot_a")
+    out = _ray(ray_head, "job", "stop", "--address", ray_head.dashboard_url, "cemr_boot_a")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _wait(ray_head, "cemr_boot_a", lambda s: s in ("STOPPED", "FAILED", "SUCCEEDED"), 120) == "STOPPED"
+    killed = load_state(run_dir)
+    assert killed.rounds == [] and not killed.finished  # stopped inside round 0
+
+    _submit(ray_head, "cemr_boot_b", [*args, "--resume"])
+    status = _wait(ray_head, "cemr_boot_b", lambda s: s in ("STOPPED", "FAILED", "SUCCEEDED"), 900)
+    logs = _logs(ray_head, "cemr_boot_b")
+    assert status == "SUCCEEDED", logs
+    final = load_state(run_dir)
+    assert [r.round for r in final.rounds] == [0] and final.finished
+    train = final.rounds[0].extra["train"]
+    assert train["resumed_from_epoch"] >= 1, logs  # continued from the killed job's checkpoint
+    assert [h["epoch"] for h in json.loads((run_dir / "rounds" / "round_000" / "report.json").read_text(
+        encoding="utf-8"))["history"]] == [1, 2, 3, 4]
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["rounds_run"] == [0]
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("cemr-test-job").experiment_id])
+    assert len(runs) == 1  # the resubmitted job reopened the killed job's run
+    mrun = runs[0]
+    assert mrun.info.status == "FINISHED" and mrun.info.run_id == summary["mlflow_run_id"]
+    assert [m.step for m in client.get_metric_history(mrun.info.run_id, "dev_f1")] == [0]
+    assert mrun.data.tags["cemr.stop_reason"] == "reached max_rounds=0"
