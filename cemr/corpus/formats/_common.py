@@ -111,6 +111,29 @@ def iter_json_records(file: Path, report: ReadReport, *, strict: bool, overlap_p
         yield number, builder, record
 
 
+def annotation_encoding(ann: Path, builder: RecordBuilder, report: ReadReport) -> str | None:
+    """The encoding of an annotation file, noted in the report; None after rejecting the record."""
+    encoding = detect_encoding(ann)
+    if encoding is None:
+        builder.reject(f"annotation file {ann} is not UTF-8 (with or without BOM) nor GB18030",
+                       DECODE_ERROR)
+        return None
+    note_encoding(report, encoding)
+    return encoding
+
+
+def annotation_lines(ann: Path, encoding: str, builder: RecordBuilder) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of every non-blank annotation line; a line that does not decode is
+    dropped as a bad span (file and line named)."""
+    for number, line, _ in iter_lines(ann, encoding):
+        if line is None:
+            builder.bad_span(f"line does not decode as {encoding}; span dropped", DECODE_ERROR,
+                             path=str(ann), line=number)
+            continue
+        if line.strip():
+            yield number, line
+
+
 def read_whole_text(file: Path, report: ReadReport, builder: RecordBuilder) -> str | None:
     """The text of a one-document file, or None after rejecting the record (decode error)."""
     try:

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..document import CorpusError, Document, ReadReport
-from ..encoding import detect_encoding, iter_lines
-from ..validate import (BAD_LINE, DECODE_ERROR, DISCONTINUOUS, IGNORED, IGNORED_FILE,
+from ..validate import (BAD_LINE, DISCONTINUOUS, IGNORED, IGNORED_FILE,
                         MISSING_FILE, RawSpan, RecordBuilder)
-from ._common import note_encoding, read_whole_text, relpath, require_path, walk_files
+from ._common import annotation_encoding, annotation_lines, read_whole_text, relpath, require_path, walk_files
 
 IGNORED_KINDS = "AREN#*M"
 _SAFE_PUNCT = "-_."
@@ -118,19 +117,10 @@ def iter_pairs(root: Path, report: ReadReport) -> Iterator[tuple[str, Path | Non
 
 
 def _add_annotations(ann: Path, builder: RecordBuilder, report: ReadReport) -> bool:
-    encoding = detect_encoding(ann)
+    encoding = annotation_encoding(ann, builder, report)
     if encoding is None:
-        builder.reject(f"annotation file {ann} is not UTF-8 (with or without BOM) nor GB18030",
-                       DECODE_ERROR)
         return False
-    note_encoding(report, encoding)
-    for number, line, _ in iter_lines(ann, encoding):
-        if line is None:
-            builder.bad_span(f"line does not decode as {encoding}; span dropped", DECODE_ERROR,
-                             path=str(ann), line=number)
-            continue
-        if not line.strip():
-            continue
+    for number, line in annotation_lines(ann, encoding, builder):
         kind = line[0]
         if kind != "T":
             if kind in IGNORED_KINDS:

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..document import CorpusError, Document, ReadReport
-from ..encoding import detect_encoding, iter_lines
-from ..validate import (BAD_LINE, DECODE_ERROR, IGNORED, IGNORED_FILE, MISSING_FILE, RawSpan,
+from ..validate import (BAD_LINE, IGNORED, IGNORED_FILE, MISSING_FILE, RawSpan,
                         RecordBuilder)
-from ._common import note_encoding, read_whole_text, require_path
+from ._common import annotation_encoding, annotation_lines, read_whole_text, require_path
 
 TEXT_SUFFIX = ".txtoriginal.txt"
 ANN_SUFFIX = ".txt"
@@ -88,19 +87,10 @@ def parse_line(line: str) -> tuple[str, int, int, str]:
 
 def _add_annotations(ann: Path, builder: RecordBuilder, report: ReadReport) -> bool:
     """Feed the annotations of ``ann`` to ``builder``; False after rejecting the record."""
-    encoding = detect_encoding(ann)
+    encoding = annotation_encoding(ann, builder, report)
     if encoding is None:
-        builder.reject(f"annotation file {ann} is not UTF-8 (with or without BOM) nor GB18030",
-                       DECODE_ERROR)
         return False
-    note_encoding(report, encoding)
-    for number, line, _ in iter_lines(ann, encoding):
-        if line is None:
-            builder.bad_span(f"line does not decode as {encoding}", DECODE_ERROR,
-                             path=str(ann), line=number)
-            continue
-        if not line.strip():
-            continue
+    for number, line in annotation_lines(ann, encoding, builder):
         try:
             mention, start, end, type_ = parse_line(line)
         except ValueError as exc:
