@@ -8,8 +8,11 @@ three tensors or a ``torchcrf.CRF`` module in place of ``start``.
 
 Masks follow pytorch-crf: ``(B, T)`` bool, every row a prefix of True values (the first
 timestep on). Masked positions are ignored: they add nothing to any score and their marginals are
-0. Computation is in float32 (float64 stays float64) whatever the emissions' dtype, so AMP output
-is safe to pass in.
+0. The partition function is computed in float32 (float64 stays float64) whatever the emissions'
+dtype, so AMP output is safe to pass in. Marginals and sequence probabilities are computed in
+float64 and returned in float32 (float64 for float64 input), clamped to [0, 1] (``log P <= 0``):
+at the emission scale of a trained tagger, float32 rounding of ``exp(alpha + beta - log Z)`` put
+marginals up to 1e-3 above 1 and their rows' sums off by as much.
 
 Confidence methods (the self-training threshold is applied to these numbers):
 
@@ -96,15 +99,19 @@ def check_mask(mask: Tensor, shape: tuple[int, int]) -> Tensor:
     return mask
 
 
-def _prepare(emissions: Tensor, mask: Tensor, start, end, trans):
+def _prepare(emissions: Tensor, mask: Tensor, start, end, trans, precise: bool = False):
     if emissions.dim() != 3:
         raise ValueError(f"emissions must be (B, T, K), got shape {tuple(emissions.shape)}")
     start, end, trans = crf_parameters(start, end, trans)
     if start.shape[0] != emissions.shape[2]:
         raise ValueError(f"emissions have {emissions.shape[2]} tags, the CRF {start.shape[0]}")
     check_mask(mask, emissions.shape[:2])
-    dtype = torch.float64 if emissions.dtype == torch.float64 else torch.float32
+    dtype = torch.float64 if precise or emissions.dtype == torch.float64 else torch.float32
     return emissions.to(dtype), start.to(dtype), end.to(dtype), trans.to(dtype)
+
+
+def _out_dtype(emissions: Tensor) -> torch.dtype:
+    return torch.float64 if emissions.dtype == torch.float64 else torch.float32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,12 +167,12 @@ def crf_marginals(emissions: Tensor, mask: Tensor, start, end=None, trans=None) 
 
     Rows of valid positions sum to 1; masked positions are all 0.
     """
-    em, start, end, trans = _prepare(emissions, mask, start, end, trans)
+    em, start, end, trans = _prepare(emissions, mask, start, end, trans, precise=True)
     alpha = _forward_scores(em, mask, start, trans)  # (B, T, K)
     beta = _backward_scores(em, mask, end, trans)  # (B, T, K)
     log_z = torch.logsumexp(_last_alpha(alpha) + end, dim=1)  # (B,)
-    marg = torch.exp(alpha + beta - log_z[:, None, None])  # (B, T, K)
-    return marg.masked_fill(~mask.unsqueeze(2), 0.0)
+    marg = torch.exp(alpha + beta - log_z[:, None, None]).clamp(0.0, 1.0)  # (B, T, K)
+    return marg.masked_fill(~mask.unsqueeze(2), 0.0).to(_out_dtype(emissions))
 
 
 def sequence_score(emissions: Tensor, tags: Tensor, mask: Tensor, start, end=None, trans=None) -> Tensor:
@@ -185,10 +192,11 @@ def sequence_score(emissions: Tensor, tags: Tensor, mask: Tensor, start, end=Non
 
 
 def sequence_log_prob(emissions: Tensor, tags: Tensor, mask: Tensor, start, end=None, trans=None) -> Tensor:
-    """``log P(tags | x) = score(tags) - log Z``: ``(B,)``."""
-    return sequence_score(emissions, tags, mask, start, end, trans) - crf_log_partition(
-        emissions, mask, start, end, trans
-    )
+    """``log P(tags | x) = score(tags) - log Z``: ``(B,)``, clamped to ``<= 0`` (float32 rounding
+    can put the best path's score a hair above ``log Z``)."""
+    em, start, end, trans = _prepare(emissions, mask, start, end, trans, precise=True)
+    logp = sequence_score(em, tags, mask, start, end, trans) - crf_log_partition(em, mask, start, end, trans)
+    return logp.clamp(max=0.0).to(_out_dtype(emissions))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -223,6 +223,9 @@ class ClusterConfig:
     actors: int = 1  # Ray Data pseudo-labeling actor pool size
     actor_num_cpus: float = 0.5
     actor_num_gpus: float = 0.0
+    # torch threads per pseudo-labeling actor (None: Ray's OMP_NUM_THREADS, i.e. about actor_num_cpus);
+    # 1 per actor when actors share small CPUs, so two actors do not fight over the same cores
+    actor_threads: int | None = None
     batch_size: int = 256
     rows_per_shard: int = 2000
     max_failures: int = 1

@@ -388,7 +388,8 @@ def pseudo_label(
     Writes ``out_dir/all`` (every row with its status) and ``out_dir/kept`` (the pseudo-labeled
     set after the cap); both are replaced if present. ``cluster_cfg``: ``actors``,
     ``actor_num_cpus``, ``actor_num_gpus`` (used only when the cluster has GPUs), ``batch_size``
-    and ``rows_per_shard`` (about the rows per output file). ``selftrain_cfg``: ``selection``
+    ``rows_per_shard`` (about the rows per output file) and ``actor_threads`` (when set, passed to the
+    predictor's ``load`` as ``num_threads=``). ``selftrain_cfg``: ``selection``
     (sentence | entity), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
     share per type), ``confidence`` (passed to the predictor's ``load`` as ``confidence=``, with
     ``predictor_kwargs``).
@@ -407,6 +408,11 @@ def pseudo_label(
     mode = selftrain_cfg.selection
     rows_per_file = max(1, int(getattr(cluster_cfg, "rows_per_shard", 2000)))
 
+    threads: dict[str, int] = {}
+    if getattr(cluster_cfg, "actor_threads", None) is not None:
+        if int(cluster_cfg.actor_threads) < 1:
+            raise PseudoLabelError(f"cluster.actor_threads must be >= 1 (or null), got {cluster_cfg.actor_threads}")
+        threads["num_threads"] = int(cluster_cfg.actor_threads)
     started = time.perf_counter()
     input_rows = count_rows(unlabeled_dir)
     blocks, batch_size = plan_blocks(input_rows, actors, int(cluster_cfg.batch_size))
@@ -432,7 +438,7 @@ def pseudo_label(
                 "mode": mode,
                 "round": round,
                 "predict_batch_size": min(batch_size, 64),
-                "predictor_kwargs": {"confidence": selftrain_cfg.confidence, **(predictor_kwargs or {})},
+                "predictor_kwargs": {"confidence": selftrain_cfg.confidence, **threads, **(predictor_kwargs or {})},
             },
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size,

@@ -111,6 +111,23 @@ def test_float32_and_gradients():
     assert torch.allclose(em32.grad.double(), marg, atol=1e-5)
 
 
+def test_float32_probabilities_stay_in_0_1_on_confident_long_sentences():
+    # a trained tagger's emissions are large and peaked; float32 exp(alpha + beta - log Z) then
+    # lands a few 1e-5 above 1 unless clamped, and such a "probability" was refused downstream
+    g = torch.Generator().manual_seed(5)
+    b, t, k = 16, 120, 13
+    em = (torch.randn(b, t, k, generator=g) * 25).float()
+    start, end, trans = (torch.randn(k, generator=g) * 5).float(), (torch.randn(k, generator=g) * 5).float(), \
+        (torch.randn(k, k, generator=g) * 5).float()
+    mask = torch.ones(b, t, dtype=torch.bool)
+    marg = crf_marginals(em, mask, start, end, trans)
+    assert float(marg.max()) <= 1.0 and float(marg.min()) >= 0.0
+    assert torch.allclose(marg.double().sum(-1), torch.ones(b, t, dtype=torch.float64), atol=1e-3)
+    tags = marg.argmax(-1)
+    logp = sequence_log_prob(em, tags, mask, start, end, trans)
+    assert float(logp.max()) <= 0.0
+
+
 def test_bad_masks_are_refused():
     em, mask, start, end, trans = _random_case(2, 4, 3, 0, [4, 2])
     with pytest.raises(ValueError, match="first timestep"):

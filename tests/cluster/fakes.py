@@ -4,7 +4,8 @@ The predictor has the interface of ``cemr.predictor.Predictor`` (``load(model_di
 confidence=...)``, ``predict_sentences(texts, batch_size)`` returning per text an object with
 ``entities`` (``.span``, ``.confidence``) and a sentence ``confidence``) without torch, so actors
 start fast. Every ``load`` appends ``<pid> <device>`` to ``<model_dir>/loads.log``: a test can
-count predictor loads (one per actor) and see the device it was given.
+count predictor loads (one per actor) and see the device it was given; a ``num_threads`` given
+(``cluster.actor_threads``) goes to ``<model_dir>/threads.log``.
 
 Sentence kinds (by ``i % 10``), with the outcome at threshold 0.7:
 
@@ -49,9 +50,12 @@ class KeywordPredictor:
         self.device = device
 
     @classmethod
-    def load(cls, model_dir, device, confidence="entity_min_marginal"):
+    def load(cls, model_dir, device, confidence="entity_min_marginal", num_threads=None):
         with open(Path(model_dir) / "loads.log", "a", encoding="utf-8") as f:
             f.write(f"{os.getpid()} {device}\n")
+        if num_threads is not None:  # cluster.actor_threads reached the actor
+            with open(Path(model_dir) / "threads.log", "a", encoding="utf-8") as f:
+                f.write(f"{num_threads}\n")
         return cls(device)
 
     def predict_sentences(self, texts, batch_size=None):

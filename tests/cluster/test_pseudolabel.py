@@ -121,6 +121,7 @@ def test_pipeline_accounts_for_every_row(ray_local, unlabeled, tmp_path):
     # two actors, each loaded the predictor once and labeled part of the rows
     loads = (model / "loads.log").read_text(encoding="utf-8").split()
     assert len(loads) == 4 and loads[1::2] == ["cpu", "cpu"]
+    assert not (model / "threads.log").exists()  # cluster.actor_threads unset: no num_threads passed
     assert len(res.rows_per_labeler) == 2 and all(n > 0 for n in res.rows_per_labeler.values())
     assert sum(res.rows_per_labeler.values()) == N
 
@@ -155,7 +156,9 @@ def test_entity_mode_with_a_sentence_cap_replaces_old_output(ray_local, unlabele
     (out / "all").mkdir(parents=True)
     pq.write_table(OUTPUT_SCHEMA.empty_table(), out / "all" / "stale.parquet")  # an earlier attempt
     cfg = SelfTrainConfig(selection="entity", max_pseudo_per_round=7)
-    res = pseudo_label(unlabeled, model, out, 0.7, replace(CLUSTER, batch_size=32), cfg, 2, predictor=PREDICTOR)
+    res = pseudo_label(unlabeled, model, out, 0.7, replace(CLUSTER, batch_size=32, actor_threads=1), cfg, 2,
+                       predictor=PREDICTOR)
+    assert (model / "threads.log").read_text(encoding="utf-8").split() == ["1", "1"]  # one load per actor
     assert res.counts == fakes.expected_counts(N, "entity")
     assert not (out / "all" / "stale.parquet").exists()
     assert res.kept_after_cap == 7 and res.capped == res.counts["kept"] - 7
@@ -177,6 +180,13 @@ def test_empty_pool_gives_empty_readable_sets(ray_local, tmp_path):
                        predictor=PREDICTOR)
     assert res.input_rows == 0 and res.counts == {"kept": 0, "below_threshold": 0, "failed": 0}
     assert list(iter_sentences(res.all_dir)) == [] and list(iter_sentences(res.kept_dir)) == []
+
+
+@pytest.mark.ray
+def test_actor_threads_must_be_positive(ray_local, unlabeled, tmp_path):
+    with pytest.raises(PseudoLabelError, match="actor_threads"):
+        pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7, replace(CLUSTER, actor_threads=0),
+                     SelfTrainConfig(), 1, predictor=PREDICTOR)
 
 
 @pytest.mark.ray
