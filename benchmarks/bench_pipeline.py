@@ -88,14 +88,15 @@ def write_input(texts: list[str], rows: int, path: Path) -> Path:
 
 def plain_run(model_dir: str, shards: Path, batch_size: int, threshold: float, threads: int) -> dict:
     """The actor's class called in this process on the same batches; model load timed apart."""
+    import pyarrow as pa
     import pyarrow.dataset as pads
 
     from cemr.config import SelfTrainConfig
     from cluster.pseudolabel import INPUT_COLUMNS, PseudoLabeler, plan_blocks
 
     cfg = SelfTrainConfig()
-    rows = pads.dataset(str(shards), format="parquet").count_rows()
-    _, batch = plan_blocks(rows, 1, batch_size)  # the batch size the pipeline would use
+    ds = pads.dataset(str(shards), format="parquet")
+    _, batch = plan_blocks(ds.count_rows(), 1, batch_size)  # the batch size the pipeline would use
     t0 = time.perf_counter()
     labeler = PseudoLabeler("cemr.predictor:Predictor", model_dir, "cpu", threshold, cfg.selection, 1,
                             predict_batch_size=min(batch, 64),
@@ -103,10 +104,7 @@ def plain_run(model_dir: str, shards: Path, batch_size: int, threshold: float, t
     loaded = time.perf_counter()
     counts: Counter = Counter()
     n = 0
-    ds = pads.dataset(str(shards), format="parquet")
     for rb in ds.to_batches(columns=INPUT_COLUMNS, batch_size=batch):
-        import pyarrow as pa
-
         out = labeler(pa.Table.from_batches([rb]))
         counts.update(out.column("status").to_pylist())
         n += out.num_rows
