@@ -199,6 +199,41 @@ def sequence_log_prob(emissions: Tensor, tags: Tensor, mask: Tensor, start, end=
     return logp.clamp(max=0.0).to(_out_dtype(emissions))
 
 
+UNOBSERVED_PENALTY = -1.0e4  # emission added to the tags a partial label rules out
+
+
+def crf_partial_nll(emissions: Tensor, tags: Tensor, observed: Tensor, mask: Tensor,
+                    start, end=None, trans=None) -> Tensor:
+    """Negative log-likelihood of a *partial* labeling: ``(B,)``.
+
+    ``tags (B, T)`` gives the tag at the positions where ``observed (B, T)`` (bool) is True; the
+    other positions may take any tag. The likelihood is the probability mass of every tag path
+    that agrees with the observed tags: ``-log P = log Z - log Z_observed``, where
+    ``Z_observed`` sums over the agreeing paths only (each ruled-out tag's emission gets
+    ``UNOBSERVED_PENALTY``, a finite number so that gradients stay finite). With every position
+    observed this is the ordinary CRF NLL (``-torchcrf.CRF(...)(reduction="none")``); with none,
+    0. Used for pseudo-labels whose unsure characters should not be trained as ``O``.
+    Differentiable; both partition functions run in one batched forward pass.
+    """
+    em, start, end, trans = _prepare(emissions, mask, start, end, trans)
+    if tags.shape != mask.shape or observed.shape != mask.shape:
+        raise ValueError(f"tags {tuple(tags.shape)} and observed {tuple(observed.shape)} must match "
+                         f"mask {tuple(mask.shape)}")
+    if observed.dtype != torch.bool:
+        raise TypeError(f"observed must be a bool tensor, got {observed.dtype}")
+    k = em.shape[2]
+    tags = tags.long().masked_fill(~mask, 0)
+    onehot = torch.nn.functional.one_hot(tags, k).bool()  # (B, T, K)
+    allowed = onehot | ~observed.unsqueeze(2)  # (B, T, K)
+    em_obs = em + (~allowed).to(em.dtype) * UNOBSERVED_PENALTY
+    both = torch.cat([em, em_obs], dim=0)  # (2B, T, K)
+    mask2 = torch.cat([mask, mask], dim=0)
+    alpha = _forward_scores(both, mask2, start, trans)
+    log_z = torch.logsumexp(_last_alpha(alpha) + end, dim=1)  # (2B,)
+    b = em.shape[0]
+    return (log_z[:b] - log_z[b:]).clamp(min=0.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Confidences
 # ----------------------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ class TrainConfig:
 class SelfTrainConfig:
     threshold: float = 0.7
     confidence: str = "entity_min_marginal"  # see cemr.confidence
-    selection: str = "sentence"  # sentence | entity
+    selection: str = "sentence"  # sentence | entity | partial (see cemr.selftrain)
     mode: str = "rederive"  # rederive | accumulate
     max_rounds: int = 3
     patience: int = 1
@@ -373,8 +373,8 @@ def validate(cfg: Config) -> Config:
     s = cfg.selftrain
     if not 0.0 <= s.threshold <= 1.0:
         raise ConfigError("selftrain.threshold must be in [0, 1]")
-    if s.selection not in ("sentence", "entity"):
-        raise ConfigError("selftrain.selection must be sentence or entity")
+    if s.selection not in ("sentence", "entity", "partial"):
+        raise ConfigError("selftrain.selection must be sentence, entity or partial")
     if s.mode not in ("rederive", "accumulate"):
         raise ConfigError("selftrain.mode must be rederive or accumulate")
     if s.max_rounds < 0:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from cemr.confidence import DEFAULT_METHOD, entity_confidences, normalize_method, sentence_confidence
@@ -45,11 +46,14 @@ class Prediction:
 class SentencePrediction(Sequence):
     """The entities of one sentence (iterate / index / ``len`` like a list of :class:`Prediction`),
     plus ``confidence`` (the sentence confidence of the predictor's method) and ``sequence_prob``
-    (``P(decoded tags | text)``). An empty text has no entity and confidence 0 (never selected)."""
+    (``P(decoded tags | text)``) and ``token_confidence`` (per character, the CRF marginal of its
+    decoded tag: how sure the model is of each ``O`` too). An empty text has no entity and
+    confidence 0 (never selected)."""
 
     entities: list[Prediction] = field(default_factory=list)
     confidence: float = 0.0
     sequence_prob: float = 0.0
+    token_confidence: list[float] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Prediction]:
         return iter(self.entities)
@@ -147,7 +151,8 @@ class Predictor:
         for c in (*confs, conf):
             if not math.isfinite(c):
                 raise FloatingPointError(f"non-finite confidence {c} (emissions overflowed?)")
-        return SentencePrediction([Prediction(s, c) for s, c in zip(spans, confs)], conf, seq_prob)
+        token_conf = marg[np.arange(len(tags)), np.asarray(tags, dtype=np.int64)].astype(float).tolist()
+        return SentencePrediction([Prediction(s, c) for s, c in zip(spans, confs)], conf, seq_prob, token_conf)
 
     # -- documents -----------------------------------------------------------------------------
 

@@ -15,6 +15,13 @@ Selection modes (``selftrain.selection``):
 - ``entity``: every entity at or above the threshold is kept, the others are dropped; the sentence
   is kept when at least one entity survives. Dropped mentions become ``O`` in training (possible
   false negatives): cheaper in recall, richer in entities.
+- ``partial``: entity selection, but nothing the model is unsure of is trained as ``O``: the
+  characters of dropped mentions, and every other character whose decoded tag's marginal
+  (``token_confidence``) is below the threshold, are written as ``unsure`` ranges
+  (:func:`unsure_ranges`) and the CRF loss sums over all tags there (partial-label training,
+  :func:`cemr.confidence.crf_partial_nll`). Confident ``O`` characters stay negatives. Measured in
+  ``benchmarks/bench_lowres.py``: the ``O`` given to missed and unsure mentions is what cost the
+  other two modes their recall.
 
 Bookkeeping modes (``selftrain.mode``): ``rederive`` trains round ``r`` on gold + the pseudo-labels
 derived in round ``r`` only (the newest model relabels everything); ``accumulate`` keeps every
@@ -41,7 +48,7 @@ KEPT = "kept"
 BELOW_THRESHOLD = "below_threshold"
 FAILED = "failed"
 STATUSES = (KEPT, BELOW_THRESHOLD, FAILED)
-SELECTION_MODES = ("sentence", "entity")
+SELECTION_MODES = ("sentence", "entity", "partial")
 BOOKKEEPING_MODES = ("rederive", "accumulate")
 
 STATE_FILE = "state.json"
@@ -104,7 +111,7 @@ def select_sentence(
         sentence_confidence = _check_confidence(sentence_confidence, "sentence confidence")
     spans = [p.span for p in preds]
 
-    if mode == "entity":
+    if mode in ("entity", "partial"):
         kept = sorted(s for s, c in zip(spans, confs) if c >= threshold)
         if kept:
             return kept, KEPT, f"{len(kept)}/{len(spans)} entities >= {threshold:.2f}"
@@ -119,6 +126,49 @@ def select_sentence(
     if score >= threshold:
         return sorted(spans), KEPT, f"sentence confidence {score:.3f} >= {threshold:.2f}"
     return [], BELOW_THRESHOLD, f"sentence confidence {score:.3f} < {threshold:.2f}"
+
+
+def unsure_ranges(
+    length: int,
+    preds: Sequence[ScoredSpan],
+    kept: Sequence[Span],
+    threshold: float,
+    token_confidence: Sequence[float] | None = None,
+) -> list[tuple[int, int]]:
+    """The characters a partial pseudo-label leaves untagged, as sorted, merged ``(start, end)``
+    ranges of a sentence of ``length`` characters.
+
+    Unsure: every character of a predicted entity that was not ``kept``, and every character
+    outside the kept entities whose ``token_confidence`` (marginal of its decoded tag; None: not
+    used) is below ``threshold``. Characters of kept entities are never unsure.
+    """
+    if token_confidence is not None and len(token_confidence) != length:
+        raise ValueError(f"{len(token_confidence)} token confidences for a sentence of {length} chars")
+    unsure = [False] * length
+    kept_set = set(kept)
+    for p in preds:
+        if p.span not in kept_set:
+            for i in range(p.span.start, min(p.span.end, length)):
+                unsure[i] = True
+    if token_confidence is not None:
+        for i, c in enumerate(token_confidence):
+            if float(c) < threshold:
+                unsure[i] = True
+    for span in kept:
+        for i in range(span.start, min(span.end, length)):
+            unsure[i] = False
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < length:
+        if unsure[i]:
+            j = i
+            while j < length and unsure[j]:
+                j += 1
+            out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out
 
 
 def sentence_score(preds: Sequence[ScoredSpan], sentence_confidence: float | None = None) -> float | None:

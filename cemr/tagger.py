@@ -36,7 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchcrf import CRF
 
 from cemr.config import ModelConfig
-from cemr.confidence import crf_marginals, sequence_log_prob
+from cemr.confidence import crf_marginals, crf_partial_nll, sequence_log_prob
 from cemr.corpus.sentences import Sentence
 from cemr.features.cache import FeatureCache, cached_features, elements_for_mb
 from cemr.features.dictionary import DICT_PAD_ID, DictionaryFeature, DictionaryTags, tags_for
@@ -58,7 +58,9 @@ class Batch:
 
     ``char_ids (B, T)`` long, ``mask (B, T)`` bool, ``texts`` the B raw sentences (for the
     featurizers), ``dict_ids (B, T)`` long or None (no dictionary feature), ``tag_ids (B, T)`` long
-    or None (unlabeled; 0 = ``O`` at padding), ``weights (B,)`` float or None (all 1).
+    or None (unlabeled; 0 = ``O`` at padding), ``weights (B,)`` float or None (all 1),
+    ``tag_observed (B, T)`` bool or None: False where a partial label leaves the tag unknown
+    (``Sentence.unsure``; the loss then sums over every tag there); None: every tag observed.
     """
 
     char_ids: Tensor
@@ -67,6 +69,7 @@ class Batch:
     dict_ids: Tensor | None = None
     tag_ids: Tensor | None = None
     weights: Tensor | None = None
+    tag_observed: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -89,6 +92,19 @@ def _pad(rows: Sequence[Sequence[int]], t: int, value: int = 0) -> Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
     return out
+
+
+def observed_mask(sentences: Sequence[Sentence], mask: Tensor) -> Tensor:
+    """``(B, T)`` bool: ``mask`` with each sentence's ``unsure`` ranges set to False. A range
+    outside its sentence raises ``ValueError`` naming the sentence."""
+    observed = mask.clone()
+    for i, s in enumerate(sentences):
+        for a, b in s.unsure:
+            if not 0 <= a < b <= len(s.text):
+                raise ValueError(f"document {s.doc_id!r} sentence {s.sent_id}: unsure range ({a}, {b}) "
+                                 f"does not fit {len(s.text)} chars")
+            observed[i, a:b] = False
+    return observed
 
 
 class Collator:
@@ -144,6 +160,8 @@ class Collator:
         batch = self._batch([s.text for s in sentences], [s.doc_id for s in sentences])
         if with_tags:
             batch.tag_ids = _pad([self.encode_tags(s) for s in sentences], batch.mask.shape[1])
+            if any(s.unsure for s in sentences):
+                batch.tag_observed = observed_mask(sentences, batch.mask)
         if weights is not None:
             batch.weights = torch.tensor([float(w) for w in weights], dtype=torch.float32)
         return batch
@@ -371,11 +389,14 @@ class BiLMBNERTagger(nn.Module):
         return self.output(self.dropout(h)).float()  # (B, T, K)
 
     def nll(self, batch: Batch) -> Tensor:
-        """Negative log-likelihood per sentence ``(B,)``."""
+        """Negative log-likelihood per sentence ``(B,)``; of the partial labeling
+        (:func:`cemr.confidence.crf_partial_nll`) when the batch has unobserved tags."""
         if batch.tag_ids is None:
             raise ValueError("the batch has no gold tags (tag_ids is None)")
         self.constrain_crf()
         em = self.emissions(batch)  # (B, T, K)
+        if batch.tag_observed is not None:
+            return crf_partial_nll(em, batch.tag_ids, batch.tag_observed, batch.mask, self.crf)
         return -self.crf(em, batch.tag_ids, batch.mask, reduction="none")
 
     def forward(self, batch: Batch) -> Tensor:

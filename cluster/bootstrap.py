@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from cemr.config import Config, flatten
 from cemr.corpus.document import Span
-from cemr.corpus.shards import ShardWriter, count_rows, iter_records, iter_sentences, shard_files
+from cemr.corpus.shards import UNSURE_FIELD, ShardWriter, count_rows, iter_records, iter_sentences, shard_files
 from cemr.pipeline import RunLayout
 from cemr.selftrain import (
     KEPT,
@@ -200,9 +200,10 @@ def merge_pseudo_dirs(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathL
     """Union of kept sets (oldest first) into ``out_dir``: a sentence keeps the labels of the
     first round that kept it (``selftrain.mode: accumulate``). Returns the rows written."""
     seen: set[tuple[str, int]] = set()
-    with ShardWriter(out_dir, rows_per_shard=rows_per_shard, overwrite=True) as writer:
+    with ShardWriter(out_dir, rows_per_shard=rows_per_shard, overwrite=True,
+                     extra_fields=[UNSURE_FIELD]) as writer:
         for d in dirs:
-            for sent, extra in iter_records(d):
+            for sent, extra in iter_records(d):  # sent.unsure read from partial pseudo-labels
                 key = sentence_key(sent.doc_id, sent.sent_id)
                 if key in seen:
                     continue

@@ -29,8 +29,9 @@ threshold decision of every row. :class:`PseudoLabelResult` checks that the stat
 the input rows.
 
 Output schema (``OUTPUT_SCHEMA``): ``cemr.corpus.shards.SENTENCE_SCHEMA`` (``doc_id, sent_id,
-offset, text, spans, source``; ``source = "pseudo:r<round>"``) then ``confidence`` (the score
-compared with the threshold: the sentence score in sentence mode, the best entity in entity mode;
+offset, text, spans, source``; ``source = "pseudo:r<round>"``) then ``unsure`` (character ranges
+left untagged by a ``partial`` pseudo-label, read into ``Sentence.unsure``), ``confidence`` (the score
+compared with the threshold: the sentence score in sentence mode, the best entity otherwise;
 null when failed or nothing to score), ``status``, ``reason``, ``predicted`` (entities predicted),
 ``round`` and ``labeler`` (which actor labeled the row). ``cemr.corpus.shards.iter_sentences``
 reads it (extra columns ignored).
@@ -53,7 +54,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from cemr.corpus.shards import CONFIDENCE_FIELD, SPANS_TYPE, count_rows, sentence_schema
+from cemr.corpus.shards import (
+    CONFIDENCE_FIELD,
+    SPANS_TYPE,
+    UNSURE_FIELD,
+    count_rows,
+    ranges_to_struct,
+    sentence_schema,
+)
 from cemr.selftrain import (
     FAILED,
     KEPT,
@@ -64,6 +72,7 @@ from cemr.selftrain import (
     select_sentence,
     sentence_score,
     unpack_prediction,
+    unsure_ranges,
 )
 from cluster.runtime import actor_device, actor_resources
 
@@ -71,6 +80,7 @@ log = logging.getLogger(__name__)
 
 INPUT_COLUMNS = ["doc_id", "sent_id", "offset", "text"]
 OUTPUT_SCHEMA = sentence_schema([
+    UNSURE_FIELD,
     CONFIDENCE_FIELD,
     pa.field("status", pa.string()),
     pa.field("reason", pa.string()),
@@ -111,8 +121,10 @@ def check_prediction_spans(text: str, preds: list[Any]) -> None:
 def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, Any]:
     """Status of one sentence given the predictor's output ``item`` for it (pure, no Ray).
 
-    Returns ``{"spans": [dict], "status", "reason", "confidence", "predicted"}``; anything
-    invalid becomes ``failed`` with the reason.
+    Returns ``{"spans": [dict], "unsure": [dict], "status", "reason", "confidence",
+    "predicted"}``; anything invalid becomes ``failed`` with the reason. ``unsure`` (character
+    ranges left untagged) is filled for kept rows in ``partial`` mode only, from the dropped
+    mentions and the predictor's ``token_confidence`` when it gives one.
     """
     try:
         if not isinstance(text, str):
@@ -122,15 +134,23 @@ def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, An
         kept, status, reason = select_sentence(preds, threshold, mode, sentence_confidence=sent_conf)
         score = sentence_score(preds, sent_conf) if mode == "sentence" else (
             max((float(p.confidence) for p in preds), default=None))
+        unsure: list[tuple[int, int]] = []
+        if mode == "partial" and status == KEPT:
+            token_conf = getattr(item, "token_confidence", None) or None
+            unsure = unsure_ranges(len(text), preds, kept, threshold, token_conf)
+            n_unsure = sum(b - a for a, b in unsure)
+            reason += f"; {n_unsure}/{len(text)} chars unsure"
         return {
             "spans": [s.to_dict() for s in kept],
+            "unsure": ranges_to_struct(unsure),
             "status": status,
             "reason": reason,
             "confidence": score,
             "predicted": len(preds),
         }
     except Exception as exc:  # noqa: BLE001 - recorded per row, never lost
-        return {"spans": [], "status": FAILED, "reason": _error_text(exc), "confidence": None, "predicted": 0}
+        return {"spans": [], "unsure": [], "status": FAILED, "reason": _error_text(exc), "confidence": None,
+                "predicted": 0}
 
 
 class PseudoLabeler:
@@ -185,8 +205,8 @@ class PseudoLabeler:
         rows = []
         for text, item in zip(texts, self._predict(texts)):
             if isinstance(item, BaseException):
-                rows.append({"spans": [], "status": FAILED, "reason": _error_text(item), "confidence": None,
-                             "predicted": 0})
+                rows.append({"spans": [], "unsure": [], "status": FAILED, "reason": _error_text(item),
+                             "confidence": None, "predicted": 0})
             else:
                 rows.append(label_row(text, item, self.threshold, self.mode))
         n = len(texts)
@@ -198,6 +218,7 @@ class PseudoLabeler:
                 "text": batch.column("text").cast(pa.string()),
                 "spans": pa.array([r["spans"] for r in rows], type=SPANS_TYPE),
                 "source": pa.array([f"pseudo:r{self.round}"] * n, type=pa.string()),
+                "unsure": pa.array([r["unsure"] for r in rows], type=UNSURE_FIELD.type),
                 "status": pa.array([r["status"] for r in rows], type=pa.string()),
                 "reason": pa.array([r["reason"] for r in rows], type=pa.string()),
                 "confidence": pa.array([r["confidence"] for r in rows], type=CONFIDENCE_FIELD.type),
@@ -390,7 +411,7 @@ def pseudo_label(
     ``actor_num_cpus``, ``actor_num_gpus`` (used only when the cluster has GPUs), ``batch_size``
     ``rows_per_shard`` (about the rows per output file) and ``actor_threads`` (when set, passed to the
     predictor's ``load`` as ``num_threads=``). ``selftrain_cfg``: ``selection``
-    (sentence | entity), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
+    (sentence | entity | partial), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
     share per type), ``confidence`` (passed to the predictor's ``load`` as ``confidence=``, with
     ``predictor_kwargs``).
     Ray must be initialised (:func:`cluster.runtime.init_ray`).

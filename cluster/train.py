@@ -54,7 +54,7 @@ import pyarrow as pa
 
 from cemr.config import Config
 from cemr.corpus.sentences import Sentence
-from cemr.corpus.shards import REQUIRED_COLUMNS, table_to_sentences
+from cemr.corpus.shards import REQUIRED_COLUMNS, UNSURE, UNSURE_FIELD, shard_files, table_to_sentences
 from cemr.pipeline import RunLayout
 
 Log = Callable[[str], None]
@@ -210,6 +210,30 @@ def check_weights(train_paths: Sequence[str | os.PathLike], weights: Sequence[fl
             raise TrainRoundError(f"{path}: sample weight {w!r} is not a finite number >= 0")
         out.append(w)
     return out
+
+
+def has_unsure_column(path: str | os.PathLike) -> bool:
+    """Whether the shards of ``path`` carry ``unsure`` ranges (partial pseudo-labels); from the
+    first file's schema (a shard set has one schema)."""
+    import pyarrow.parquet as pq
+
+    files = shard_files(path)
+    return bool(files) and UNSURE in pq.read_schema(files[0]).names
+
+
+def add_unsure_column(batch: pa.Table) -> pa.Table:
+    """``batch`` with an empty ``unsure`` column (gold rows: every tag observed), so that gold and
+    partial pseudo-labeled datasets share one schema."""
+    empty = pa.array([[] for _ in range(batch.num_rows)], type=UNSURE_FIELD.type)
+    return batch.append_column(UNSURE_FIELD, empty)
+
+
+def training_columns(batch: pa.Table, weight: float, add_unsure: bool) -> pa.Table:
+    """The training rows of one directory: its sentence columns, ``unsure`` (empty when the
+    directory has none) and the directory's ``weight``."""
+    if add_unsure:
+        batch = add_unsure_column(batch)
+    return add_weight_column(batch, weight)
 
 
 def add_weight_column(batch: pa.Table, weight: float) -> pa.Table:
@@ -381,10 +405,11 @@ def training_dataset(train_paths: Sequence[str | os.PathLike], weights: Sequence
     for path, w in zip(train_paths, ws):
         if not Path(path).exists():
             raise TrainRoundError(f"{path}: training shards not found")
-        ds = ray.data.read_parquet(str(path)).select_columns(list(REQUIRED_COLUMNS))
+        unsure = has_unsure_column(path)
+        ds = ray.data.read_parquet(str(path)).select_columns(list(REQUIRED_COLUMNS) + ([UNSURE] if unsure else []))
         ds.context.enable_progress_bars = False  # this dataset's own copy of the DataContext
-        parts.append(ds.map_batches(functools.partial(add_weight_column, weight=w), batch_format="pyarrow",
-                                    batch_size=None))
+        parts.append(ds.map_batches(functools.partial(training_columns, weight=w, add_unsure=not unsure),
+                                    batch_format="pyarrow", batch_size=None))
     out = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return out.materialize()
 

@@ -186,3 +186,56 @@ def test_method_names():
     assert normalize_method("sequence_prob") == "sequence_prob"
     with pytest.raises(ValueError, match="unknown confidence method"):
         normalize_method("max")
+
+
+# --- partial labels -------------------------------------------------------------------------------
+
+
+def test_partial_nll_matches_brute_force_over_the_agreeing_paths():
+    from cemr.confidence import crf_partial_nll
+
+    k, lengths = 3, [5, 4, 2]
+    em, mask, start, end, trans = _random_case(3, 5, k, 21, lengths)
+    g = torch.Generator().manual_seed(5)
+    tags = torch.randint(0, k, (3, 5), generator=g)
+    observed = torch.rand(3, 5, generator=g) < 0.5
+    observed[0, :] = True  # fully observed row
+    observed[2, :] = False  # nothing observed
+    nll = crf_partial_nll(em, tags, observed, mask, start, end, trans)
+    for b, n in enumerate(lengths):
+        log_z, _, paths, scores = _brute_force(em[b], n, start, end, trans)
+        agree = [s for p, s in zip(paths, scores)
+                 if all(p[i] == int(tags[b, i]) for i in range(n) if bool(observed[b, i]))]
+        expected = log_z - torch.logsumexp(torch.stack(agree), 0)
+        assert torch.allclose(nll[b], expected, atol=1e-6), (b, nll[b], expected)
+    assert float(nll[2]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_partial_nll_with_every_tag_observed_is_the_pytorch_crf_nll():
+    from cemr.confidence import crf_partial_nll
+
+    k, lengths = 5, [6, 3, 1]
+    em, mask, _, _, _ = _random_case(3, 6, k, 4, lengths)
+    crf = CRF(k, batch_first=True).double()
+    tags = torch.randint(0, k, (3, 6), generator=torch.Generator().manual_seed(1))
+    nll = crf_partial_nll(em, tags, mask.clone(), mask, crf)
+    assert torch.allclose(nll, -crf(em, tags, mask, reduction="none"), atol=1e-9)
+    # padding is never "observed": the same result when observed is all True
+    nll_all = crf_partial_nll(em, tags, torch.ones_like(mask), mask, crf)
+    assert torch.allclose(nll, nll_all, atol=1e-9)
+
+
+def test_partial_nll_gradients_are_finite_and_zero_where_nothing_is_observed():
+    from cemr.confidence import crf_partial_nll
+
+    em, mask, start, end, trans = _random_case(2, 4, 3, 9, [4, 4])
+    em = em.float().requires_grad_(True)
+    tags = torch.zeros(2, 4, dtype=torch.long)
+    observed = torch.tensor([[True, False, False, True], [False] * 4])
+    nll = crf_partial_nll(em, tags, observed, mask, start.float(), end.float(), trans.float())
+    nll.sum().backward()
+    assert torch.isfinite(em.grad).all()
+    assert em.grad[1].abs().max() < 1e-5  # an all-unknown row teaches nothing
+    assert em.grad[0].abs().max() > 1e-3
+    with pytest.raises(TypeError, match="bool"):
+        crf_partial_nll(em, tags, observed.long(), mask, start, end, trans)

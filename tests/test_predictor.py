@@ -32,6 +32,10 @@ def test_sentences_in_input_order_with_confidences(predictor):
         for p in sp:  # iterates like a list of Predictions
             assert isinstance(p, Prediction) and 0.0 <= p.confidence <= 1.0
             assert sp.confidence <= p.confidence + 1e-9  # the sentence min covers the entity's chars
+        # per character, the marginal of the decoded tag: the sentence min is their min
+        assert len(sp.token_confidence) == len(texts[out.index(sp)])
+        assert min(sp.token_confidence) == pytest.approx(sp.confidence, abs=1e-6)
+        assert all(0.0 <= c <= 1.0 for c in sp.token_confidence)
     one_by_one = [predictor.predict_sentences([t], batch_size=1)[0] for t in texts]
     for a, b in zip(out, one_by_one):
         assert a.spans == b.spans

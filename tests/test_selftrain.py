@@ -25,6 +25,7 @@ from cemr.selftrain import (
     should_stop,
     type_caps,
     unpack_prediction,
+    unsure_ranges,
 )
 
 
@@ -75,6 +76,22 @@ def test_entity_mode_keeps_the_confident_entities_only():
     spans, status, reason = select_sentence([P(A, 0.5)], 0.7, "entity")
     assert (spans, status) == ([], BELOW_THRESHOLD) and "max 0.500" in reason
     assert select_sentence([], 0.7, "entity")[1] == BELOW_THRESHOLD
+
+
+def test_partial_mode_selects_like_entity_mode():
+    preds = [P(C, 0.95), P(A, 0.5), P(B, 0.8)]
+    assert select_sentence(preds, 0.7, "partial") == select_sentence(preds, 0.7, "entity")
+
+
+def test_unsure_ranges_cover_dropped_mentions_and_unsure_chars_but_never_kept_ones():
+    preds = [P(A, 0.5), P(B, 0.8)]  # A = 0..2 dropped, B = 3..5 kept
+    conf = [0.9, 0.9, 0.99, 0.6, 0.99, 0.3, 0.99, 0.1, 0.2]
+    assert unsure_ranges(9, preds, [B], 0.7, conf) == [(0, 2), (5, 6), (7, 9)]
+    # B's char 3 is below the threshold but B was kept: its chars stay labelled
+    assert unsure_ranges(9, preds, [B], 0.7, None) == [(0, 2)]
+    assert unsure_ranges(9, [], [], 0.7, [1.0] * 9) == []
+    with pytest.raises(ValueError, match="token confidences"):
+        unsure_ranges(9, preds, [B], 0.7, [1.0] * 8)
 
 
 @pytest.mark.parametrize(

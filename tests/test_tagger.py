@@ -229,3 +229,48 @@ def test_dictionary_feature():
     assert 0.25 < rate < 0.35 and (dropped[:, 40:] == 0).all()
     feat.eval()
     assert torch.equal(feat(ids), feat.embedding(ids))
+
+
+def test_unsure_ranges_become_unobserved_tags_and_a_partial_loss():
+    tagger, collate, sents, labels = _model()
+    tagger.eval()
+    plain = collate(sents[:3])
+    assert plain.tag_observed is None  # gold: every tag observed, pytorch-crf's likelihood
+    s0 = sents[0]
+    partial = Sentence(s0.doc_id, s0.sent_id, s0.offset, s0.text, s0.spans, [(0, 2), (3, 4)])
+    batch = collate([partial, *sents[1:3]])
+    assert batch.tag_observed.shape == batch.mask.shape
+    assert batch.tag_observed[0, :5].tolist() == [False, False, True, False, True]
+    assert torch.equal(batch.tag_observed[1:], batch.mask[1:])
+    nll_plain, nll_partial = tagger.nll(plain), tagger.nll(batch)
+    assert torch.allclose(nll_plain[1:], nll_partial[1:], atol=1e-4)  # fully observed rows: same NLL
+    assert nll_partial[0] < nll_plain[0]  # fewer constraints: more probability mass
+    bad = Sentence(s0.doc_id, s0.sent_id, s0.offset, s0.text, s0.spans, [(0, len(s0.text) + 1)])
+    with pytest.raises(ValueError, match="unsure range"):
+        collate([bad])
+
+
+def test_partial_labels_do_not_teach_o_where_they_are_unsure():
+    """Trained on a sentence whose mention is left unsure (not O), the tagger keeps finding it from
+    the gold sentences; the same mention given as O is unlearnt."""
+    _, _, sents, labels = _model()
+    target = next(s for s in sents if s.spans)
+    (span, *_) = target.spans
+
+    def train(pseudo):
+        tagger, collate, _, _ = _model(seed=3)
+        opt = torch.optim.Adam(tagger.parameters(), lr=0.02)
+        data = list(sents[:6]) + [pseudo] * 6
+        tagger.train()
+        for _ in range(40):
+            opt.zero_grad()
+            tagger(collate(data)).backward()
+            opt.step()
+        tagger.eval()
+        (pred,) = tagger.decode(collate([target]))
+        return bio_to_spans(labels.from_ids(pred))
+
+    as_o = Sentence("p", 0, 0, target.text, [])
+    unsure = Sentence("p", 0, 0, target.text, [], [(span.start, span.end)])
+    assert span in train(unsure)
+    assert span not in train(as_o)

@@ -37,6 +37,9 @@ class Sentence:
     """A piece of one document: ``text == doc.text[offset:offset + len(text)]``.
 
     ``spans`` are relative to the sentence (``text[s.start:s.end]`` is the mention).
+    ``unsure``: ``(start, end)`` character ranges (sentence offsets, end exclusive) whose tags are
+    unknown: a partial pseudo-label (``selftrain.selection=partial``) leaves there whatever the
+    CRF finds likely instead of training them as ``O``. Empty for gold sentences.
     """
 
     doc_id: str
@@ -44,6 +47,7 @@ class Sentence:
     offset: int
     text: str
     spans: list[Span] = field(default_factory=list)
+    unsure: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def end(self) -> int:
@@ -57,12 +61,14 @@ class Sentence:
             "offset": self.offset,
             "text": self.text,
             "spans": [s.to_dict() for s in self.spans],
+            **({"unsure": [list(r) for r in self.unsure]} if self.unsure else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sentence":
         spans = [Span(int(s["start"]), int(s["end"]), str(s["type"])) for s in d.get("spans", ())]
-        return cls(str(d["doc_id"]), int(d["sent_id"]), int(d["offset"]), str(d["text"]), spans)
+        unsure = [(int(a), int(b)) for a, b in d.get("unsure", ())]
+        return cls(str(d["doc_id"]), int(d["sent_id"]), int(d["offset"]), str(d["text"]), spans, unsure)
 
 
 @dataclass

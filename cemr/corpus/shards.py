@@ -19,7 +19,10 @@ source   string                              where the row comes from (``gold``,
 The schema is extensible: ``sentence_schema(extra_fields)`` appends columns (e.g.
 ``CONFIDENCE_FIELD`` for pseudo-labeled rows, ``GOLD_SPANS_FIELD`` for spans that must stay hidden
 from a tagger); readers here ignore columns they do not know unless asked for them
-(:func:`iter_records`). A directory of shards is ``part-00000.parquet``, ``part-00001.parquet``...
+(:func:`iter_records`), except ``unsure`` (``UNSURE_FIELD``, ``list<struct<start, end>>``): when
+a shard has it, it is read into ``Sentence.unsure`` (the characters a partial pseudo-label leaves
+untagged), and a schema that declares it is filled from ``Sentence.unsure``.
+A directory of shards is ``part-00000.parquet``, ``part-00001.parquet``...
 each with at most ``rows_per_shard`` rows; an empty set is one shard with zero rows, so that every
 shard directory has a schema to read.
 
@@ -54,6 +57,12 @@ REQUIRED_COLUMNS = tuple(f.name for f in SENTENCE_FIELDS)
 # optional columns others add (pass them to sentence_schema / write_shards(extra_fields=...))
 CONFIDENCE_FIELD = pa.field("confidence", pa.float32())
 GOLD_SPANS_FIELD = pa.field("gold_spans", SPANS_TYPE)
+# ``Sentence.unsure``: character ranges whose tags a partial pseudo-label leaves unknown. Read into
+# ``Sentence.unsure`` whenever a shard has the column; written from it when a schema declares it.
+RANGE_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32())])
+RANGES_TYPE = pa.list_(RANGE_TYPE)
+UNSURE_FIELD = pa.field("unsure", RANGES_TYPE)
+UNSURE = UNSURE_FIELD.name
 
 SHARD_PATTERN = "part-{:05d}.parquet"
 
@@ -71,6 +80,23 @@ def sentence_schema(extra_fields: Sequence[pa.Field] = ()) -> pa.Schema:
 def spans_to_struct(spans: Iterable[Span]) -> list[dict[str, Any]]:
     """Spans as the list-of-structs cell value."""
     return [{"start": s.start, "end": s.end, "type": s.type} for s in spans]
+
+
+def ranges_to_struct(ranges: Iterable[tuple[int, int]]) -> list[dict[str, int]]:
+    """``(start, end)`` ranges as the list-of-structs cell value of ``unsure``."""
+    return [{"start": int(a), "end": int(b)} for a, b in ranges]
+
+
+def struct_to_ranges(cell: Iterable[Mapping[str, Any]] | None, length: int | None = None) -> list[tuple[int, int]]:
+    """An ``unsure`` cell back to ``(start, end)`` tuples (None -> []); each range must be
+    non-empty and, given ``length``, within the sentence (``ValueError`` otherwise)."""
+    out = []
+    for d in cell or ():
+        a, b = int(d["start"]), int(d["end"])
+        if not 0 <= a < b or (length is not None and b > length):
+            raise ValueError(f"unsure range ({a}, {b}) does not fit a sentence of {length} chars")
+        out.append((a, b))
+    return out
 
 
 def _cell(value: Any) -> Any:
@@ -131,6 +157,8 @@ def sentences_to_table(
             arrays.append(arr)
             fields.append(pa.field(name, arr.type))
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    if UNSURE in schema.names and UNSURE not in columns:
+        columns[UNSURE] = [ranges_to_struct(s.unsure) for s in sents]
     missing = set(columns) ^ set(schema.names)
     if missing:
         raise ValueError(f"columns {sorted(missing)} are not both in the schema and the data")
@@ -149,7 +177,9 @@ def _rows(batch: pa.RecordBatch | pa.Table, where: str, first_row: int,
     """``(Sentence, extras)`` per row; ``extras``: ``source`` and the ``extra`` columns (a
     list-of-span-structs column converted to ``Span`` lists). Bad rows raise ``CorpusError``."""
     span_columns = {n for n in extra if batch.schema.field(n).type == SPANS_TYPE}
-    cols = {name: batch.column(name).to_pylist() for name in (*REQUIRED_COLUMNS, *extra)}
+    has_unsure = UNSURE in batch.schema.names
+    cols = {name: batch.column(name).to_pylist()
+            for name in (*REQUIRED_COLUMNS, *extra, *((UNSURE,) if has_unsure else ()))}
     for i in range(batch.num_rows):
         try:
             text = cols["text"][i]
@@ -157,13 +187,16 @@ def _rows(batch: pa.RecordBatch | pa.Table, where: str, first_row: int,
             for s in spans:
                 if s.end > len(text):
                     raise ValueError(f"span {s} ends past the sentence length {len(text)}")
+            unsure = struct_to_ranges(cols[UNSURE][i], len(text)) if has_unsure else []
             sent = Sentence(cols["doc_id"][i], int(cols["sent_id"][i]), int(cols["offset"][i]),
-                            text, spans)
+                            text, spans, unsure)
         except (ValueError, TypeError, KeyError) as exc:
             raise CorpusError(where, first_row + i,
                               f"bad row (0-based row index): {exc}") from exc
         extras: dict[str, Any] = {"source": cols["source"][i]}
         for name in extra:
+            if name == UNSURE:
+                continue  # in sent.unsure
             value = cols[name][i]
             extras[name] = struct_to_spans(value) if name in span_columns else value
         yield sent, extras
@@ -210,6 +243,8 @@ def iter_records(
         if unknown:
             raise CorpusError(str(file), None, f"no column(s) {', '.join(unknown)} in this shard")
         extra = [c for c in columns if c not in REQUIRED_COLUMNS]
+        if UNSURE in names and UNSURE not in extra:
+            extra.append(UNSURE)  # always read into Sentence.unsure
         row = 0
         for batch in pf.iter_batches(batch_size=batch_size, columns=[*REQUIRED_COLUMNS, *extra]):
             yield from _rows(batch, str(file), row, extra)
@@ -284,9 +319,12 @@ class ShardWriter:
         rows = self._buffer
         self._buffer = []
         extra: dict[str, list[Any]] = {name: [] for name in self._extra}
-        for _, _, values in rows:
+        for sent, _, values in rows:
             for name in self._extra:
-                extra[name].append(values.get(name))
+                value = values.get(name)
+                if name == UNSURE and value is None:
+                    value = ranges_to_struct(sent.unsure)
+                extra[name].append(value)
         table = sentences_to_table(
             [s for s, _, _ in rows], [src for _, src, _ in rows], extra=extra, schema=self.schema
         )

@@ -48,6 +48,21 @@ def test_label_row_with_the_real_prediction_types():
     assert label_row("既往高血压", sent, 0.85, "entity")["status"] == "kept"
 
 
+def test_label_row_partial_mode_leaves_dropped_and_unsure_chars_untagged():
+    sent = SentencePrediction(
+        [Prediction(Span(2, 5, "疾病和诊断"), 0.9), Prediction(Span(6, 8, "症状和体征"), 0.4)],
+        confidence=0.3, sequence_prob=0.2,
+        token_confidence=[0.99, 0.5, 0.95, 0.9, 0.92, 0.99, 0.4, 0.45, 0.99])
+    row = label_row("既往高血压，咳嗽。", sent, 0.7, "partial")
+    assert row["status"] == "kept" and row["spans"] == [{"start": 2, "end": 5, "type": "疾病和诊断"}]
+    # char 1 (an unsure O) and the dropped mention 6..8 are unknown; the kept mention is not
+    assert row["unsure"] == [{"start": 1, "end": 2}, {"start": 6, "end": 8}]
+    assert "3/9 chars unsure" in row["reason"]
+    assert label_row("既往高血压，咳嗽。", sent, 0.7, "entity")["unsure"] == []
+    below = label_row("既往高血压，咳嗽。", sent, 0.95, "partial")
+    assert below["status"] == "below_threshold" and below["unsure"] == []
+
+
 @pytest.mark.parametrize(
     "text, item, match",
     [
@@ -170,6 +185,21 @@ def test_entity_mode_with_a_sentence_cap_replaces_old_output(ray_local, unlabele
     assert all(spans == [{"start": s.find("高血压"), "end": s.find("高血压") + 3, "type": fakes.DISEASE}]
                for s, spans in zip(kept.column("text").to_pylist(), kept.column("spans").to_pylist()))
     assert res.entities_kept == {fakes.DISEASE: 7}
+
+
+@pytest.mark.ray
+def test_partial_mode_writes_unsure_ranges_that_the_readers_see(ray_local, unlabeled, tmp_path):
+    res = pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r3", 0.7, CLUSTER,
+                       SelfTrainConfig(selection="partial"), 3, predictor=PREDICTOR)
+    assert res.counts == fakes.expected_counts(N, "entity")  # same sentences as entity selection
+    kept = list(iter_sentences(res.kept_dir))
+    assert len(kept) == res.counts["kept"]
+    for s in kept:
+        h = s.text.find("头痛")
+        # "高血压伴头痛": the 0.95 disease is kept, the 0.4 symptom is left unsure, not O
+        assert s.unsure == ([(h, h + 2)] if h >= 0 else [])
+        assert [s.text[sp.start:sp.end] for sp in s.spans] == ["高血压"]
+    assert sum(1 for s in kept if s.unsure) == sum(i % 10 == 7 for i in range(N))
 
 
 @pytest.mark.ray

@@ -12,17 +12,19 @@ import torch
 
 from cemr.corpus.document import Span
 from cemr.corpus.sentences import Sentence
-from cemr.corpus.shards import iter_sentences, sentences_to_table, write_shards
+from cemr.corpus.shards import UNSURE_FIELD, ShardWriter, iter_sentences, sentence_schema, sentences_to_table, write_shards
 from cemr.training import length_batches
 from cluster.train import (
     EpochBook,
     TrainRoundError,
     add_weight_column,
     check_weights,
+    has_unsure_column,
     pick_best,
     read_checkpoint,
     report_metrics,
     rows_from_tables,
+    training_columns,
     write_checkpoint,
 )
 
@@ -127,6 +129,17 @@ def test_rows_are_sorted_identically_whatever_the_block_order():
         rows_from_tables([sentences_to_table(sents, "gold")])
 
 
+def test_gold_and_partial_rows_share_one_schema_and_keep_their_unsure_ranges():
+    gold = [Sentence("g", 0, 0, "头痛三天", [Span(0, 2, "症状和体征")])]
+    partial = [Sentence("p", 0, 0, "咳嗽伴发热", [Span(0, 2, "症状和体征")], [(3, 5)])]
+    t_gold = training_columns(sentences_to_table(gold, "gold"), 1.0, add_unsure=True)
+    t_pseudo = training_columns(sentences_to_table(partial, "pseudo:r1", schema=sentence_schema([UNSURE_FIELD])),
+                                0.5, add_unsure=False)
+    assert t_gold.schema == t_pseudo.schema  # Ray's union needs one schema
+    sents, weights = rows_from_tables([t_pseudo, t_gold])
+    assert [(s.doc_id, s.unsure) for s in sents] == [("g", []), ("p", [(3, 5)])] and weights == [1.0, 0.5]
+
+
 def test_equal_row_counts_give_equal_step_counts():
     """Why Ray's equal split would also keep DDP in step: same row count -> same batch count
     (the split is still not used: it drops rows and is not reproducible, see the module doc)."""
@@ -193,15 +206,18 @@ def test_train_round_two_workers_on_gold_and_weighted_pseudo_labels(ray_local, p
 
     cfg, layout, comps = prepared
     cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, num_workers=2))
-    # stand-in pseudo-labels: unlabeled sentences tagged with one fake entity each
-    pseudo = [dataclasses.replace(s, spans=[Span(0, 1, "症状和体征")])
-              for s, _ in zip(iter_sentences(layout.split("unlabeled")), range(20))]
-    write_shards(pseudo, tmp_path / "pseudo", source="pseudo:r1")
+    # stand-in pseudo-labels: unlabeled sentences tagged with one fake entity each, partial ones
+    # (an unsure last char): the gold set has no unsure column, the union must still line up
+    pseudo = [dataclasses.replace(s, spans=[Span(0, 1, "症状和体征")], unsure=[(len(s.text) - 1, len(s.text))])
+              for s, _ in zip(iter_sentences(layout.split("unlabeled")), range(20)) if len(s.text) > 1]
+    with ShardWriter(tmp_path / "pseudo", extra_fields=[UNSURE_FIELD]) as w:
+        w.write_all(pseudo, "pseudo:r1")
+    assert has_unsure_column(tmp_path / "pseudo") and not has_unsure_column(layout.split("train"))
     gold_rows = sum(1 for _ in iter_sentences(layout.split("train")))
     res = train_round(cfg, layout, [str(layout.split("train")), str(tmp_path / "pseudo")], 1,
                       weights=[1.0, 0.5], components=comps, log=lambda _m: None)
     _check_model_dir(res, layout, 1)
-    assert res.train_rows == gold_rows + 20
+    assert res.train_rows == gold_rows + len(pseudo)
     assert json.loads((res.model_dir / "config.json").read_text(encoding="utf-8"))["extra"]["weights"] == [1.0, 0.5]
 
 

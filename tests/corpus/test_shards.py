@@ -17,6 +17,7 @@ from cemr.corpus.shards import (
     sentences_to_table,
     table_to_sentences,
     write_shards,
+    UNSURE_FIELD,
 )
 
 SYM, BODY = "症状和体征", "身体部位"
@@ -157,3 +158,25 @@ def test_bad_shards_raise_corpus_errors_with_file_and_row(tmp_path):
         list(iter_sentences(tmp_path / "missing"))
     with pytest.raises(ValueError):
         ShardWriter(tmp_path / "z", rows_per_shard=0)
+
+
+def test_unsure_ranges_round_trip_and_are_checked(tmp_path):
+    sents = _sentences(4)
+    sents[0].unsure = [(0, 2), (5, 7)]
+    with ShardWriter(tmp_path / "p", extra_fields=[UNSURE_FIELD]) as w:
+        w.write_all(sents, "pseudo:r1")
+    back = list(iter_sentences(tmp_path / "p"))
+    assert [s.unsure for s in back] == [[(0, 2), (5, 7)], [], [], []]
+    assert back[0].to_dict()["unsure"] == [[0, 2], [5, 7]] and "unsure" not in back[1].to_dict()
+    assert Sentence.from_dict(back[0].to_dict()) == back[0]
+    assert table_to_sentences(pq.read_table(tmp_path / "p"))[0].unsure == [(0, 2), (5, 7)]
+    # a shard without the column reads as fully labelled
+    write_shards(sents, tmp_path / "g")
+    assert all(s.unsure == [] for s in iter_sentences(tmp_path / "g"))
+    bad = pq.read_table(tmp_path / "p")
+    cells = bad.column("unsure").to_pylist()
+    cells[1] = [{"start": 3, "end": 99}]
+    bad = bad.set_column(bad.schema.get_field_index("unsure"), UNSURE_FIELD, pa.array(cells, UNSURE_FIELD.type))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(CorpusError, match=r"bad\.parquet.*unsure range \(3, 99\)"):
+        list(iter_sentences(tmp_path / "bad.parquet"))
