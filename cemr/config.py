@@ -184,6 +184,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.0
+    # learning rate of epoch e (from 1): lr * lr_decay ** (e - 1); 1.0 = constant
+    lr_decay: float = 1.0
     clip_norm: float = 5.0
     patience: int = 4
     seed: int = 42
@@ -381,6 +383,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("selftrain.max_rounds must be >= 0")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be >= 1")
+    if not cfg.train.lr > 0 or not 0.0 < cfg.train.lr_decay <= 1.0:
+        raise ConfigError("train.lr must be > 0 and train.lr_decay in (0, 1]")
     if cfg.cluster.actors < 1 or cfg.cluster.num_workers < 1:
         raise ConfigError("cluster.actors and cluster.num_workers must be >= 1")
     return cfg

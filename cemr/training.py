@@ -9,7 +9,7 @@ with the same (synchronised) weights, so all take the same early-stopping decisi
 
 Per epoch: batches of similar length (indices shuffled with the seed, pooled ``50 * batch_size``
 at a time, sorted by length inside a pool, cut into batches, batch order shuffled), Adam, the
-model's dropout, gradient clipping, optional AMP (float16 + GradScaler, CUDA only); then dev
+model's dropout, gradient clipping, the learning rate ``lr * lr_decay ** (epoch - 1)``, optional AMP (float16 + GradScaler, CUDA only); then dev
 entity-level micro F1 (exact span and type, :func:`cemr.metrics.evaluate`, on sentence offsets).
 The weights of the best dev F1 are kept (on CPU); training stops after ``patience`` epochs without
 improvement (``patience <= 0``: never), and the model ends holding the best weights. Seeded: the same seed, data and device
@@ -163,6 +163,13 @@ def _restore(tagger: nn.Module, state: dict[str, Tensor]) -> None:
         tagger.load_state_dict(state)
 
 
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (from 1): ``cfg.lr * cfg.lr_decay ** (epoch - 1)``."""
+    if epoch < 1:
+        raise ValueError(f"epochs count from 1, got {epoch}")
+    return float(cfg.lr) * float(cfg.lr_decay) ** (epoch - 1)
+
+
 def train_tagger(
     model: nn.Module,
     train: Sequence[Sentence],
@@ -177,6 +184,7 @@ def train_tagger(
     log: Callable[[str], None] = print,
     rank: int = 0,
     world_size: int = 1,
+    start_epoch: int = 0,
 ) -> TrainResult:
     """Train ``model`` (a :class:`~cemr.tagger.BiLMBNERTagger`, possibly DDP-wrapped) on ``train``.
 
@@ -185,6 +193,8 @@ def train_tagger(
     sentence (pseudo-labels may weigh less; default 1.0); ``on_epoch_end(epoch, metrics, model)``
     after each epoch's dev evaluation (``epoch`` from 1); ``log`` receives one line per epoch on
     rank 0. See the module docstring for batching, early stopping and distribution.
+    ``start_epoch``: epochs already trained before this call (a resumed run): the learning rate
+    schedule (``cfg.lr_decay``) continues from there; epochs are still counted from 1 here.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     labels = labels if labels is not None else getattr(collate, "labels", None)
@@ -221,6 +231,8 @@ def train_tagger(
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr(cfg, start_epoch + epoch)
         model.train()
         batches = shard_batches(length_batches(lengths, cfg.batch_size, gen), rank, world_size)
         total, seen_sents, seen_chars = 0.0, 0, 0
@@ -249,6 +261,7 @@ def train_tagger(
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": total / max(seen_sents, 1),
+            "lr": epoch_lr(cfg, start_epoch + epoch),
             "train_sentences": seen_sents,
             "train_seconds": train_s,
             "train_chars_per_s": seen_chars / train_s if train_s > 0 else 0.0,

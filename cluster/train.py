@@ -355,7 +355,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     try:
         train_tagger(model, train, dev, train_cfg, device, collate=collate, labels=comps.labels,
                      on_epoch_end=on_epoch_end, sample_weights=None if all(w == 1.0 for w in weights) else weights,
-                     log=log, rank=rank, world_size=world)
+                     log=log, rank=rank, world_size=world, start_epoch=start)
     except _EarlyStop:
         pass
     return {**summary, "book": json_safe(book.to_dict())}

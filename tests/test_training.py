@@ -121,3 +121,28 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device|unsupported device"):
         resolve_device("tpu")
+
+
+def test_learning_rate_decays_per_epoch_and_continues_after_a_resume():
+    from cemr.training import epoch_lr
+
+    cfg = _cfg(epochs=3, lr=0.01, lr_decay=0.5)
+    assert [epoch_lr(cfg, e) for e in (1, 2, 3)] == pytest.approx([0.01, 0.005, 0.0025])
+    with pytest.raises(ValueError, match="from 1"):
+        epoch_lr(cfg, 0)
+    tagger, collate, sents, _ = _setup()
+    r = train_tagger(tagger, sents[:6], sents[6:9], cfg, "cpu", collate=collate, log=lambda m: None)
+    assert [h["lr"] for h in r.history] == pytest.approx([0.01, 0.005, 0.0025])
+    tagger, collate, sents, _ = _setup()
+    r = train_tagger(tagger, sents[:6], sents[6:9], _cfg(epochs=1, lr=0.01, lr_decay=0.5), "cpu", collate=collate,
+                     log=lambda m: None, start_epoch=2)  # epoch 3 of a resumed run
+    assert [h["lr"] for h in r.history] == pytest.approx([0.0025])
+
+
+def test_config_refuses_a_bad_learning_rate_schedule():
+    from cemr.config import ConfigError, load_config
+
+    assert load_config(None, ["train.lr_decay=0.9"]).train.lr_decay == 0.9
+    for bad in (["train.lr_decay=0"], ["train.lr_decay=1.5"], ["train.lr=0"]):
+        with pytest.raises(ConfigError, match="lr"):
+            load_config(None, bad)
