@@ -228,6 +228,10 @@ class ClusterConfig:
     # torch threads per pseudo-labeling actor (None: Ray's OMP_NUM_THREADS, i.e. about actor_num_cpus);
     # 1 per actor when actors share small CPUs, so two actors do not fight over the same cores
     actor_threads: int | None = None
+    # memory Ray reserves per pseudo-labeling actor (MiB; None: no reservation). A loaded real model
+    # takes ~1.3-2 GiB per actor on CPU: reserving it keeps Ray from packing more actors on a node
+    # than its memory holds
+    actor_memory_mb: float | None = None
     batch_size: int = 256
     rows_per_shard: int = 2000
     max_failures: int = 1

@@ -466,6 +466,7 @@ def pseudo_label(
             batch_format="pyarrow",
             num_cpus=res["num_cpus"],
             num_gpus=res["num_gpus"],
+            memory=res["memory"],
             udf_modifying_row_count=False,
         )
         # fewer, bigger files (about rows_per_shard rows): the passes below read fewer of them

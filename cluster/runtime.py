@@ -126,11 +126,12 @@ def cluster_has_gpus(resources: Mapping[str, float] | None = None) -> bool:
 
 
 def actor_resources(cluster_cfg: Any, resources: Mapping[str, float] | None = None) -> dict[str, float]:
-    """``{"num_cpus", "num_gpus"}`` for one pseudo-labeling actor.
+    """``{"num_cpus", "num_gpus", "memory"}`` for one pseudo-labeling actor (``memory`` in bytes
+    from ``actor_memory_mb``, None when unset: Ray's ``memory=`` argument).
 
     ``actor_num_gpus`` is used only when ``resources`` (default: the connected cluster's) has GPUs;
-    a request for more GPUs (or CPUs) per actor than the whole cluster has is a ``ValueError``
-    rather than an actor that never starts.
+    a request for more GPUs, CPUs or memory per actor than the whole cluster has is a
+    ``ValueError`` rather than an actor that never starts.
     """
     resources = _resources() if resources is None else resources
     cpus = float(cluster_cfg.actor_num_cpus)
@@ -146,7 +147,17 @@ def actor_resources(cluster_cfg: Any, resources: Mapping[str, float] | None = No
     total_gpus = float(resources.get("GPU", 0.0))
     if gpus > total_gpus:
         raise ValueError(f"cluster.actor_num_gpus={gpus} but the cluster has {total_gpus:g} GPUs")
-    return {"num_cpus": cpus, "num_gpus": gpus}
+    memory = None
+    mb = getattr(cluster_cfg, "actor_memory_mb", None)
+    if mb is not None:
+        if not float(mb) > 0:
+            raise ValueError(f"cluster.actor_memory_mb must be > 0 (or null), got {mb}")
+        memory = float(mb) * 2**20
+        total_memory = resources.get("memory")
+        if total_memory is not None and memory > float(total_memory):
+            raise ValueError(f"cluster.actor_memory_mb={float(mb):g} but the cluster has "
+                             f"{float(total_memory) / 2**20:.0f} MiB of memory for tasks and actors")
+    return {"num_cpus": cpus, "num_gpus": gpus, "memory": memory}
 
 
 def actor_device(num_gpus: float) -> str:

@@ -105,6 +105,7 @@ def tag_texts(items: Sequence[tuple[str, str]], model_dir: str | Path, cfg: Any,
         batch_size=batch,
         num_cpus=res["num_cpus"],
         num_gpus=res["num_gpus"],
+        memory=res["memory"],
     )
     return ((str(row["id"]), json.loads(row["entities"])) for row in tagged.iter_rows())
 

@@ -171,7 +171,8 @@ def test_entity_mode_with_a_sentence_cap_replaces_old_output(ray_local, unlabele
     (out / "all").mkdir(parents=True)
     pq.write_table(OUTPUT_SCHEMA.empty_table(), out / "all" / "stale.parquet")  # an earlier attempt
     cfg = SelfTrainConfig(selection="entity", max_pseudo_per_round=7)
-    res = pseudo_label(unlabeled, model, out, 0.7, replace(CLUSTER, batch_size=32, actor_threads=1), cfg, 2,
+    res = pseudo_label(unlabeled, model, out, 0.7,
+                       replace(CLUSTER, batch_size=32, actor_threads=1, actor_memory_mb=64), cfg, 2,
                        predictor=PREDICTOR)
     assert (model / "threads.log").read_text(encoding="utf-8").split() == ["1", "1"]  # one load per actor
     assert res.counts == fakes.expected_counts(N, "entity")

@@ -33,8 +33,14 @@ def test_actor_resources_use_gpus_only_when_present():
     from cluster.runtime import actor_device, actor_resources
 
     cfg = ClusterConfig(actor_num_cpus=0.5, actor_num_gpus=0.5)
-    assert actor_resources(cfg, {"CPU": 2.0}) == {"num_cpus": 0.5, "num_gpus": 0.0}
-    assert actor_resources(cfg, {"CPU": 8.0, "GPU": 1.0}) == {"num_cpus": 0.5, "num_gpus": 0.5}
+    assert actor_resources(cfg, {"CPU": 2.0}) == {"num_cpus": 0.5, "num_gpus": 0.0, "memory": None}
+    assert actor_resources(cfg, {"CPU": 8.0, "GPU": 1.0}) == {"num_cpus": 0.5, "num_gpus": 0.5, "memory": None}
+    mem = replace(cfg, actor_memory_mb=1536)
+    assert actor_resources(mem, {"CPU": 2.0, "memory": 8 * 2**30})["memory"] == 1536 * 2**20
+    with pytest.raises(ValueError, match="actor_memory_mb=1536 but the cluster has 1024 MiB"):
+        actor_resources(mem, {"CPU": 2.0, "memory": 2**30})
+    with pytest.raises(ValueError, match="actor_memory_mb must be > 0"):
+        actor_resources(replace(cfg, actor_memory_mb=0), {"CPU": 2.0})
     assert actor_device(0.0) == "cpu" and actor_device(0.5) == "cuda"
     with pytest.raises(ValueError, match="actor_num_gpus=2.0 but the cluster has 1 GPUs"):
         actor_resources(replace(cfg, actor_num_gpus=2.0), {"CPU": 8.0, "GPU": 1.0})
