@@ -109,3 +109,13 @@ def expected_counts(n: int, mode: str) -> dict[str, int]:
 def expected_entities(n: int, mode: str) -> int:
     kinds = [i % 10 for i in range(n)]
     return sum(k in ((2, 3, 4) if mode == "sentence" else (2, 3, 4, 7)) for k in kinds)
+
+
+# Config overrides of a tiny demo run for the Ray tests: small model, word2vec only (no BiLM/BERT
+# pretraining), 2 local CPUs; each test module adds its own epochs and self-training keys.
+TINY_RUN = [
+    "data.demo_documents=40", "data.demo_unlabeled=200", "model.char_dim=16", "model.gru_hidden=16",
+    "model.attention_heads=2", "model.word2vec.dim=16", "model.word2vec.epochs=1", "model.bilm.enabled=false",
+    "model.bert.enabled=false", "model.dictionary.dim=8", "lexicon.folds=2",
+    "cluster.num_cpus=2", "cluster.cpus_per_worker=0.5", "cluster.actors=1",
+]

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import fakes
 import pytest
 
 from cemr.corpus.document import Span
@@ -30,13 +31,8 @@ from cluster.bootstrap import (
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "ray_configs" / "experiments" / "demo.yaml"
-TINY = [
-    "data.demo_documents=40", "data.demo_unlabeled=200", "model.char_dim=16", "model.gru_hidden=16",
-    "model.attention_heads=2", "model.word2vec.dim=16", "model.word2vec.epochs=1", "model.bilm.enabled=false",
-    "model.bert.enabled=false", "model.dictionary.dim=8", "lexicon.folds=2", "train.epochs=2",
-    "cluster.num_cpus=2", "cluster.cpus_per_worker=0.5", "cluster.actors=1", "cluster.actor_num_cpus=0.5",
-    "selftrain.threshold=0.3", "selftrain.patience=0",
-]
+TINY = [*fakes.TINY_RUN, "train.epochs=2", "cluster.actor_num_cpus=0.5", "selftrain.threshold=0.3",
+        "selftrain.patience=0"]
 
 
 # ----------------------------------------------------------------------------------------------

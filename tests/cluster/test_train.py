@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import fakes
 import pytest
 import torch
 
@@ -32,12 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "ray_configs" / "experiments" / "demo.yaml"
 
 # the demo experiment shrunk to seconds: no BiLM/BERT, 16-dim everything, 1 epoch
-TINY = [
-    "data.demo_documents=40", "data.demo_unlabeled=200", "model.char_dim=16", "model.gru_hidden=16",
-    "model.attention_heads=2", "model.word2vec.dim=16", "model.word2vec.epochs=1", "model.bilm.enabled=false",
-    "model.bert.enabled=false", "model.dictionary.dim=8", "lexicon.folds=2", "train.epochs=1",
-    "cluster.num_cpus=2", "cluster.cpus_per_worker=0.5", "cluster.actors=1",
-]
+TINY = [*fakes.TINY_RUN, "train.epochs=1"]
 
 
 # ----------------------------------------------------------------------------------------------
