@@ -126,7 +126,7 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
                 out[f"pseudo/{k}"] = float(record.pseudo_prf[k])
     for k, v in (ex.get("times") or {}).items():
         out[metric_key("time", f"{k}_s")] = float(v)
-    for k in ("sentences_per_s", "kept_after_cap", "input_rows"):
+    for k in ("sentences_per_s", "kept_after_cap", "input_rows", "kept_chars", "unsure_chars"):
         if k in (ex.get("pseudo") or {}):
             out[f"pseudo/{k}"] = float(ex["pseudo"][k])
     train = ex.get("train") or {}
@@ -479,7 +479,7 @@ def _pseudo_summary(pseudo: Any) -> dict[str, Any] | None:
     d = pseudo.to_dict()
     return {k: d[k] for k in ("input_rows", "counts", "entities_kept", "kept_after_cap", "capped", "seconds",
                               "sentences_per_s", "actors", "blocks", "batch_size", "cap_reasons",
-                              "rows_per_labeler") if k in d}
+                              "rows_per_labeler", "kept_chars", "unsure_chars") if k in d}
 
 
 def _finish_summary(state: RunState, layout: RunLayout, resumed_from: int | None,

@@ -237,10 +237,19 @@ class PseudoLabeler:
 
 def summarize_batch(batch: pa.Table) -> pa.Table:
     """Counts of one output batch as ``(key, n)`` rows: ``status=<s>``, ``entities=<type>``,
-    ``labeler=<actor>`` (summed over the dataset by :func:`count_outputs`)."""
+    ``labeler=<actor>``, and over the kept rows ``chars=kept`` / ``chars=unsure`` (characters, and
+    those a partial label leaves unknown; when the batch has ``text`` / ``unsure``). Summed over
+    the dataset by :func:`count_outputs`."""
     counts: Counter = Counter()
-    for status in batch.column("status").to_pylist():
+    statuses = batch.column("status").to_pylist()
+    for status in statuses:
         counts[f"status={status}"] += 1
+    if "text" in batch.column_names:
+        unsure = batch.column("unsure").to_pylist() if "unsure" in batch.column_names else [None] * len(statuses)
+        for status, text, ranges in zip(statuses, batch.column("text").to_pylist(), unsure):
+            if status == KEPT:
+                counts["chars=kept"] += len(text or "")
+                counts["chars=unsure"] += sum(r["end"] - r["start"] for r in ranges or ())
     for labeler in batch.column("labeler").to_pylist():
         counts[f"labeler={labeler}"] += 1
     for spans in batch.column("spans").to_pylist():
@@ -305,6 +314,8 @@ class PseudoLabelResult:
     num_cpus_per_actor: float
     num_gpus_per_actor: float
     cap_reasons: dict[str, int] = field(default_factory=dict)
+    kept_chars: int = 0  # characters of the kept sentences (before the cap)
+    unsure_chars: int = 0  # of which a partial label leaves unknown (selection=partial)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -314,6 +325,8 @@ class PseudoLabelResult:
         out: dict[str, float] = {f"pseudo/{s}": float(self.counts.get(s, 0)) for s in STATUSES}
         out["pseudo/kept_after_cap"] = float(self.kept_after_cap)
         out["pseudo/sentences_per_s"] = float(self.sentences_per_s)
+        out["pseudo/kept_chars"] = float(self.kept_chars)
+        out["pseudo/unsure_chars"] = float(self.unsure_chars)
         out.update({f"pseudo/entities/{t}": float(n) for t, n in self.entities_kept.items()})
         return out
 
@@ -357,14 +370,15 @@ def _accumulate_block(acc: dict[str, int], block: Any) -> dict[str, int]:
 
 def count_outputs(ds: "ray.data.Dataset") -> dict[str, int]:
     """``{key: total}`` of :func:`summarize_batch` over ``ds``: one global Ray Data aggregate
-    (``Dataset.aggregate`` of an ``AggregateFn`` over blocks; only status, spans and labeler are read).
+    (``Dataset.aggregate`` of an ``AggregateFn`` over blocks; only status, spans, labeler, text and
+    unsure are read, and only counts leave the blocks).
 
     The sort-based shuffle (plain tasks, one reducer) is used: the default hash shuffle starts a
     pool of aggregator actors, tens of seconds on 2 loaded CPUs.
     """
     from ray.data.aggregate import AggregateFn
 
-    ds = ds.select_columns(["status", "spans", "labeler"])
+    ds = ds.select_columns(["status", "spans", "labeler", "text", "unsure"])
     ds.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     agg = AggregateFn(init=lambda _key: {}, accumulate_block=_accumulate_block, merge=_add_counts, name="counts")
     result = ds.aggregate(agg)
@@ -516,4 +530,6 @@ def pseudo_label(
         num_cpus_per_actor=res["num_cpus"],
         num_gpus_per_actor=res["num_gpus"],
         cap_reasons=cap_reasons,
+        kept_chars=int(sums.get("chars=kept", 0)),
+        unsure_chars=int(sums.get("chars=unsure", 0)),
     )

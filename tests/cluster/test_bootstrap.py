@@ -50,7 +50,7 @@ def test_round_metrics_flatten_every_number_of_a_round():
                        "per_type": {"疾病和诊断": {"precision": 1.0, "recall": 0.5, "f1": 0.667}}},
                "test": {"micro": {"precision": 0.5, "recall": 0.5, "f1": 0.5}, "per_type": {}},
                "times": {"train": 3.0, "pseudo_label": 2.0},
-               "pseudo": {"sentences_per_s": 100.0},
+               "pseudo": {"sentences_per_s": 100.0, "kept_chars": 40, "unsure_chars": 7},
                "pseudo_proposed_entities": {"疾病和诊断": 5},
                "train": {"best_epoch": 2, "epochs_run": 3}},
     )
@@ -60,6 +60,7 @@ def test_round_metrics_flatten_every_number_of_a_round():
     assert m["pseudo/kept"] == 4 and m["pseudo/below_threshold"] == 6
     assert m["pseudo/kept_entities/疾病和诊断"] == 3 and m["pseudo/proposed_entities/疾病和诊断"] == 5
     assert m["pseudo/precision"] == 0.9 and m["pseudo/sentences_per_s"] == 100.0
+    assert m["pseudo/kept_chars"] == 40 and m["pseudo/unsure_chars"] == 7
     assert m["time/train_s"] == 3.0 and m["time/round_s"] == 12.0 and m["train/epochs_run"] == 3
     assert "threshold" not in round_metrics(RoundRecord(round=0, dev_f1=0.1))
 

@@ -92,7 +92,11 @@ def test_summarize_batch_counts_statuses_entities_and_labelers():
     )
     out = dict(zip(*summarize_batch(table).to_pydict().values()))
     assert out == {"entities=X": 1, "entities=Y": 1, "labeler=h:1": 1, "labeler=h:2": 1,
-                   "status=failed": 1, "status=kept": 1}
+                   "status=failed": 1, "status=kept": 1, "chars=kept": 1, "chars=unsure": 0}
+    partial = table.set_column(table.schema.get_field_index("unsure"), "unsure",
+                               pa.array([[{"start": 0, "end": 1}], [{"start": 0, "end": 1}]], OUTPUT_SCHEMA.field("unsure").type))
+    out = dict(zip(*summarize_batch(partial).to_pydict().values()))
+    assert out["chars=unsure"] == 1  # the failed row's ranges are not counted
 
 
 def test_refuses_to_run_without_ray(tmp_path, monkeypatch):
@@ -201,6 +205,9 @@ def test_partial_mode_writes_unsure_ranges_that_the_readers_see(ray_local, unlab
         assert s.unsure == ([(h, h + 2)] if h >= 0 else [])
         assert [s.text[sp.start:sp.end] for sp in s.spans] == ["高血压"]
     assert sum(1 for s in kept if s.unsure) == sum(i % 10 == 7 for i in range(N))
+    assert res.unsure_chars == 2 * sum(i % 10 == 7 for i in range(N))
+    assert res.kept_chars == sum(len(s.text) for s in kept)
+    assert res.metrics()["pseudo/unsure_chars"] == res.unsure_chars
 
 
 @pytest.mark.ray
