@@ -211,13 +211,19 @@ def fold_group(fmt: str) -> Callable[[Document], str] | None:
 
 
 def new_tagger(cfg: Config, comps: Components):
-    """A fresh tagger and its collate function."""
+    """A fresh tagger and its collate function. Its initial weights come from ``train.seed`` alone
+    (a forked torch RNG: the caller's random state is neither used nor changed), so every process
+    of a run, and every run of the same config, starts from the same weights."""
+    import torch
+
     from cemr.tagger import build_tagger, make_collator
 
     dict_types = comps.lexicon.types() if comps.lexicon is not None else None
-    tagger = build_tagger(cfg.model, comps.labels, comps.vocab, bert=comps.featurizers.get("bert"),
-                          bilm=comps.featurizers.get("bilm"), char_vectors=comps.char_vectors,
-                          dictionary_types=dict_types)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg.train.seed))
+        tagger = build_tagger(cfg.model, comps.labels, comps.vocab, bert=comps.featurizers.get("bert"),
+                              bilm=comps.featurizers.get("bilm"), char_vectors=comps.char_vectors,
+                              dictionary_types=dict_types)
     return tagger, make_collator(tagger, comps.vocab, comps.labels, comps.lexicon)
 
 
