@@ -231,8 +231,9 @@ def train_tagger(
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
+        lr = epoch_lr(cfg, start_epoch + epoch)
         for group in opt.param_groups:
-            group["lr"] = epoch_lr(cfg, start_epoch + epoch)
+            group["lr"] = lr
         model.train()
         batches = shard_batches(length_batches(lengths, cfg.batch_size, gen), rank, world_size)
         total, seen_sents, seen_chars = 0.0, 0, 0
@@ -261,7 +262,7 @@ def train_tagger(
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": total / max(seen_sents, 1),
-            "lr": epoch_lr(cfg, start_epoch + epoch),
+            "lr": lr,
             "train_sentences": seen_sents,
             "train_seconds": train_s,
             "train_chars_per_s": seen_chars / train_s if train_s > 0 else 0.0,

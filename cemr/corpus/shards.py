@@ -307,6 +307,8 @@ class ShardWriter:
         unknown = set(extra) - set(self._extra)
         if unknown:
             raise ValueError(f"unknown extra column(s) {sorted(unknown)}; declared: {self._extra}")
+        if UNSURE in extra:
+            raise ValueError(f"the {UNSURE!r} column is written from sentence.unsure, not passed as a value")
         self._buffer.append((sentence, source, extra))
         if len(self._buffer) >= self.rows_per_shard:
             self._flush()
@@ -318,13 +320,12 @@ class ShardWriter:
     def _flush(self) -> None:
         rows = self._buffer
         self._buffer = []
-        extra: dict[str, list[Any]] = {name: [] for name in self._extra}
-        for sent, _, values in rows:
-            for name in self._extra:
-                value = values.get(name)
-                if name == UNSURE and value is None:
-                    value = ranges_to_struct(sent.unsure)
-                extra[name].append(value)
+        # a declared ``unsure`` column is filled from Sentence.unsure by sentences_to_table
+        names = [name for name in self._extra if name != UNSURE]
+        extra: dict[str, list[Any]] = {name: [] for name in names}
+        for _, _, values in rows:
+            for name in names:
+                extra[name].append(values.get(name))
         table = sentences_to_table(
             [s for s, _, _ in rows], [src for _, src, _ in rows], extra=extra, schema=self.schema
         )
