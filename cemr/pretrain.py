@@ -64,6 +64,9 @@ def pretrain_all(
     say(f"word2vec: {len(vectors)} chars x {vectors.dim}")
 
     if model_cfg.bilm.enabled:
+        if model_cfg.bilm.embedding_dim != vectors.dim:
+            say(f"bilm: model.bilm.embedding_dim {model_cfg.bilm.embedding_dim} != word2vec dim {vectors.dim}: "
+                "the LMs' char embeddings start random, not from word2vec (make the two equal to use it)")
         bilm, bilm_metrics = train_bilm(texts_factory(), vectors, model_cfg.bilm, device=device, seed=seed, log=log)
         bilm.save(out / BILM_DIR)
         metrics.update(_prefixed("bilm", bilm_metrics))

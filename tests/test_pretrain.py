@@ -50,6 +50,7 @@ def test_pretrain_all_writes_every_stage_and_loads_back(tmp_path):
         assert key in metrics
     assert metrics["bilm.embedding_init_rows"] > 0  # word2vec dim == BiLM embedding dim
     assert len(calls) >= 4 and messages
+    assert not any("start random" in m for m in messages)
 
     feats = load_featurizers(tmp_path, cfg)
     assert isinstance(feats["char_vectors"], CharVectors) and feats["char_vectors"].dim == 16
@@ -60,6 +61,15 @@ def test_pretrain_all_writes_every_stage_and_loads_back(tmp_path):
     assert bert([text, "患者"]).shape == (2, len(text), 16)
     assert (bert.window, bert.stride) == (18, 9)
     assert not any(p.requires_grad for p in bert.parameters())
+
+
+def test_a_bilm_wider_than_word2vec_is_said_to_start_random(tmp_path):
+    cfg = tiny_model_cfg(bert=BertConfig(enabled=False))
+    cfg.bilm.embedding_dim = 12
+    messages = []
+    metrics = pretrain_all(lambda: iter(TEXTS), cfg, tmp_path, seed=0, log=messages.append)
+    assert metrics["bilm.embedding_init_rows"] == 0
+    assert any("embedding_dim 12 != word2vec dim 16" in m and "start random" in m for m in messages)
 
 
 def test_disabled_stages_are_not_trained_and_load_as_none(tmp_path):
