@@ -206,6 +206,10 @@ class SelfTrainConfig:
     max_pseudo_per_round: int | None = None
     class_balance: bool = False
     pseudo_weight: float = 1.0
+    # round r > 0 starts from the weights of the model that pseudo-labeled it (the best round so far)
+    # instead of train.seed's fresh init; the learning-rate schedule starts over. False: every round
+    # trains from scratch
+    warm_start: bool = False
 
 
 @dataclass

@@ -188,6 +188,23 @@ def _load_featurizer(cls: type, directory: Path, device: torch.device, frozen: b
     return module
 
 
+def read_weights(directory: str | os.PathLike, *, vocab: CharVocab | None = None,
+                 labels: LabelSet | None = None) -> dict[str, torch.Tensor]:
+    """The tagger weights of a model directory (CPU tensors, safetensors: nothing unpickled), for
+    starting a new tagger from them. ``vocab`` / ``labels``: those of the tagger the weights are
+    for; a directory built on other ones is refused (same sizes in another order would load
+    without error and mean something else)."""
+    d = Path(directory)
+    weights = d / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing")
+    if vocab is not None and CharVocab.load(d / VOCAB_FILE) != vocab:
+        raise ModelDirError(f"{d / VOCAB_FILE}: the model was built on another char vocabulary")
+    if labels is not None and _read_json(d / LABELS_FILE) != labels.to_list():
+        raise ModelDirError(f"{d / LABELS_FILE}: the model was built on another label set")
+    return load_file(str(weights))
+
+
 def load_model(
     directory: str | os.PathLike,
     device: torch.device | str = "cpu",

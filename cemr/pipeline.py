@@ -210,12 +210,15 @@ def fold_group(fmt: str) -> Callable[[Document], str] | None:
     return None
 
 
-def new_tagger(cfg: Config, comps: Components):
+def new_tagger(cfg: Config, comps: Components, init_from: str | os.PathLike | None = None):
     """A fresh tagger and its collate function. Its initial weights come from ``train.seed`` alone
     (a forked torch RNG: the caller's random state is neither used nor changed), so every process
-    of a run, and every run of the same config, starts from the same weights."""
+    of a run, and every run of the same config, starts from the same weights. ``init_from``: a
+    model directory of the same run (same vocabulary and labels) whose weights replace the
+    trainable ones (``selftrain.warm_start``)."""
     import torch
 
+    from cemr.modeldir import ModelDirError, read_weights
     from cemr.tagger import build_tagger, make_collator
 
     dict_types = comps.lexicon.types() if comps.lexicon is not None else None
@@ -224,6 +227,12 @@ def new_tagger(cfg: Config, comps: Components):
         tagger = build_tagger(cfg.model, comps.labels, comps.vocab, bert=comps.featurizers.get("bert"),
                               bilm=comps.featurizers.get("bilm"), char_vectors=comps.char_vectors,
                               dictionary_types=dict_types)
+    if init_from is not None:
+        state = read_weights(init_from, vocab=comps.vocab, labels=comps.labels)
+        try:
+            tagger.load_checkpoint_state(state)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelDirError(f"{init_from}: cannot start the tagger from these weights: {exc}") from exc
     return tagger, make_collator(tagger, comps.vocab, comps.labels, comps.lexicon)
 
 

@@ -435,9 +435,12 @@ class _RoundRunner:
             weights += [float(self.cfg.selftrain.pseudo_weight)] * len(dirs)
             proposed = entity_counts(pseudo.all_dir, KEPT)
             pseudo_prf = score_against_heldout(pseudo.kept_dir, self.layout.split("heldout"))
+        init_model = None
+        if r > 0 and self.cfg.selftrain.warm_start:
+            init_model = best_round(state.rounds).model_dir  # the model that pseudo-labeled this round
         t0 = time.perf_counter()
         trained = train_round(self.cfg, self.layout, train_dirs, r, weights=weights, components=self.components,
-                              log=self.log)
+                              init_model=init_model, log=self.log)
         times["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         evals = self.evaluate(trained.model_dir)
@@ -466,7 +469,7 @@ class _RoundRunner:
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
                           "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
                           "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,
-                          "train_dirs": train_dirs, "weights": weights},
+                          "train_dirs": train_dirs, "weights": weights, "init_model": trained.init_model},
             },
         )
         report = {"round": record.to_dict(), "history": trained.history}

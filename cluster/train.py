@@ -305,7 +305,8 @@ def _read_shard(dataset_name: str) -> tuple[list[Sentence], list[float]]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """The Ray Train worker function (see the module docstring). ``config``: ``cfg`` (a
-    :class:`cemr.config.Config`), ``run_dir`` (absolute, shared), ``round``."""
+    :class:`cemr.config.Config`), ``run_dir`` (absolute, shared), ``round``, ``init_model`` (a
+    model directory to start from, or None for the seeded fresh init)."""
     import torch
     import ray.train
     import ray.train.torch
@@ -323,12 +324,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     comps = build_components(cfg, layout, device, log=log)
     torch.manual_seed(cfg.train.seed)
-    tagger, collate = new_tagger(cfg, comps)
+    init_model = config.get("init_model")
+    tagger, collate = new_tagger(cfg, comps, init_from=init_model)
     dev = load_sentences(layout, "dev")
-    book = _resume_state(tagger, log) or EpochBook(cfg.train.epochs, cfg.train.patience, bool(dev))
+    resumed = _resume_state(tagger, log)  # a checkpoint of this round replaces the initial weights
+    if resumed is None and init_model:
+        log(f"starting from the weights of {init_model}")
+    book = resumed or EpochBook(cfg.train.epochs, cfg.train.patience, bool(dev))
     book.refresh(cfg.train.epochs, cfg.train.patience)
     train, weights = _read_shard(TRAIN_DATASET)
-    summary = {"train_rows": len(train), "start_epoch": book.epoch, "world_size": world}
+    summary = {"train_rows": len(train), "start_epoch": book.epoch, "world_size": world,
+               "init_model": str(init_model) if init_model else None}
     if book.finished:
         log(f"training had already finished at epoch {book.epoch}: nothing to do")
         return {**summary, "book": json_safe(book.to_dict())}
@@ -381,6 +387,7 @@ class RoundTrainResult:
     ray_train_path: str
     resumed_from_epoch: int = 0
     stop_reason: str | None = None
+    init_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -448,6 +455,7 @@ def train_round(
     *,
     weights: Sequence[float] | None = None,
     components: Any = None,
+    init_model: str | os.PathLike | None = None,
     log: Log = print,
 ) -> RoundTrainResult:
     """Train round ``round`` on ``train_paths`` (Parquet shard directories: gold train, then the
@@ -456,7 +464,8 @@ def train_round(
 
     Ray must be initialised. ``components``: the run's :class:`cemr.pipeline.Components` (built on
     the driver when None; building them first also writes ``components/`` before the workers
-    read it). A Ray Train run of the same round name already under ``<run_dir>/ray_train`` is
+    read it). ``init_model``: a model directory of this run whose weights the tagger starts from
+    (``selftrain.warm_start``) instead of the seeded fresh init. A Ray Train run of the same round name already under ``<run_dir>/ray_train`` is
     resumed from its latest checkpoint (that is how a killed job continues a round).
     """
     import ray
@@ -474,7 +483,8 @@ def train_round(
     dataset = training_dataset(train_paths, weights)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "run_dir": str(layout.root), "round": int(round)},
+        train_loop_config={"cfg": cfg, "run_dir": str(layout.root), "round": int(round),
+                           "init_model": str(Path(init_model).resolve()) if init_model else None},
         scaling_config=scaling_config(cfg),
         run_config=run_config(cfg, layout, name),
         datasets={TRAIN_DATASET: dataset},
@@ -505,5 +515,5 @@ def train_round(
         model_dir=Path(model_dir), best_dev_f1=best_f1, best_epoch=best_epoch, history=history,
         train_rows=int(ret.get("train_rows", 0)), seconds=seconds, ray_train_path=str(result.path),
         resumed_from_epoch=int(ret.get("start_epoch", 0)),
-        stop_reason=(book or ckpt_book).stop_reason,
+        stop_reason=(book or ckpt_book).stop_reason, init_model=ret.get("init_model"),
     )

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from cemr.config import load_config
@@ -52,3 +53,29 @@ def test_initial_weights_are_the_same_in_another_process():
                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
            for seed in (1, 2)]
     assert out[0] == out[1] and len(out[0]) == 64
+
+
+def test_a_new_tagger_can_start_from_a_saved_models_weights(tmp_path):
+    """``selftrain.warm_start``: the next round's tagger starts from the previous round's model."""
+    from cemr.modeldir import ModelDirError
+    from cemr.pipeline import save_round_model
+
+    comps = _components()
+    trained, _ = new_tagger(_cfg(seed=8), comps)  # stands for a trained round: other weights than seed 7
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if not name.startswith("crf."):  # the CRF's forbidden transitions are reset on load
+                p.add_(0.5)
+    model_dir = save_round_model(_cfg(seed=8), comps, trained, tmp_path / "round_000" / "model")
+    fresh, _ = new_tagger(_cfg(), comps)
+    warm, _ = new_tagger(_cfg(), comps, init_from=model_dir)
+    assert all(torch.equal(x, y) for x, y in zip(_weights(warm), _weights(trained)))
+    assert not all(torch.equal(x, y) for x, y in zip(_weights(warm), _weights(fresh)))
+
+    _, labels, vocab = tiny_setup()
+    other_vocab = type(vocab)(list(reversed(vocab.chars)))  # same size, other order: must not load
+    other = Components(labels, other_vocab, tiny_lexicon(), {"bert": None, "bilm": None}, None)
+    with pytest.raises(ModelDirError, match="another char vocabulary"):
+        new_tagger(_cfg(), other, init_from=model_dir)
+    with pytest.raises(FileNotFoundError, match="weights.safetensors"):
+        new_tagger(_cfg(), comps, init_from=tmp_path / "nowhere")

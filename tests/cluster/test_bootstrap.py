@@ -176,7 +176,7 @@ def two_phase_run(ray_local, tmp_path_factory):
     base = tmp_path_factory.mktemp("bootstrap")
     run_dir = base / "run"
     common = [*TINY, f"run_dir={run_dir}", f"tracking.tracking_uri=sqlite:///{base / 'mlflow.db'}",
-              "tracking.experiment=cemr-test-bootstrap"]
+              "tracking.experiment=cemr-test-bootstrap", "selftrain.warm_start=true"]
     logs: list[list[str]] = [[], []]
     first = run_bootstrap(load_config(DEMO, [*common, "selftrain.max_rounds=0"]), log=logs[0].append)
     model0 = run_dir / "rounds" / "round_000" / "model" / "weights.safetensors"
@@ -198,6 +198,9 @@ def test_bootstrap_state_has_both_rounds(two_phase_run):
     assert r1.threshold == 0.3 and r1.pseudo_dir and Path(r1.pseudo_dir).is_dir()
     assert sum(r1.pseudo_counts.values()) == r1.extra["pseudo"]["input_rows"] > 0
     assert r1.train_sentences == state.rounds[0].train_sentences + r1.pseudo_sentences
+    # selftrain.warm_start: the worker started round 1 from round 0's model (it reports what it loaded)
+    assert state.rounds[0].extra["train"]["init_model"] is None
+    assert r1.extra["train"]["init_model"] == str(Path(state.rounds[0].model_dir).resolve())
     for r in state.rounds:
         assert Path(r.model_dir).is_dir() and r.extra["dev"]["per_type"] and r.extra["test"]["micro"]
         assert (run["run_dir"] / "rounds" / f"round_{r.round:03d}" / "report.json").is_file()
