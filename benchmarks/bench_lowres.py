@@ -2,7 +2,8 @@
 
     CEMR_DATA_DIR=../shared/data python benchmarks/bench_lowres.py \
         [--config ray_configs/experiments/yidu_s4k_lowres.yaml] [--out DIR] [--pretrain RUN_DIR]
-        [--round0-epochs N [--round0-patience P]] [key=value ...]
+        [--round0-epochs N [--round0-patience P] [--round0-set KEY=VALUE ...] | --round0-from RUN_DIR]
+        [key=value ...]
 
 Runs :func:`cluster.bootstrap.run_bootstrap` (local Ray, MLflow in ``OUT/mlflow.db``) on the
 config (``run_dir`` = ``--out``): round 0 trains on the kept part of gold train; every later round
@@ -13,6 +14,8 @@ instead of pretraining again. ``--round0-epochs``: round 0 is trained first on i
 run's ``train.*`` with these epochs / patience, ``selftrain.max_rounds=0``), then the run is
 resumed for the self-training rounds with the ``train.*`` of the config: a baseline trained to
 convergence on its few hundred sentences, so the gain is not merely more optimisation steps.
+``--round0-from RUN_DIR``: start from the round 0 of an earlier run of this benchmark (linked, the
+way a threshold sweep shares it), to compare self-training settings on one baseline.
 
 Reports per round: dev P/R/F1, pseudo-labeled sentences kept, precision/recall/F1 of the kept
 pseudo-labels against the hidden gold of the held-out rows, seconds; then the gain of self-training
@@ -84,12 +87,22 @@ def main(argv: list[str] | None = None) -> int:
                          "(and --round0-patience) before the self-training rounds: its few sentences need "
                          "more epochs to converge than the later, larger training sets")
     ap.add_argument("--round0-patience", type=int, default=4)
+    ap.add_argument("--round0-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --round0-epochs: an override for round 0 only (repeatable), e.g. train.lr_decay=0.93 "
+                         "for a slower schedule over its many short epochs")
+    ap.add_argument("--round0-from", default=None, metavar="RUN_DIR",
+                    help="a bench_lowres run directory of the same data/lexicon/model config: its round 0 and its "
+                         "data/, pretrain/, components/ are shared (linked) instead of redone, so self-training "
+                         "variants are compared on one baseline")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_args(argv)
+    if args.round0_set and args.round0_epochs is None:
+        raise SystemExit("--round0-set needs --round0-epochs (round 0 trained on its own)")
 
-    from cemr.config import load_config
+    from cemr.config import flatten, load_config
+    from cemr.pipeline import RunLayout
     from cemr.selftrain import load_state
-    from cluster.bootstrap import run_bootstrap
+    from cluster.bootstrap import check_resume_config, run_bootstrap, seed_member
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_lowres_"))
     out = out.resolve()
@@ -99,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.config}: data.labeled_fraction is {cfg.data.labeled_fraction}; the low-resource "
                          "protocol needs < 1")
     out.mkdir(parents=True, exist_ok=True)
+    if args.round0_from:
+        if args.pretrain or args.round0_epochs is not None or args.round0_set:
+            raise SystemExit("--round0-from takes round 0 and pretrain/ from that run: drop --pretrain / "
+                             "--round0-epochs / --round0-set")
+        src = Path(args.round0_from).resolve()
+        src_state = load_state(src)
+        if src_state is None or not src_state.rounds or src_state.rounds[0].round != 0:
+            raise SystemExit(f"{src}: no completed round 0 in its state.json")
+        check_resume_config(src_state.config, flatten(cfg), src / "state.json")  # data/lexicon/model must agree
+        seed_member(cfg, RunLayout.of(src), src_state)
     if args.pretrain:
         src = Path(args.pretrain).resolve() / "pretrain"
         if not src.is_dir():
@@ -112,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg0 = load_config(args.config, [*args.overrides, f"run_dir={out}",
                                          f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", "selftrain.max_rounds=0",
                                          f"train.epochs={args.round0_epochs}",
-                                         f"train.patience={args.round0_patience}"])
+                                         f"train.patience={args.round0_patience}", *args.round0_set])
         log(f"round 0: {args.round0_epochs} epochs, patience {args.round0_patience}")
         run_bootstrap(cfg0, resume=state is not None, log=log)
     summary = run_bootstrap(cfg, resume=(out / "state.json").exists(), log=log)
@@ -139,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": cfg.selftrain.threshold,
         "round0_epochs": args.round0_epochs,
         "round0_patience": args.round0_patience if args.round0_epochs is not None else None,
+        "round0_set": args.round0_set,
+        "round0_from": args.round0_from,
         "sentences": report.get("sentences"),
         "rounds": rows,
         **g,
