@@ -124,6 +124,12 @@ def pretrain_stage(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log
     limit = max(
         cfg.model.bilm.max_sentences or 0, cfg.model.bert.pretrain_max_sentences or 0
     ) or None
+    report_path = layout.data / "prepare_report.json"
+    if limit is not None and report_path.is_file():
+        sentences = json.loads(report_path.read_text(encoding="utf-8")).get("sentences", {})
+        if sentences.get("unlabeled") and sentences.get("train", 0) >= limit:
+            log(f"pretrain: the sentence cap {limit} (model.bilm.max_sentences / model.bert.pretrain_max_sentences) "
+                f"is within the {sentences['train']} train sentences, which come first: no unlabeled text is used")
     return pretrain_all(pretraining_texts(layout, limit), cfg.model, layout.pretrain, device=device,
                         seed=cfg.train.seed, log=log)
 

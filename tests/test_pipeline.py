@@ -79,3 +79,24 @@ def test_a_new_tagger_can_start_from_a_saved_models_weights(tmp_path):
         new_tagger(_cfg(), other, init_from=model_dir)
     with pytest.raises(FileNotFoundError, match="weights.safetensors"):
         new_tagger(_cfg(), comps, init_from=tmp_path / "nowhere")
+
+
+def test_pretraining_says_when_its_cap_leaves_out_all_unlabeled_text(tmp_path, monkeypatch):
+    """Train sentences stream first: a cap below their count means the pool is never read."""
+    import json
+
+    import cemr.pretrain
+    from cemr.pipeline import RunLayout, pretrain_stage
+
+    monkeypatch.setattr(cemr.pretrain, "pretrain_all", lambda *a, **k: {})
+    layout = RunLayout.of(tmp_path / "run")
+    layout.data.mkdir(parents=True)
+    (layout.data / "prepare_report.json").write_text(
+        json.dumps({"sentences": {"train": 8151, "unlabeled": 61600}}), encoding="utf-8")
+    caps = ["model.bilm.max_sentences=8000", "model.bert.pretrain_max_sentences=6000"]
+    messages = []
+    pretrain_stage(load_config(None, caps), layout, log=messages.append)
+    assert any("8000" in m and "no unlabeled text is used" in m for m in messages)
+    messages.clear()
+    pretrain_stage(load_config(None, ["model.bilm.max_sentences=40000"]), layout, log=messages.append)
+    assert not any("no unlabeled text" in m for m in messages)
