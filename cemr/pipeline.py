@@ -210,10 +210,12 @@ def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: L
 
 def fold_group(fmt: str) -> Callable[[Document], str] | None:
     """Documents that must share a lexicon fold: CCKS2017's section texts ``<section>-<record>``
-    of one patient record go together, so a record's mentions never reach its own other sections."""
-    if fmt == "ccks2017":
-        return lambda doc: doc.id.rsplit("-", 1)[-1]
-    return None
+    of one patient record go together (:func:`cemr.prepare.record_key`), so a record's mentions
+    never reach its own other sections."""
+    from cemr.prepare import record_key
+
+    record = record_key(fmt)
+    return (lambda doc: record(doc.id)) if record is not None else None
 
 
 def new_tagger(cfg: Config, comps: Components, init_from: str | os.PathLike | None = None):

@@ -17,15 +17,16 @@ Rules (all deterministic for the config; no randomness from the process):
   corpus, :func:`cemr.demo.generate_demo`), validated by the same reader machinery (types,
   overlap policy). A document id seen twice across the labeled inputs is rejected the second time
   (reason ``duplicate_id``).
-* **Split** by document. ``data.dev`` / ``data.test`` paths, when given, are the dev / test sets.
-  Otherwise dev (``dev_fraction``) and test (``test_fraction``) are carved from train: documents
-  are ranked by ``BLAKE2b(f"{split_seed}:split:{doc_id}")`` and the first ``round(n *
+* **Split** by patient record. ``data.dev`` / ``data.test`` paths, when given, are the dev / test
+  sets. Otherwise dev (``dev_fraction``) and test (``test_fraction``) are carved from train:
+  records are ranked by ``BLAKE2b(f"{split_seed}:split:{record}")`` and the first ``round(n *
   test_fraction)`` go to test, the next ``round(n * dev_fraction)`` to dev (at least one each when
-  the fraction is > 0), the rest to train. The rank depends only on the seed and the id, not on
-  the input order.
-* **Low-resource protocol** (``labeled_fraction < 1``): train documents are ranked again by
-  ``BLAKE2b(f"{split_seed}:labeled:{doc_id}")``; the first ``max(1, round(n_train *
-  labeled_fraction))`` stay labeled, the others are **held out**: their text joins the unlabeled
+  the fraction is > 0), the rest to train, each with all its documents. A record is a document
+  except in CCKS2017, whose section texts ``<section>-<record>`` belong to one record
+  (:func:`record_key`). The rank depends only on the seed and the ids, not on the input order.
+* **Low-resource protocol** (``labeled_fraction < 1``): train records are ranked again by
+  ``BLAKE2b(f"{split_seed}:labeled:{record}")``; the first ``max(1, round(n_train *
+  labeled_fraction))`` stay labeled, the documents of the others are **held out**: their text joins the unlabeled
   pool (rows with ``source="heldout"``, ``spans=[]``, under their own doc id) and their gold
   spans go to ``heldout/`` only, under the same ``(doc_id, sent_id)`` keys. A tagger reading
   ``train/`` or ``unlabeled/`` never sees them; pseudo-labels of the ``heldout`` rows can be
@@ -56,7 +57,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,32 +104,46 @@ def _share(n: int, fraction: float) -> int:
     return max(1, round(n * fraction))
 
 
-def assign_splits(ids: Iterable[str], dev_fraction: float, test_fraction: float, seed: int
-                  ) -> dict[str, str]:
-    """``{doc_id: "train" | "dev" | "test"}`` by the documented hash-rank rule.
+def record_key(fmt: str) -> Callable[[str], str] | None:
+    """The patient record a document id belongs to, for formats whose documents are parts of a
+    record: CCKS2017's section texts ``<section>-<record>``. None: each document is its own record.
+    Splits, the held-out part of the low-resource protocol and the lexicon folds keep a record's
+    documents together, so no patient's text is on both sides."""
+    if fmt == "ccks2017":
+        return lambda doc_id: doc_id.rsplit("-", 1)[-1]
+    return None
 
-    Raises ``ValueError`` when no document would be left for train.
+
+def assign_splits(ids: Iterable[str], dev_fraction: float, test_fraction: float, seed: int,
+                  record: Callable[[str], str] | None = None) -> dict[str, str]:
+    """``{doc_id: "train" | "dev" | "test"}`` by the documented hash-rank rule, applied to records
+    (``record``: doc id -> record id, see :func:`record_key`; default: every document its own).
+
+    Raises ``ValueError`` when no record would be left for train.
     """
-    order = ranked(ids, seed, "split")
+    ids, key = list(ids), record or (lambda i: i)
+    order = ranked({key(i) for i in ids}, seed, "split")
     n = len(order)
     n_test = _share(n, test_fraction)
     n_dev = _share(n, dev_fraction)
     if n and n_test + n_dev >= n:
-        raise ValueError(f"{n} labeled document(s) cannot give {n_test} test + {n_dev} dev "
-                         "and at least one train document")
-    out = {}
-    for k, doc_id in enumerate(order):
-        out[doc_id] = "test" if k < n_test else "dev" if k < n_test + n_dev else "train"
-    return out
+        raise ValueError(f"{n} labeled record(s) cannot give {n_test} test + {n_dev} dev "
+                         "and at least one train record")
+    role = {r: "test" if k < n_test else "dev" if k < n_test + n_dev else "train" for k, r in enumerate(order)}
+    return {i: role[key(i)] for i in ids}
 
 
-def choose_labeled(ids: Iterable[str], fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """``(labeled, heldout)`` ids of the train split for ``labeled_fraction`` (documented rule)."""
-    order = ranked(ids, seed, "labeled")
+def choose_labeled(ids: Iterable[str], fraction: float, seed: int, record: Callable[[str], str] | None = None
+                   ) -> tuple[set[str], set[str]]:
+    """``(labeled, heldout)`` ids of the train split for ``labeled_fraction`` (documented rule,
+    applied to records like :func:`assign_splits`)."""
+    ids, key = list(ids), record or (lambda i: i)
     if fraction >= 1.0:
-        return set(order), set()
+        return set(ids), set()
+    order = ranked({key(i) for i in ids}, seed, "labeled")
     k = max(1, round(len(order) * fraction)) if order else 0
-    return set(order[:k]), set(order[k:])
+    kept = set(order[:k])
+    return {i for i in ids if key(i) in kept}, {i for i in ids if key(i) not in kept}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,13 +413,13 @@ def _split_labeled(d: DataConfig, pool: list[Document], dev: list[Document] | No
                    test: list[Document] | None, documents: int) -> _LabeledSplit:
     try:
         split = assign_splits([x.id for x in pool], 0.0 if dev is not None else d.dev_fraction,
-                              0.0 if test is not None else d.test_fraction, d.split_seed)
+                              0.0 if test is not None else d.test_fraction, d.split_seed, record_key(d.format))
     except ValueError as exc:
         raise ConfigError(f"data split: {exc}") from None
     train_all = [x for x in pool if split[x.id] == "train"]
     if not train_all:
         raise ConfigError("no labeled training document (check data.train and its report)")
-    labeled, _ = choose_labeled([x.id for x in train_all], d.labeled_fraction, d.split_seed)
+    labeled, _ = choose_labeled([x.id for x in train_all], d.labeled_fraction, d.split_seed, record_key(d.format))
     return _LabeledSplit(
         documents=documents,
         train_all=train_all,

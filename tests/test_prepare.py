@@ -147,6 +147,28 @@ def test_split_rule_is_seeded_exact_and_independent_of_input_order():
     assert len(choose_labeled(ids[:3], 0.01, seed=13)[0]) == 1
 
 
+def test_ccks2017_sections_of_one_record_stay_together():
+    """CCKS2017 documents are section texts ``<section>-<record>``: a dev (or held-out) record must
+    not have its other sections in train, or dev F1 is scored on patients the model has read."""
+    from cemr.prepare import record_key
+
+    record = record_key("ccks2017")
+    assert record("病史特点-118") == "118" and record_key("yidu") is None
+    ids = [f"{sec}-{r}" for r in range(40) for sec in ("一般项目", "病史特点", "出院情况", "诊疗经过")]
+    split = assign_splits(ids, 0.1, 0.1, seed=13, record=record)
+    roles = {}
+    for doc_id, role in split.items():
+        roles.setdefault(record(doc_id), set()).add(role)
+    assert all(len(r) == 1 for r in roles.values())
+    assert Counter(next(iter(r)) for r in roles.values()) == {"train": 32, "dev": 4, "test": 4}
+    assert Counter(split.values()) == {"train": 128, "dev": 16, "test": 16}
+    by_doc = assign_splits(ids, 0.1, 0.1, seed=13)
+    assert any(len({by_doc[f"{sec}-{r}"] for sec in ("一般项目", "病史特点", "出院情况", "诊疗经过")}) > 1
+               for r in range(40))
+    labeled, heldout = choose_labeled(ids, 0.25, seed=13, record=record)
+    assert len(labeled) == 40 and {record(i) for i in labeled}.isdisjoint({record(i) for i in heldout})
+
+
 # ---------------------------------------------------------------------------------------------
 # A tiny hand-made jsonl corpus with known problems
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +294,11 @@ def test_real_ccks2017_with_its_unlabeled_sections(tmp_path):
     assert report["labeled"]["documents"] == 958
     splits = report["splits"]
     assert sum(splits[s]["entities"]["total"] for s in ("train", "dev", "test")) == 24783
-    assert (report["labeled"]["dev"], report["labeled"]["test"]) == (96, 96)
+    records = {split: {s.doc_id.rsplit("-", 1)[-1] for s in iter_sentences(tmp_path / split)}
+               for split in ("train", "dev", "test")}
+    assert (len(records["dev"]), len(records["test"])) == (24, 24)  # 10% of the 240 records each
+    assert not records["dev"] & records["train"] and not records["test"] & records["train"]
+    assert not records["dev"] & records["test"]
     assert splits["unlabeled"]["documents"] == 1500
     # the README warns that unlabeled sections repeat each other and the training records
     removed = report["dedup"]["documents_removed"]
