@@ -26,9 +26,9 @@ Rules (all deterministic for the config; no randomness from the process):
   (:func:`record_key`). The rank depends only on the seed and the ids, not on the input order.
 * **Low-resource protocol** (``labeled_fraction < 1``): train records are ranked again by
   ``BLAKE2b(f"{split_seed}:labeled:{record}")``; the first ``max(1, round(n_train *
-  labeled_fraction))`` stay labeled, the documents of the others are **held out**: their text joins the unlabeled
-  pool (rows with ``source="heldout"``, ``spans=[]``, under their own doc id) and their gold
-  spans go to ``heldout/`` only, under the same ``(doc_id, sent_id)`` keys. A tagger reading
+  labeled_fraction))`` stay labeled, the documents of the others are **held out**: their text
+  joins the unlabeled pool (rows with ``source="heldout"``, ``spans=[]``, under their own doc id)
+  and their gold spans go to ``heldout/`` only, under the same ``(doc_id, sent_id)`` keys. A tagger reading
   ``train/`` or ``unlabeled/`` never sees them; pseudo-labels of the ``heldout`` rows can be
   scored against ``heldout/``.
 * **Unlabeled pool**: held-out documents first, then the demo texts (format ``demo``), then every
