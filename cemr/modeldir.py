@@ -245,13 +245,11 @@ def load_model(
         raise ModelDirError(f"{d / CONFIG_FILE}: cannot rebuild the tagger: {exc}") from exc
     if config["tagger"]["vocab_size"] != len(vocab):
         raise ModelDirError(f"{d / VOCAB_FILE}: {len(vocab)} chars, the tagger was built for {config['tagger']['vocab_size']}")
-    weights = d / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: missing")
+    state = read_weights(d)  # CPU tensors, copied onto the params
     tagger.to(device)
     try:
-        tagger.load_checkpoint_state(load_file(str(weights)))  # CPU tensors, copied onto the params
+        tagger.load_checkpoint_state(state)
     except ValueError as exc:
-        raise ModelDirError(f"{weights}: {exc}") from exc
+        raise ModelDirError(f"{d / WEIGHTS_FILE}: {exc}") from exc
     tagger.eval()
     return LoadedModel(tagger, vocab, labels, lexicon, config)
