@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     t0 = time.perf_counter()
-    shared = prepare_shared(cfg_file, args.overrides, out, Path(args.reuse).resolve() if args.reuse else None, log)
+    shared = None  # prepared/pretrained only when a variant is trained here, not all taken --from-run
+    if any(v not in from_run for v in names):
+        shared = prepare_shared(cfg_file, args.overrides, out, Path(args.reuse).resolve() if args.reuse else None, log)
     shared_s = time.perf_counter() - t0
     rows = []
     for v in names:

@@ -63,3 +63,21 @@ def test_from_run_pairs_are_parsed_and_checked(tmp_path):
         ab.parse_from_run(["all"])
     with pytest.raises(ValueError, match="unknown variant"):
         ab.parse_from_run([f"everything={tmp_path}"])
+
+
+def test_a_table_of_reused_runs_only_prepares_and_trains_nothing(tmp_path, capsys):
+    ab = _ablation()
+    cfg_file = ab.config_path("ccks2017")
+    args = ["--dataset", "ccks2017", "--variants", "base,all", "--out", str(tmp_path / "out")]
+    for v, f1 in (("base", 0.90), ("all", 0.93)):
+        run = tmp_path / v
+        run.mkdir()
+        (run / "config.yaml").write_text(dump_config(load_config(cfg_file, ab.variant_overrides(v))), encoding="utf-8")
+        (run / "train_report.json").write_text(json.dumps(
+            {"dev": {"micro": {"precision": f1, "recall": f1, "f1": f1}, "per_type": {}},
+             "best_epoch": 1, "epochs_run": 2}), encoding="utf-8")
+        args += ["--from-run", f"{v}={run}"]
+    assert ab.main(args) == 0
+    assert not (tmp_path / "out" / "shared").exists()  # no prepare / pretraining for a table of finished runs
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["f1"] for r in result["variants"]] == [0.90, 0.93]
