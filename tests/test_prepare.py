@@ -12,7 +12,7 @@ from cemr.corpus.document import CorpusError
 from cemr.corpus.sentences import split_document
 from cemr.corpus.shards import SENTENCE_SCHEMA, count_rows, iter_records, iter_sentences
 from cemr.demo import generate_demo
-from cemr.prepare import REPORT_NAME, SPLITS, assign_splits, choose_labeled, prepare, stable_rank
+from cemr.prepare import REPORT_NAME, SPLITS, assign_splits, choose_labeled, prepare, record_key, stable_rank
 
 DEMO = ["data.demo_documents=40", "data.demo_unlabeled=600", "data.demo_seed=3",
         "data.test_fraction=0.1", "cluster.rows_per_shard=150"]
@@ -150,8 +150,6 @@ def test_split_rule_is_seeded_exact_and_independent_of_input_order():
 def test_ccks2017_sections_of_one_record_stay_together():
     """CCKS2017 documents are section texts ``<section>-<record>``: a dev (or held-out) record must
     not have its other sections in train, or dev F1 is scored on patients the model has read."""
-    from cemr.prepare import record_key
-
     record = record_key("ccks2017")
     assert record("病史特点-118") == "118" and record_key("yidu") is None
     ids = [f"{sec}-{r}" for r in range(40) for sec in ("一般项目", "病史特点", "出院情况", "诊疗经过")]
@@ -294,7 +292,8 @@ def test_real_ccks2017_with_its_unlabeled_sections(tmp_path):
     assert report["labeled"]["documents"] == 958
     splits = report["splits"]
     assert sum(splits[s]["entities"]["total"] for s in ("train", "dev", "test")) == 24783
-    records = {split: {s.doc_id.rsplit("-", 1)[-1] for s in iter_sentences(tmp_path / split)}
+    record = record_key("ccks2017")
+    records = {split: {record(s.doc_id) for s in iter_sentences(tmp_path / split)}
                for split in ("train", "dev", "test")}
     assert (len(records["dev"]), len(records["test"])) == (24, 24)  # 10% of the 240 records each
     assert not records["dev"] & records["train"] and not records["test"] & records["train"]
