@@ -89,3 +89,25 @@ def test_duplicate_document_ids_are_refused(predictor):
 def test_num_threads_is_validated(model_dir):
     with pytest.raises(ValueError, match="num_threads"):
         Predictor.load(model_dir, featurizer_classes=FAKES, num_threads=0)
+
+
+def test_a_loaded_predictor_caches_no_featurizer_output_unless_asked(model_dir):
+    texts = ["患者发热三天。", "无咳嗽咳痰。"]
+    plain = Predictor.load(model_dir, featurizer_classes=FAKES)
+    featurizers = plain.tagger.featurizers()
+    assert featurizers  # the tiny model has frozen (fake) featurizers that a cache would serve
+    first = plain.predict_sentences(texts)
+    calls = {n: m.calls for n, m in featurizers.items()}
+    again = plain.predict_sentences(texts)
+    assert again == first
+    assert all(m.calls > calls[n] for n, m in featurizers.items())  # computed again, nothing cached
+    assert all(plain.tagger.feature_cache(n) is None for n in featurizers)
+
+    cached = Predictor.load(model_dir, featurizer_classes=FAKES, feature_cache_mb=1)
+    assert cached.predict_sentences(texts) == first
+    calls = {n: m.calls for n, m in cached.tagger.featurizers().items()}
+    assert cached.predict_sentences(texts) == first
+    assert {n: m.calls for n, m in cached.tagger.featurizers().items()} == calls  # served from the cache
+    assert all(len(cached.tagger.feature_cache(n)) == len(texts) for n in calls)
+    with pytest.raises(ValueError, match="feature_cache_mb"):
+        Predictor.load(model_dir, featurizer_classes=FAKES, feature_cache_mb=-1)
