@@ -8,8 +8,8 @@ Confidences follow :mod:`cemr.confidence` (default: per entity, the minimum CRF 
 tags); each sentence also gets a sentence confidence and the probability of its decoded path.
 A loaded predictor keeps no cache of frozen featurizer outputs (``feature_cache_mb=0``): the
 cache pays off when training revisits the same sentences each epoch, while inference sees each
-sentence once, so there it only costs memory (up to ``model.feature_cache_mb`` per featurizer
-per process, measured 2-2.6 GiB per Ray actor over 50,000 sentences before this default).
+sentence once, so there it only costs memory: up to ``model.feature_cache_mb`` (1 GiB by
+default) per frozen featurizer in every process, e.g. every Ray Data pseudo-labeling actor.
 Documents are split into sentences of at most ``max_len`` chars (:func:`split_document`, ignoring
 any gold spans the documents carry, so evaluation sees what unseen text sees) and the predicted
 spans are shifted back to exact document offsets.
