@@ -98,8 +98,8 @@ def write_input(texts: list[str], rows: int, path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def plain_run(model_dir: str, shards: Path, batch_size: int, threshold: float, threads: int) -> dict:
-    """The actor's class called in this process on the same batches; model load timed apart."""
+def plain_labeler(model_dir: str, shards: Path, batch_size: int, threshold: float, threads: int):
+    """The actor's class loaded in this process, and its input batches (the pipeline's batch size)."""
     import pyarrow as pa
     import pyarrow.dataset as pads
 
@@ -109,15 +109,22 @@ def plain_run(model_dir: str, shards: Path, batch_size: int, threshold: float, t
     cfg = SelfTrainConfig()
     ds = pads.dataset(str(shards), format="parquet")
     _, batch = plan_blocks(ds.count_rows(), 1, batch_size)  # the batch size the pipeline would use
-    t0 = time.perf_counter()
     labeler = PseudoLabeler("cemr.predictor:Predictor", model_dir, "cpu", threshold, cfg.selection, 1,
                             predict_batch_size=min(batch, 64),
                             predictor_kwargs={"confidence": cfg.confidence, "num_threads": threads})
+    batches = (pa.Table.from_batches([rb]) for rb in ds.to_batches(columns=INPUT_COLUMNS, batch_size=batch))
+    return labeler, batches, batch
+
+
+def plain_run(model_dir: str, shards: Path, batch_size: int, threshold: float, threads: int) -> dict:
+    """The actor's class called in this process on the same batches; model load timed apart."""
+    t0 = time.perf_counter()
+    labeler, batches, batch = plain_labeler(model_dir, shards, batch_size, threshold, threads)
     loaded = time.perf_counter()
     counts: Counter = Counter()
     n = 0
-    for rb in ds.to_batches(columns=INPUT_COLUMNS, batch_size=batch):
-        out = labeler(pa.Table.from_batches([rb]))
+    for table in batches:
+        out = labeler(table)
         counts.update(out.column("status").to_pylist())
         n += out.num_rows
     done = time.perf_counter()
@@ -144,10 +151,13 @@ class TimedPredictor:
         t0 = time.time()
         inner = Predictor.load(model_dir, device, **kwargs)
         log = open(Path(timeline) / f"{os.getpid()}.jsonl", "a", encoding="utf-8")
-        import psutil
+        try:
+            import psutil
 
-        return cls(inner, log, {"event": "load", "process_start": psutil.Process().create_time(), "t0": t0,
-                                "t1": time.time()})
+            process_start = psutil.Process().create_time()
+        except ImportError:  # the bench extra is not installed: no process start in the timeline
+            process_start = None
+        return cls(inner, log, {"event": "load", "process_start": process_start, "t0": t0, "t1": time.time()})
 
     def __init__(self, inner, log, first: dict):
         self.inner, self.log = inner, log
@@ -175,7 +185,8 @@ def read_timeline(folder: Path, started: float) -> dict:
         if not batches:
             continue
         actors.append({
-            "process_start_s": round(loads[0]["process_start"] - started, 2),
+            "process_start_s": (None if loads[0]["process_start"] is None
+                                else round(loads[0]["process_start"] - started, 2)),
             "load_start_s": round(loads[0]["t0"] - started, 2),
             "load_s": round(loads[0]["t1"] - loads[0]["t0"], 2),
             "first_batch_s": round(batches[0]["t0"] - started, 2),
@@ -195,22 +206,10 @@ def read_timeline(folder: Path, started: float) -> dict:
 
 def _ceiling_worker(model_dir, shards, batch_size, threshold, barrier, queue) -> None:
     """One of the two plain processes of the ceiling: load, wait for the other, label."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    from cemr.config import SelfTrainConfig
-    from cluster.pseudolabel import INPUT_COLUMNS, PseudoLabeler, plan_blocks
-
-    cfg = SelfTrainConfig()
-    ds = pads.dataset(str(shards), format="parquet")
-    _, batch = plan_blocks(ds.count_rows(), 1, batch_size)
-    labeler = PseudoLabeler("cemr.predictor:Predictor", model_dir, "cpu", threshold, cfg.selection, 1,
-                            predict_batch_size=min(batch, 64),
-                            predictor_kwargs={"confidence": cfg.confidence, "num_threads": 1})
+    labeler, batches, _ = plain_labeler(model_dir, shards, batch_size, threshold, threads=1)
     barrier.wait()
     t0 = time.perf_counter()
-    n = sum(labeler(pa.Table.from_batches([rb])).num_rows
-            for rb in ds.to_batches(columns=INPUT_COLUMNS, batch_size=batch))
+    n = sum(labeler(table).num_rows for table in batches)
     queue.put({"rows": n, "label_s": time.perf_counter() - t0})
 
 
@@ -253,7 +252,11 @@ class PeakMemory:
     """Samples the summed PSS (MiB) of this process and all its descendants in a thread."""
 
     def __init__(self, interval: float):
-        import psutil
+        try:
+            import psutil
+        except ImportError:
+            raise SystemExit("the memory part samples processes with psutil: pip install -e '.[bench]' "
+                             "(or --skip memory)") from None
 
         self.psutil = psutil
         self.interval = interval
