@@ -217,6 +217,7 @@ def ceiling_run(model_dir: str, shards: Path, batch_size: int, threshold: float)
     """Two plain processes labeling the same shards at once (no Ray): their summed rows over the
     slower one's seconds."""
     import multiprocessing as mp
+    import queue as queue_mod
 
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
@@ -227,7 +228,15 @@ def ceiling_run(model_dir: str, shards: Path, batch_size: int, threshold: float)
                  for _ in range(2)]
         for p in procs:
             p.start()
-        results = [queue.get() for _ in procs]
+        results = []
+        while len(results) < len(procs):
+            try:
+                results.append(queue.get(timeout=5))
+            except queue_mod.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):  # the other may wait at the barrier
+                    for p in procs:
+                        p.terminate()
+                    raise SystemExit(f"ceiling: a plain process failed (exit codes {[p.exitcode for p in procs]})")
         for p in procs:
             p.join()
     finally:
@@ -235,8 +244,6 @@ def ceiling_run(model_dir: str, shards: Path, batch_size: int, threshold: float)
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = env_threads
-    if any(p.exitcode for p in procs):
-        raise SystemExit(f"ceiling: a plain process failed (exit codes {[p.exitcode for p in procs]})")
     rows = sum(r["rows"] for r in results)
     seconds = max(r["label_s"] for r in results)
     return {"processes": 2, "rows": rows, "label_s": [round(r["label_s"], 2) for r in results],
