@@ -174,7 +174,8 @@ class ModelConfig:
     bilm: BiLMConfig = field(default_factory=BiLMConfig)
     bert: BertConfig = field(default_factory=BertConfig)
     dictionary: DictionaryConfig = field(default_factory=DictionaryConfig)
-    # MiB of frozen BiLM/BERT outputs cached per featurizer (keyed by sentence text); 0 = off
+    # MiB of frozen BiLM/BERT outputs cached per featurizer (keyed by sentence text) while training;
+    # 0 = off. A loaded Predictor (evaluation, pseudo-labeling, predict) keeps none.
     feature_cache_mb: float = 1024.0
 
 
