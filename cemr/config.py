@@ -234,8 +234,9 @@ class ClusterConfig:
     # 1 per actor when actors share small CPUs, so two actors do not fight over the same cores
     actor_threads: int | None = None
     # memory Ray reserves per pseudo-labeling actor (MiB; None: no reservation). A loaded real model
-    # takes ~1.3-2 GiB per actor on CPU: reserving it keeps Ray from packing more actors on a node
-    # than its memory holds
+    # takes ~0.7 GiB per actor on CPU (the session-4 Yidu-S4K model: 661 MiB RSS after 3,000
+    # sentences; the 1.3-2.6 GiB seen before included the training feature cache, now off in a
+    # Predictor): reserving it keeps Ray from packing more actors on a node than its memory holds
     actor_memory_mb: float | None = None
     batch_size: int = 256
     rows_per_shard: int = 2000
