@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -312,9 +311,7 @@ def pipeline_run(shards: Path, model_dir: str, out: Path, actors: int, args, exp
 
     cfg = ClusterConfig(actors=actors, actor_num_cpus=args.actor_cpus, actor_threads=1, batch_size=args.batch_size)
     timeline = out / "timeline"
-    if timeline.exists():
-        shutil.rmtree(timeline)
-    timeline.mkdir(parents=True)
+    timeline.mkdir(parents=True)  # each run has its own out dir under a fresh work dir
     started = time.time()
     t = time.perf_counter()
     res = pseudo_label(shards, model_dir, out / "labels", args.threshold, cfg, SelfTrainConfig(), 1,
