@@ -85,6 +85,10 @@ class DataConfig:
     overlap_policy: str = "keep_longest"  # keep_longest | keep_first | error
     max_sentence_len: int = 256
     types: list[str] | None = None  # restrict/declare entity types; others are rejected
+    # rejection policy for labeled data (train/dev/test): a run stops when more than this fraction of
+    # a source's records is rejected (all rejected is always an error); strict: any rejection stops it
+    max_rejected: float = 0.01
+    strict: bool = False
     demo_documents: int = 240
     demo_unlabeled: int = 2000
     demo_seed: int = 7
@@ -241,6 +245,12 @@ class ClusterConfig:
     batch_size: int = 256
     rows_per_shard: int = 2000
     max_failures: int = 1
+    # GPUs asked for (use_gpu / actor_num_gpus) are requested as configured, so an autoscaler can add
+    # GPU nodes; a job stops when they cannot be had within gpu_wait_s seconds, unless cpu_fallback
+    gpu_wait_s: float = 600.0
+    cpu_fallback: bool = False
+    # a pseudo-labeling round stops the run when more than this fraction of its rows failed
+    max_failed_fraction: float = 0.01
 
 
 @dataclass
