@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cemr.corpus.document import Document, Span
@@ -155,3 +155,61 @@ def test_counts_add_up(case):
     if set(pred) == set(gold):
         s = evaluate(pred, gold)
         assert (s.micro.precision, s.micro.recall) == (r.micro.recall, r.micro.precision)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-check against seqeval's strict entity scores (IOB2) on the same predictions
+# ----------------------------------------------------------------------------------------------
+
+DOC_LEN = 30
+
+
+@st.composite
+def tiling(draw):
+    """Non-overlapping spans of one document (what a BIO sequence can hold)."""
+    spans, pos = [], 0
+    while pos < DOC_LEN:
+        gap = draw(st.integers(0, 4))
+        length = draw(st.integers(1, 5))
+        start = pos + gap
+        if start + length > DOC_LEN or not draw(st.booleans()):
+            pos = start + 1
+            continue
+        spans.append(Span(start, start + length, draw(st.sampled_from(["DIS", "DRUG", "BODY"]))))
+        pos = start + length
+    return spans
+
+
+def _bio(spans):
+    tags = ["O"] * DOC_LEN
+    for s in spans:
+        tags[s.start] = f"B-{s.type}"
+        for i in range(s.start + 1, s.end):
+            tags[i] = f"I-{s.type}"
+    return tags
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")  # seqeval's
+# averages over a draw with no gold entity
+@settings(deadline=None, max_examples=80)
+@given(st.lists(st.tuples(tiling(), tiling()), min_size=1, max_size=6))
+def test_scores_equal_seqeval_strict_iob2(docs):
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    gold = {f"d{i}": g for i, (g, _) in enumerate(docs)}
+    pred = {f"d{i}": p for i, (_, p) in enumerate(docs)}
+    y_true = [_bio(gold[k]) for k in gold]
+    y_pred = [_bio(pred[k]) for k in gold]
+    r = evaluate(gold, pred)
+    kw = dict(mode="strict", scheme=IOB2, zero_division=0)
+    assert r.micro.precision == pytest.approx(precision_score(y_true, y_pred, **kw))
+    assert r.micro.recall == pytest.approx(recall_score(y_true, y_pred, **kw))
+    assert r.micro.f1 == pytest.approx(f1_score(y_true, y_pred, **kw))
+    per_type = classification_report(y_true, y_pred, output_dict=True, **kw)
+    for typ, prf in r.per_type.items():
+        if prf.support:  # seqeval lists the types of gold only
+            assert prf.precision == pytest.approx(per_type[typ]["precision"]), typ
+            assert prf.recall == pytest.approx(per_type[typ]["recall"]), typ
+            assert prf.f1 == pytest.approx(per_type[typ]["f1-score"]), typ
+            assert prf.support == per_type[typ]["support"], typ
