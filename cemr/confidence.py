@@ -47,12 +47,12 @@ from cemr.tags import LabelSet
 
 DEFAULT_METHOD = "entity_min_marginal"
 METHODS = ("entity_min_marginal", "entity_mean_marginal", "sequence_prob")
-_ALIASES = {"min_marginal": "entity_min_marginal", "mean_marginal": "entity_mean_marginal"}
+ALIASES = {"min_marginal": "entity_min_marginal", "mean_marginal": "entity_mean_marginal"}
 
 
 def normalize_method(method: str) -> str:
     """Canonical method name (``min_marginal`` -> ``entity_min_marginal`` ...); ValueError if unknown."""
-    name = _ALIASES.get(method, method)
+    name = ALIASES.get(method, method)
     if name not in METHODS:
         raise ValueError(f"unknown confidence method {method!r}; choose one of {', '.join(METHODS)}")
     return name

@@ -1,20 +1,30 @@
-"""One typed configuration tree, loaded from YAML.
+"""One typed configuration tree, loaded from YAML and checked whole before any stage runs.
 
-Every section is a dataclass; the loader refuses unknown keys (naming the dotted key and the file),
-checks types, and applies ``key=value`` overrides (``train.epochs=3``, values parsed as YAML).
-Paths may use ``${CEMR_DATA_DIR}`` (default ``../shared/data``) and other environment variables.
-Builder functions elsewhere turn sections into flat constructor arguments: model code never
-receives a config object it does not need.
+Every section is a plain dataclass (the code base reads attributes from it). Each key carries its
+rule in the field's metadata (:class:`Rule`: meaning, allowed values, range), read by one
+validator and by :func:`config_reference` (``python -m cemr.config --reference > docs/config.md``).
+Rules that tie keys together are :data:`CROSS_RULES`. :func:`load_config` reports every problem at
+once in one :class:`ConfigError` (the file and line:column of each key, or the override that set
+it): unknown keys (with the closest known key), types, choices, ranges and cross-key rules.
+Overrides are ``key=value`` (``train.epochs=3``, values parsed as YAML). Paths may use
+``${CEMR_DATA_DIR}`` (default ``../shared/data``) and other environment variables. Builder
+functions elsewhere turn sections into flat constructor arguments: model code never receives a
+config object it does not need.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
+import importlib
 import os
+import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -22,7 +32,14 @@ DEFAULT_DATA_DIR = "../shared/data"
 
 
 class ConfigError(ValueError):
-    """A configuration problem, naming the file (when known) and the dotted key."""
+    """A configuration problem, naming the file (when known) and the dotted key.
+
+    ``problems``: every :class:`Problem` found (empty for a single problem raised directly).
+    """
+
+    def __init__(self, message: str, problems: Sequence["Problem"] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 def data_dir() -> str:
@@ -46,23 +63,160 @@ def expand_path(value: str | None) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Rules
+# ----------------------------------------------------------------------------------------------
+
+
+def _code_choices(module: str, name: str, extra: str | None = None) -> Callable[[], tuple[str, ...]]:
+    """The allowed values kept in the code that uses them (``module.name``; a mapping gives its
+    keys; ``extra`` names a second attribute whose keys are added, e.g. aliases). Imported when a
+    config is checked, not when this module is: ``cemr.lexicon`` imports this module."""
+
+    def load() -> tuple[str, ...]:
+        mod = importlib.import_module(module)
+        values = tuple(getattr(mod, name))
+        if extra is not None:
+            values += tuple(getattr(mod, extra))
+        return values
+
+    load.__qualname__ = f"{module}.{name}"
+    return load
+
+
+def _labeled_formats() -> tuple[str, ...]:
+    from cemr.corpus.readers import FORMATS
+
+    return ("demo", *(f for f in FORMATS if f != "text"))
+
+
+CONFIDENCE_METHODS = _code_choices("cemr.confidence", "METHODS", "ALIASES")
+SELECTION_MODES = _code_choices("cemr.selftrain", "SELECTION_MODES")
+BOOKKEEPING_MODES = _code_choices("cemr.selftrain", "BOOKKEEPING_MODES")
+LEXICON_PRESETS = _code_choices("cemr.lexicon", "PRESETS")
+OVERLAP_POLICIES = _code_choices("cemr.corpus.validate", "POLICIES")
+CORPUS_FORMATS = _code_choices("cemr.corpus.readers", "FORMATS")
+LEXICON_FORMATS = _code_choices("cemr.lexicon.sources", "FORMATS")
+DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key means and what values it takes (``None`` always passes when the type allows it).
+
+    ``choices``: the allowed values, or a function returning them (values kept in code);
+    ``kind``: what a choice is, for messages ("a confidence method"); ``ge``/``gt``/``le``/``lt``:
+    bounds; ``nonempty``: a string (or every string of a list) must not be blank; ``pattern``: a
+    full-match regular expression, described by ``allowed``.
+    """
+
+    help: str
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None
+    kind: str | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    nonempty: bool = False
+    pattern: str | None = None
+    allowed: str | None = None
+
+    def choice_values(self) -> tuple[str, ...] | None:
+        if self.choices is None:
+            return None
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+    def range_text(self) -> str | None:
+        """``>= 1``, ``[0, 1)``, ``> 0``... or None when unbounded."""
+        lo = (f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None)
+        hi = (f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None)
+        if lo and hi:
+            return f"{lo}, {hi}"
+        if lo:
+            return f">= {_num(self.ge)}" if self.ge is not None else f"> {_num(self.gt)}"
+        if hi:
+            return f"<= {_num(self.le)}" if self.le is not None else f"< {_num(self.lt)}"
+        return None
+
+    def allowed_text(self) -> str:
+        """The allowed values in words (for messages and the reference); '' when any value of the type."""
+        parts = []
+        values = self.choice_values()
+        if values is not None:
+            parts.append("one of " + ", ".join(values))
+        if self.pattern is not None:
+            parts.append(self.allowed or self.pattern)
+        rng = self.range_text()
+        if rng:
+            parts.append(rng)
+        if self.nonempty:
+            parts.append("not empty")
+        return "; ".join(parts)
+
+    def problems(self, value: Any) -> list[str]:
+        """What is wrong with an already type-checked ``value`` (empty: nothing)."""
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [f"item {i} must not be empty" for i, v in enumerate(value)
+                    if self.nonempty and isinstance(v, str) and not v.strip()]
+        out = []
+        values = self.choice_values()
+        if values is not None and value not in values:
+            close = difflib.get_close_matches(str(value), values, n=1)
+            what = f"not {self.kind} (one of {', '.join(values)})" if self.kind else f"not one of {', '.join(values)}"
+            out.append(what + (f"; did you mean {close[0]}?" if close else ""))
+        if self.pattern is not None and not (isinstance(value, str) and re.fullmatch(self.pattern, value)):
+            out.append(f"expected {self.allowed or self.pattern}")
+        if self.nonempty and isinstance(value, str) and not value.strip():
+            out.append("must not be empty")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            bounds = ((self.ge, lambda v, b: v >= b), (self.gt, lambda v, b: v > b),
+                      (self.le, lambda v, b: v <= b), (self.lt, lambda v, b: v < b))
+            if any(b is not None and not ok(value, b) for b, ok in bounds):
+                out.append(f"must be {'in ' if ', ' in (self.range_text() or '') else ''}{self.range_text()}")
+        return out
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+        **rule: Any) -> Any:
+    """A dataclass field whose metadata holds its :class:`Rule` (``help`` and the rule's checks)."""
+    meta = {"rule": Rule(help=help, **rule)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type) -> Any:
+    """A sub-section field (a dataclass built from its defaults; its docstring says what it is)."""
+    return field(default_factory=cls)
+
+
+UNIT = {"ge": 0.0, "le": 1.0}  # a probability or fraction in [0, 1]
+DROPOUT = {"ge": 0.0, "lt": 1.0}
+POSITIVE = {"ge": 1}
+
+
+# ----------------------------------------------------------------------------------------------
 # The tree
 # ----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class UnlabeledSource:
-    """One source of unlabeled text.
+    """One source of unlabeled text: ``text`` files, or a labeled format whose labels are ignored."""
 
-    ``format``: ``text`` (files or directories of .txt/.jsonl/.csv/.tsv/extensionless files) or
-    one of the labeled formats (its labels are then ignored).
-    """
-
-    path: str = ""
-    format: str = "text"
-    column: str | None = None  # column name (csv/tsv with header) or JSON field for .jsonl
-    per_line: bool = True  # .txt: one document per line (True) or per file (False)
-    limit: int | None = None  # read at most this many documents from this source
+    path: str = opt("", "File or directory to read (``${CEMR_DATA_DIR}`` and ``~`` expanded)", nonempty=True)
+    format: str = opt("text", "``text``: .txt/.jsonl/.json/.csv/.tsv/extensionless files; a labeled "
+                      "format: its documents' text, labels ignored", choices=CORPUS_FORMATS, kind="a corpus format")
+    column: str | None = opt(None, "``text`` format: the text's csv/tsv column (a header name, or a 0-based "
+                             "index in digits for files without a header) or JSON field (default text, "
+                             "else originalText)")
+    per_line: bool = opt(True, "``text`` format, .txt files: one document per line (true) or per file (false)")
+    limit: int | None = opt(None, "Read at most this many documents from this source (null: all)", ge=0)
 
 
 @dataclass
@@ -72,213 +226,383 @@ class DataConfig:
     ``format: demo`` uses the built-in synthetic corpus (no files needed).
     """
 
-    format: str = "demo"
-    train: str | None = None
-    dev: str | None = None  # when None, dev is carved from train by document (dev_fraction)
-    test: str | None = None  # when None and test_fraction > 0, test is carved from train too
-    dev_fraction: float = 0.1
-    test_fraction: float = 0.0
-    split_seed: int = 13
-    unlabeled: list[UnlabeledSource] = field(default_factory=list)
-    max_unlabeled: int | None = None
-    labeled_fraction: float = 1.0  # low-resource protocol: keep this part of gold train
-    overlap_policy: str = "keep_longest"  # keep_longest | keep_first | error
-    max_sentence_len: int = 256
-    types: list[str] | None = None  # restrict/declare entity types; others are rejected
-    # rejection policy for labeled data (train/dev/test): a run stops when more than this fraction of
-    # a source's records is rejected (all rejected is always an error); strict: any rejection stops it
-    max_rejected: float = 0.01
-    strict: bool = False
-    demo_documents: int = 240
-    demo_unlabeled: int = 2000
-    demo_seed: int = 7
+    format: str = opt("demo", "Format of data.train/dev/test; ``demo``: the built-in synthetic corpus "
+                      "(no files)", choices=_labeled_formats,
+                      kind="a labeled format")
+    train: str | None = opt(None, "Labeled training file or directory (required unless format is demo)")
+    dev: str | None = opt(None, "Labeled dev file or directory; null: dev is carved from train by "
+                          "record (data.dev_fraction)")
+    test: str | None = opt(None, "Labeled test file or directory; null: carved from train when "
+                           "data.test_fraction > 0, else no test set")
+    dev_fraction: float = opt(0.1, "Share of the training records carved out as dev when data.dev is "
+                              "null", ge=0.0, lt=1.0)
+    test_fraction: float = opt(0.0, "Share of the training records carved out as test when data.test "
+                               "is null", ge=0.0, lt=1.0)
+    split_seed: int = opt(13, "Seed of the record-grouped dev/test split and of the labeled_fraction sample")
+    unlabeled: list[UnlabeledSource] = opt(help="Sources of the unlabeled pool (pretraining and "
+                                           "pseudo-labeling), read in order", factory=list)
+    max_unlabeled: int | None = opt(None, "Keep at most this many pool documents from data.unlabeled "
+                                    "(reading stops there; null: no cap)", ge=0)
+    labeled_fraction: float = opt(1.0, "Low-resource protocol: keep this share of the gold training "
+                                  "records (seeded by record)", gt=0.0, le=1.0)
+    overlap_policy: str = opt("keep_longest", "What to do with overlapping or nested gold spans",
+                              choices=OVERLAP_POLICIES, kind="an overlap policy")
+    max_sentence_len: int = opt(256, "Documents are split into sentences of at most this many chars", ge=8)
+    types: list[str] | None = opt(None, "Entity types to declare/keep (spans of other types are "
+                                  "rejected); null: the types found in the data", nonempty=True)
+    max_rejected: float = opt(0.01, "A run stops when more than this share of a labeled source's "
+                              "records is rejected (all rejected always stops it)", **UNIT)
+    strict: bool = opt(False, "Any rejected labeled record stops the run")
+    demo_documents: int = opt(240, "format demo: labeled records generated", **POSITIVE)
+    demo_unlabeled: int = opt(2000, "format demo: unlabeled texts generated (added to the pool)", ge=0)
+    demo_seed: int = opt(7, "format demo: seed of the generated corpus")
 
 
 @dataclass
 class LexiconSource:
     """A term list: ``type`` for a one-type list, ``type_map`` for typed lists (code -> type)."""
 
-    path: str = ""
-    format: str = "lines"  # lines (term per line, optional TAB+extra) | csv (term,CODE)
-    type: str | None = None
-    type_map: dict[str, str] = field(default_factory=dict)
+    path: str = opt("", "The term list file (``${CEMR_DATA_DIR}`` and ``~`` expanded)", nonempty=True)
+    format: str = opt("lines", "``lines``: a term per line (optional TAB + code); ``csv``: term,CODE rows",
+                      choices=LEXICON_FORMATS, kind="a lexicon list format")
+    type: str | None = opt(None, "Entity type of every term (or of codes type_map does not map); an "
+                           "untyped list with no type_map is skipped and reported")
+    type_map: dict[str, str] = opt(help="Code -> entity type for typed lists; a code mapping to "
+                                   "nothing rejects the term", factory=dict)
 
 
 @dataclass
 class LexiconConfig:
-    # preset: a named set of the public term lists under ${CEMR_DATA_DIR}/lexicons with their type
-    # codes mapped to a corpus's entity types ("ccks2017", "yidu"); None: only ``sources``.
-    preset: str | None = None
-    sources: list[LexiconSource] = field(default_factory=list)
-    include_train_mentions: bool = True
-    min_length: int = 2
-    max_length: int = 30
-    stopwords: list[str] = field(default_factory=list)
-    # out-of-fold: a training sentence is matched against a lexicon built without its own
-    # document's mentions (k folds), so the tagger does not learn to trust the feature blindly.
-    folds: int = 5
+    """The dictionary feature's term lists: a preset, extra sources and the training mentions."""
+
+    preset: str | None = opt(None, "A named set of the public term lists under ${CEMR_DATA_DIR}/lexicons "
+                             "mapped to a corpus's types; null: only lexicon.sources", choices=LEXICON_PRESETS,
+                             kind="a lexicon preset")
+    sources: list[LexiconSource] = opt(help="Term lists added after the preset's", factory=list)
+    include_train_mentions: bool = opt(True, "Add the gold training mentions to the lexicon")
+    min_length: int = opt(2, "Terms shorter than this many chars are dropped", **POSITIVE)
+    max_length: int = opt(30, "Terms longer than this many chars are dropped", **POSITIVE)
+    stopwords: list[str] = opt(help="Terms never used (added to the preset's stop-word files)",
+                               factory=list, nonempty=True)
+    folds: int = opt(5, "Out-of-fold lexicon: a training sentence is matched against a lexicon built "
+                     "without its fold's mentions (k folds); 0: off", ge=0)
 
 
 @dataclass
 class Word2VecConfig:
-    dim: int = 128
-    window: int = 5
-    min_count: int = 1
-    epochs: int = 5
-    sg: bool = False
+    """gensim word2vec char vectors, trained on the pretraining text."""
+
+    dim: int = opt(128, "Vector size (initialises model.char_dim / model.bilm.embedding_dim when equal)",
+                   **POSITIVE)
+    window: int = opt(5, "Context window (chars each side)", **POSITIVE)
+    min_count: int = opt(1, "Chars seen fewer times get no vector", **POSITIVE)
+    epochs: int = opt(5, "Training epochs over the text", **POSITIVE)
+    sg: bool = opt(False, "Skip-gram (true) or CBOW (false)")
 
 
 @dataclass
 class BiLMConfig:
-    enabled: bool = True
-    embedding_dim: int = 128
-    hidden_dim: int = 128
-    layers: int = 1
-    dropout: float = 0.2
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 2e-3
-    max_len: int = 128
-    max_sentences: int | None = 50000
+    """The forward + backward char LSTM language models (a frozen feature of the tagger)."""
+
+    enabled: bool = opt(True, "Pretrain the BiLM and feed its states to the tagger")
+    embedding_dim: int = opt(128, "Char embedding size (initialised from word2vec when model.word2vec.dim "
+                             "equals it)", **POSITIVE)
+    hidden_dim: int = opt(128, "LSTM hidden size per direction", **POSITIVE)
+    layers: int = opt(1, "LSTM layers", **POSITIVE)
+    dropout: float = opt(0.2, "Dropout in the language models while pretraining", **DROPOUT)
+    epochs: int = opt(3, "Pretraining epochs", **POSITIVE)
+    batch_size: int = opt(32, "Pretraining batch size (pieces)", **POSITIVE)
+    lr: float = opt(2e-3, "Adam learning rate", gt=0.0)
+    max_len: int = opt(128, "Texts are cut into pieces of at most this many chars", **POSITIVE)
+    max_sentences: int | None = opt(50000, "Pretrain on at most this many pieces (a seeded sample; null: "
+                                    "all)", **POSITIVE)
 
 
 @dataclass
 class BertConfig:
-    enabled: bool = True
-    checkpoint: str | None = None  # local directory; None -> pretrain a small one here (MLM)
-    freeze: bool = True
-    hidden_size: int = 128
-    layers: int = 2
-    heads: int = 2
-    intermediate_size: int = 256
-    max_position: int = 256
-    window: int = 256  # windowing of longer inputs (chars), with stride below
-    stride: int = 128
-    pretrain_epochs: int = 1
-    pretrain_batch_size: int = 32
-    pretrain_lr: float = 5e-4
-    pretrain_max_sentences: int | None = 20000
-    mask_prob: float = 0.15
+    """A small char BERT, pretrained here by masked-language modeling unless a checkpoint is given."""
+
+    enabled: bool = opt(True, "Use BERT states as a tagger feature")
+    checkpoint: str | None = opt(None, "Local save_pretrained BERT directory: MLM pretraining continues from "
+                                 "it (pretrain_epochs 0: used as it is); its sizes replace the ones below")
+    freeze: bool = opt(True, "Keep BERT frozen while training the tagger (false: fine-tune it)")
+    hidden_size: int = opt(128, "Hidden size of the pretrained BERT (a multiple of heads)", **POSITIVE)
+    layers: int = opt(2, "Transformer layers", **POSITIVE)
+    heads: int = opt(2, "Attention heads", **POSITIVE)
+    intermediate_size: int = opt(256, "Feed-forward size", **POSITIVE)
+    max_position: int = opt(256, "Position embeddings; a window holds at most max_position - 2 chars", ge=3)
+    window: int = opt(256, "Longer texts are encoded in windows of this many chars (capped at "
+                      "max_position - 2)", **POSITIVE)
+    stride: int = opt(128, "Chars between window starts (<= window); each char uses the window where it "
+                      "is most central", **POSITIVE)
+    pretrain_epochs: int = opt(1, "MLM pretraining epochs (0 only with a checkpoint: used as it is)", ge=0)
+    pretrain_batch_size: int = opt(32, "MLM batch size (pieces)", **POSITIVE)
+    pretrain_lr: float = opt(5e-4, "AdamW learning rate of MLM pretraining", gt=0.0)
+    pretrain_max_sentences: int | None = opt(20000, "Pretrain on at most this many pieces (a seeded sample; "
+                                             "null: all)", **POSITIVE)
+    mask_prob: float = opt(0.15, "Share of chars chosen for masking (at least one per piece)", gt=0.0, le=1.0)
 
 
 @dataclass
 class DictionaryConfig:
-    enabled: bool = True
-    dim: int = 50
-    dropout: float = 0.1  # feature dropout: random chars' dictionary tags replaced by O in training
+    """The lexicon-match feature (BMM tags per char, embedded)."""
+
+    enabled: bool = opt(True, "Match the lexicon and feed the tags to the tagger")
+    dim: int = opt(50, "Embedding size of the dictionary tags", **POSITIVE)
+    dropout: float = opt(0.1, "Feature dropout: in training, this share of chars' dictionary tags is "
+                         "replaced by O", **DROPOUT)
 
 
 @dataclass
 class ModelConfig:
-    char_dim: int = 100  # trainable char embedding of the base tagger (init from word2vec when dims agree)
-    gru_hidden: int = 128
-    attention_heads: int = 4
-    dropout: float = 0.3
-    word2vec: Word2VecConfig = field(default_factory=Word2VecConfig)
-    bilm: BiLMConfig = field(default_factory=BiLMConfig)
-    bert: BertConfig = field(default_factory=BertConfig)
-    dictionary: DictionaryConfig = field(default_factory=DictionaryConfig)
-    # MiB of frozen BiLM/BERT outputs cached per featurizer (keyed by sentence text) while training;
-    # 0 = off. A loaded Predictor (evaluation, pseudo-labeling, predict) keeps none.
-    feature_cache_mb: float = 1024.0
+    """The BiGRU-attention-CRF tagger and its pretrained features."""
+
+    char_dim: int = opt(100, "Trainable char embedding of the tagger (initialised from word2vec when "
+                        "model.word2vec.dim equals it)", **POSITIVE)
+    gru_hidden: int = opt(128, "BiGRU hidden size per direction (its output is 2 * gru_hidden)", **POSITIVE)
+    attention_heads: int = opt(4, "Self-attention heads over the BiGRU output (must divide 2 * gru_hidden)",
+                               **POSITIVE)
+    dropout: float = opt(0.3, "Dropout of the tagger", **DROPOUT)
+    word2vec: Word2VecConfig = section(Word2VecConfig)
+    bilm: BiLMConfig = section(BiLMConfig)
+    bert: BertConfig = section(BertConfig)
+    dictionary: DictionaryConfig = section(DictionaryConfig)
+    feature_cache_mb: float = opt(1024.0, "MiB of frozen BiLM/BERT outputs cached per featurizer while "
+                                  "training (0: off); a loaded Predictor keeps none", ge=0.0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    # learning rate of epoch e (from 1): lr * lr_decay ** (e - 1); 1.0 = constant
-    lr_decay: float = 1.0
-    clip_norm: float = 5.0
-    patience: int = 4
-    seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False
-    max_train_sentences: int | None = None
-    eval_batch_size: int = 64
+    """Supervised training of the tagger (every self-training round too)."""
+
+    epochs: int = opt(20, "Training epochs (at most; see patience)", **POSITIVE)
+    batch_size: int = opt(32, "Sentences per batch (batches of similar lengths)", **POSITIVE)
+    lr: float = opt(2e-3, "Adam learning rate of epoch 1", gt=0.0)
+    weight_decay: float = opt(0.0, "Adam weight decay", ge=0.0)
+    lr_decay: float = opt(1.0, "Learning rate of epoch e: lr * lr_decay ** (e - 1); 1: constant",
+                          gt=0.0, le=1.0)
+    clip_norm: float = opt(5.0, "Gradient norm clipping; 0: off", ge=0.0)
+    patience: int = opt(4, "Stop after this many epochs without a dev F1 gain; 0: never early", ge=0)
+    seed: int = opt(42, "Seed of initialisation, dropout, batch order and pretraining")
+    device: str = opt("auto", "Torch device; auto: cuda when available, else cpu", pattern=DEVICE_PATTERN,
+                      allowed="auto, cpu, cuda or cuda:N")
+    amp: bool = opt(False, "Mixed precision on CUDA (ignored, with a warning, on CPU)")
+    max_train_sentences: int | None = opt(None, "Train on at most this many sentences (a seeded sample; "
+                                          "null: all)", **POSITIVE)
+    eval_batch_size: int = opt(64, "Sentences per batch when evaluating on dev", **POSITIVE)
 
 
 @dataclass
 class SelfTrainConfig:
-    threshold: float = 0.7
-    confidence: str = "entity_min_marginal"  # see cemr.confidence
-    selection: str = "sentence"  # sentence | entity | partial (see cemr.selftrain)
-    mode: str = "rederive"  # rederive | accumulate
-    max_rounds: int = 3
-    patience: int = 1
-    max_pseudo_per_round: int | None = None
-    class_balance: bool = False
-    pseudo_weight: float = 1.0
-    # round r > 0 starts from the weights of the model that pseudo-labeled it (the best round so far)
-    # instead of train.seed's fresh init; the learning-rate schedule starts over. False: every round
-    # trains from scratch
-    warm_start: bool = False
+    """The bootstrap loop: pseudo-label the pool, keep the confident part, retrain."""
+
+    threshold: float = opt(0.7, "Confidence a pseudo-label must reach to be kept", **UNIT)
+    confidence: str = opt("entity_min_marginal", "How confidence is measured (see cemr.confidence)",
+                          choices=CONFIDENCE_METHODS, kind="a confidence method")
+    selection: str = opt("sentence", "What is kept: whole sentences, confident entities, or entities "
+                         "with unsure chars trained as partial labels (see cemr.selftrain)",
+                         choices=SELECTION_MODES, kind="a selection mode")
+    mode: str = opt("rederive", "rederive: a round trains on gold + its own pseudo-labels; accumulate: "
+                    "every sentence once kept stays", choices=BOOKKEEPING_MODES, kind="a bookkeeping mode")
+    max_rounds: int = opt(3, "Self-training rounds after round 0 (gold only); 0: gold only", ge=0)
+    patience: int = opt(1, "Stop after this many rounds without a dev F1 gain; 0: never early", ge=0)
+    max_pseudo_per_round: int | None = opt(None, "Keep at most this many pseudo-labeled sentences per "
+                                           "round (the most confident; null: no cap)", ge=0)
+    class_balance: bool = opt(False, "Cap pseudo-labeled entities per type to the gold type shares")
+    pseudo_weight: float = opt(1.0, "Loss weight of a pseudo-labeled sentence (gold: 1)", gt=0.0)
+    warm_start: bool = opt(False, "Round r > 0 starts from the weights of the model that pseudo-labeled it "
+                           "(the lr schedule starts over); false: every round starts from train.seed's init")
 
 
 @dataclass
 class SweepConfig:
-    start: float = 0.1
-    stop: float = 1.0
-    step: float = 0.1
+    """The confidence-threshold sweep (``jobs.sweep``): thresholds start, start + step, ... <= stop."""
+
+    start: float = opt(0.1, "First threshold", **UNIT)
+    stop: float = opt(1.0, "Last threshold (inclusive, >= start)", **UNIT)
+    step: float = opt(0.1, "Threshold step", gt=0.0)
 
 
 @dataclass
 class ClusterConfig:
-    address: str | None = None  # None: join RAY_ADDRESS if set, else start a local instance
-    num_cpus: int | None = None  # for a local instance
-    num_workers: int = 1  # Ray Train workers
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    actors: int = 1  # Ray Data pseudo-labeling actor pool size
-    actor_num_cpus: float = 0.5
-    actor_num_gpus: float = 0.0
-    # torch threads per pseudo-labeling actor (None: Ray's OMP_NUM_THREADS, i.e. about actor_num_cpus);
-    # 1 per actor when actors share small CPUs, so two actors do not fight over the same cores
-    actor_threads: int | None = None
-    # memory Ray reserves per pseudo-labeling actor (MiB; None: no reservation). A loaded real model
-    # takes ~0.7 GiB per actor on CPU (the session-4 Yidu-S4K model: 661 MiB RSS after 3,000
-    # sentences; the 1.3-2.6 GiB seen before included the training feature cache, now off in a
-    # Predictor): reserving it keeps Ray from packing more actors on a node than its memory holds
-    actor_memory_mb: float | None = None
-    batch_size: int = 256
-    rows_per_shard: int = 2000
-    max_failures: int = 1
-    # GPUs asked for (use_gpu / actor_num_gpus) are requested as configured, so an autoscaler can add
-    # GPU nodes; a job stops when they cannot be had within gpu_wait_s seconds, unless cpu_fallback
-    gpu_wait_s: float = 600.0
-    cpu_fallback: bool = False
-    # a pseudo-labeling round stops the run when more than this fraction of its rows failed
-    max_failed_fraction: float = 0.01
+    """Ray: the cluster, the training workers and the pseudo-labeling actors (``jobs.*`` only)."""
+
+    address: str | None = opt(None, "Ray cluster to join; null: RAY_ADDRESS if set, else start a local "
+                              "instance", nonempty=True)
+    num_cpus: int | None = opt(None, "CPUs of a local instance (null: Ray's default, all)", **POSITIVE)
+    num_workers: int = opt(1, "Ray Train workers (DDP) per training round", **POSITIVE)
+    use_gpu: bool = opt(False, "A GPU per training worker")
+    cpus_per_worker: float = opt(1.0, "CPUs per training worker (and of the prepare/pretrain task)", gt=0.0)
+    actors: int = opt(1, "Pseudo-labeling actor pool size (Ray Data)", **POSITIVE)
+    actor_num_cpus: float = opt(0.5, "CPUs per pseudo-labeling actor", ge=0.0)
+    actor_num_gpus: float = opt(0.0, "GPUs per pseudo-labeling actor", ge=0.0)
+    actor_threads: int | None = opt(None, "Torch threads per actor (null: Ray's OMP_NUM_THREADS, about "
+                                    "actor_num_cpus)", **POSITIVE)
+    # A loaded real model takes ~0.7 GiB per actor on CPU (the session-4 Yidu-S4K model: 661 MiB RSS
+    # after 3,000 sentences; the 1.3-2.6 GiB seen before included the training feature cache, now off
+    # in a Predictor)
+    actor_memory_mb: float | None = opt(None, "Memory Ray reserves per actor, MiB (null: none); ~0.7 GiB "
+                                        "per loaded model on CPU", gt=0.0)
+    batch_size: int = opt(256, "Rows (sentences or documents) per pseudo-labeling / prediction batch",
+                          **POSITIVE)
+    rows_per_shard: int = opt(2000, "Rows per Parquet shard written", **POSITIVE)
+    max_failures: int = opt(1, "Ray Train restarts of a failed training round (-1: unlimited)", ge=-1)
+    gpu_wait_s: float = opt(600.0, "Seconds to wait for the GPUs asked for (use_gpu, actor_num_gpus) "
+                            "before the job stops or falls back to CPU", ge=0.0)
+    cpu_fallback: bool = opt(False, "Run on CPU when the GPUs cannot be had within gpu_wait_s")
+    max_failed_fraction: float = opt(0.01, "A pseudo-labeling round stops the run when more than this "
+                                     "share of its rows failed", **UNIT)
 
 
 @dataclass
 class TrackingConfig:
-    tracking_uri: str | None = None  # default sqlite:///<run_dir>/../mlflow.db; env MLFLOW_TRACKING_URI wins
-    experiment: str = "cemr"
-    run_name: str | None = None
-    log_samples: bool = False  # raw EMR text is patient data: never logged unless asked
-    register_model: str | None = "cemr-tagger"
+    """MLflow tracking."""
+
+    tracking_uri: str | None = opt(None, "MLflow tracking URI (env MLFLOW_TRACKING_URI wins); null: "
+                                   "sqlite:///<run_dir>/../mlflow.db")
+    experiment: str = opt("cemr", "MLflow experiment name", nonempty=True)
+    run_name: str | None = opt(None, "MLflow run name (null: the run directory's name)")
+    log_samples: bool = opt(False, "Log examples of raw text (patient data: never unless asked)")
+    register_model: str | None = opt("cemr-tagger", "Register the best model under this name (null: "
+                                     "not registered)", nonempty=True)
 
 
 @dataclass
 class Config:
-    name: str = "demo"
-    run_dir: str = "runs/demo"
-    data: DataConfig = field(default_factory=DataConfig)
-    lexicon: LexiconConfig = field(default_factory=LexiconConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """The whole run."""
+
+    name: str = opt("demo", "Experiment name (an MLflow tag)", nonempty=True)
+    run_dir: str = opt("runs/demo", "Directory of the run's outputs (the default --out)", nonempty=True)
+    data: DataConfig = section(DataConfig)
+    lexicon: LexiconConfig = section(LexiconConfig)
+    model: ModelConfig = section(ModelConfig)
+    train: TrainConfig = section(TrainConfig)
+    selftrain: SelfTrainConfig = section(SelfTrainConfig)
+    sweep: SweepConfig = section(SweepConfig)
+    cluster: ClusterConfig = section(ClusterConfig)
+    tracking: TrackingConfig = section(TrackingConfig)
+
+
+@dataclass(frozen=True)
+class CrossRule:
+    """A rule between keys: ``check(cfg)`` returns what is wrong (None: fine). Skipped when one of
+    ``keys`` already has a problem of its own."""
+
+    keys: tuple[str, ...]
+    doc: str
+    check: Callable[[Config], str | None]
+
+
+def _when(ok: bool, message: str) -> str | None:
+    return None if ok else message
+
+
+CROSS_RULES: tuple[CrossRule, ...] = (
+    CrossRule(("data.dev_fraction", "data.test_fraction"), "data.dev_fraction + data.test_fraction < 1",
+              lambda c: _when(c.data.dev_fraction + c.data.test_fraction < 1.0,
+                              f"data.dev_fraction + data.test_fraction = "
+                              f"{c.data.dev_fraction + c.data.test_fraction:g} leaves no training records; "
+                              "must be < 1")),
+    CrossRule(("data.format", "data.train"), "data.train is required unless data.format is demo",
+              lambda c: _when(c.data.format == "demo" or bool(c.data.train),
+                              f"data.train is required for data.format={c.data.format}")),
+    CrossRule(("data.format", "data.train", "data.dev", "data.test"),
+              "data.format demo takes no data.train, data.dev or data.test",
+              lambda c: _when(c.data.format != "demo" or not (c.data.train or c.data.dev or c.data.test),
+                              "data.format=demo uses the built-in corpus: leave data.train, data.dev and "
+                              "data.test unset (or set data.format to the files' format)")),
+    CrossRule(("lexicon.min_length", "lexicon.max_length"), "lexicon.min_length <= lexicon.max_length",
+              lambda c: _when(c.lexicon.min_length <= c.lexicon.max_length,
+                              f"lexicon.min_length ({c.lexicon.min_length}) must be <= lexicon.max_length "
+                              f"({c.lexicon.max_length})")),
+    CrossRule(("model.gru_hidden", "model.attention_heads"),
+              "model.attention_heads divides 2 * model.gru_hidden (cemr.tagger)",
+              lambda c: _when((2 * c.model.gru_hidden) % c.model.attention_heads == 0,
+                              f"model.attention_heads ({c.model.attention_heads}) must divide the BiGRU output "
+                              f"size 2 * model.gru_hidden = {2 * c.model.gru_hidden}")),
+    CrossRule(("model.bert.hidden_size", "model.bert.heads", "model.bert.checkpoint", "model.bert.enabled"),
+              "model.bert.hidden_size is a multiple of model.bert.heads (when BERT is pretrained here)",
+              lambda c: _when(not c.model.bert.enabled or c.model.bert.checkpoint is not None
+                              or c.model.bert.hidden_size % c.model.bert.heads == 0,
+                              f"model.bert.hidden_size ({c.model.bert.hidden_size}) must be a multiple of "
+                              f"model.bert.heads ({c.model.bert.heads})")),
+    CrossRule(("model.bert.pretrain_epochs", "model.bert.checkpoint", "model.bert.enabled"),
+              "model.bert.pretrain_epochs >= 1 unless model.bert.checkpoint is set",
+              lambda c: _when(not c.model.bert.enabled or c.model.bert.pretrain_epochs >= 1
+                              or c.model.bert.checkpoint is not None,
+                              "model.bert.pretrain_epochs = 0 needs model.bert.checkpoint (a BERT to use as it "
+                              "is); without one BERT is pretrained here, for at least 1 epoch")),
+    CrossRule(("model.bert.stride", "model.bert.window", "model.bert.enabled"),
+              "model.bert.stride <= model.bert.window (cemr.features.bert.plan_windows)",
+              lambda c: _when(not c.model.bert.enabled or c.model.bert.stride <= c.model.bert.window,
+                              f"model.bert.stride ({c.model.bert.stride}) must be <= model.bert.window "
+                              f"({c.model.bert.window})")),
+    CrossRule(("sweep.start", "sweep.stop"), "sweep.start <= sweep.stop",
+              lambda c: _when(c.sweep.start <= c.sweep.stop,
+                              f"sweep.start ({c.sweep.start:g}) must be <= sweep.stop ({c.sweep.stop:g})")),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: the dotted key, what is wrong, where it was set (``file:line:col`` or
+    ``override KEY=VALUE``; '' for a default) and the value."""
+
+    key: str
+    message: str
+    where: str = ""
+    value: str | None = None  # the offending value (repr), when the message is about it
+
+    def __str__(self) -> str:
+        value = f" = {self.value}" if self.value is not None else ""
+        what = self.message if self.message.startswith(self.key) else f"{self.key}{value}: {self.message}"
+        return f"{self.where + ': ' if self.where else ''}{what}"
+
+
+def _position(problem: Problem) -> tuple:
+    """Sort key: file problems by line and column, then overrides, then the rest (stable)."""
+    m = re.search(r":(\d+):(\d+)$", problem.where)
+    if m:
+        return (0, int(m.group(1)), int(m.group(2)))
+    return (1,) if problem.where.startswith("override") else (2,)
+
+
+def _raise_if(problems: list[Problem], path: str | os.PathLike | None) -> None:
+    if not problems:
+        return
+    problems = sorted(problems, key=_position)
+    head = f"{path}: " if path is not None else ""
+    if len(problems) == 1:
+        raise ConfigError(f"{head}invalid configuration: {problems[0]}", problems)
+    lines = "\n".join(f"  - {p}" for p in problems)
+    raise ConfigError(f"{head}invalid configuration, {len(problems)} problems:\n{lines}", problems)
+
+
+class _Marks:
+    """Where each dotted key was set: the YAML file's line:column, or the override."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, str] = {}
+
+    def where(self, key: str) -> str:
+        k = key
+        while k:
+            if k in self.at:
+                return self.at[k]
+            k = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", k) if ("." in k or "[" in k) else ""
+        return ""
 
 
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
+
+_BAD = object()  # a value that failed its type check (reported; the default is used meanwhile)
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -290,62 +614,120 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
     return False, tp
 
 
-def _coerce(tp: Any, value: Any, key: str, where: str) -> Any:
-    optional, inner = _is_optional(tp)
+def _coerce(tp: Any, value: Any, key: str, marks: _Marks, out: list[Problem]) -> Any:
+    """``value`` as type ``tp`` (dataclasses built recursively), or ``_BAD`` after recording why."""
+
+    def bad(message: str) -> Any:
+        out.append(Problem(key, message, marks.where(key)))
+        return _BAD
+
+    optional, tp = _is_optional(tp)
     if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{where}{key}: null is not allowed here")
-    tp = inner
+        return None if optional else bad("null is not allowed here")
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}{key}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, key + ".", where)
+            return bad(f"expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key + ".", marks, out)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{where}{key}: expected a list, got {type(value).__name__}")
-        return [_coerce(item_tp, v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+            return bad(f"expected a list, got {type(value).__name__} {value!r}")
+        items = [_coerce(item_tp, v, f"{key}[{i}]", marks, out) for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in items) else items
     if origin is dict:
         k_tp, v_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}{key}: expected a mapping, got {type(value).__name__}")
-        return {_coerce(k_tp, k, key, where): _coerce(v_tp, v, f"{key}.{k}", where) for k, v in value.items()}
+            return bad(f"expected a mapping, got {type(value).__name__} {value!r}")
+        pairs = [(_coerce(k_tp, k, key, marks, out), _coerce(v_tp, v, f"{key}.{k}", marks, out))
+                 for k, v in value.items()]
+        return _BAD if any(_BAD in p for p in pairs) else dict(pairs)
     if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}{key}: expected true/false, got {value!r}")
-        return value
+        return value if isinstance(value, bool) else bad(f"expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}{key}: expected an integer, got {value!r}")
-        return value
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return value if ok else bad(f"expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}{key}: expected a number, got {value!r}")
-        return float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else bad(f"expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}{key}: expected a string, got {value!r}")
-        return value
+        return value if isinstance(value, str) else bad(f"expected a string, got {value!r}")
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "", where: str = "") -> Any:
+def _suggestion(name: str, prefix: str, names: Sequence[str]) -> str:
+    """`` (did you mean train.epochs?)`` from the section's keys, else a same-named key elsewhere;
+    '' when nothing is close."""
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f" (did you mean {prefix}{close[0]}?)"
+    elsewhere = [k for k in all_keys() if k.rsplit(".", 1)[-1] == name]
+    return f" (did you mean {' or '.join(elsewhere)}?)" if elsewhere else ""
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, marks: _Marks, out: list[Problem]) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"{where}unknown key(s) {', '.join(prefix + u for u in unknown)}; "
-            f"allowed under {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(hints[k], v, prefix + k, where) for k, v in data.items()}
+    names = [f.name for f in dataclasses.fields(cls)]
+    section_name = prefix.rstrip(".") or "the top level"
+    for u in sorted((str(k) for k in data if k not in names)):
+        hint = _suggestion(u, prefix, names) or f"; keys of {section_name}: {', '.join(names)}"
+        out.append(Problem(prefix + u, f"unknown key{hint}", marks.where(prefix + u)))
+    kwargs = {}
+    for k in names:
+        if k in data:
+            value = _coerce(hints[k], data[k], prefix + k, marks, out)
+            if value is not _BAD:
+                kwargs[k] = value
     return cls(**kwargs)
+
+
+def _rule_problems(obj: Any, prefix: str, bad_keys: set[str], marks: _Marks, out: list[Problem]) -> None:
+    """Check every field rule of the tree ``obj`` (keys in ``bad_keys`` already failed their type)."""
+    for f in dataclasses.fields(obj):
+        key = prefix + f.name
+        if key in bad_keys:
+            continue
+        value = getattr(obj, f.name)
+        rule: Rule | None = f.metadata.get("rule")
+        if dataclasses.is_dataclass(value):
+            _rule_problems(value, key + ".", bad_keys, marks, out)
+            continue
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                _rule_problems(item, f"{key}[{i}].", bad_keys, marks, out)
+            continue
+        if rule is not None:
+            for msg in rule.problems(value):
+                out.append(Problem(key, msg, marks.where(key), repr(value)))
+
+
+def check(cfg: Config, marks: _Marks | None = None, bad_keys: set[str] | None = None) -> list[Problem]:
+    """Every field-rule and cross-rule problem of ``cfg`` (empty: valid)."""
+    marks = marks or _Marks()
+    bad_keys = bad_keys or set()
+    out: list[Problem] = []
+    _rule_problems(cfg, "", bad_keys, marks, out)
+    failed = bad_keys | {p.key for p in out}
+    for rule in CROSS_RULES:
+        if failed & set(rule.keys):
+            continue
+        msg = rule.check(cfg)
+        if msg:
+            # where one of its keys was set, else where the nearest section of one was
+            where = next((marks.at[k] for k in rule.keys if k in marks.at), "") or next(
+                (w for w in map(marks.where, rule.keys) if w), "")
+            out.append(Problem(rule.keys[0], msg, where))
+    return out
+
+
+def validate(cfg: Config) -> Config:
+    """``cfg`` when every rule holds, else a :class:`ConfigError` listing every problem."""
+    _raise_if(check(cfg), None)
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -372,68 +754,79 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
 
 
-def validate(cfg: Config) -> Config:
-    """Cross-field checks that the types alone cannot express."""
-    d = cfg.data
-    if not 0.0 <= d.dev_fraction < 1.0 or not 0.0 <= d.test_fraction < 1.0:
-        raise ConfigError("data.dev_fraction and data.test_fraction must be in [0, 1)")
-    if d.dev_fraction + d.test_fraction >= 1.0:
-        raise ConfigError("data.dev_fraction + data.test_fraction must be < 1")
-    if not 0.0 < d.labeled_fraction <= 1.0:
-        raise ConfigError("data.labeled_fraction must be in (0, 1]")
-    if d.overlap_policy not in ("keep_longest", "keep_first", "error"):
-        raise ConfigError("data.overlap_policy must be keep_longest, keep_first or error")
-    if d.max_sentence_len < 8:
-        raise ConfigError("data.max_sentence_len must be >= 8")
-    if d.format != "demo" and not d.train:
-        raise ConfigError(f"data.train is required for data.format={d.format}")
-    if cfg.lexicon.folds < 0 or cfg.lexicon.min_length < 1 or cfg.lexicon.max_length < cfg.lexicon.min_length:
-        raise ConfigError("lexicon.folds must be >= 0 and 1 <= lexicon.min_length <= lexicon.max_length")
-    s = cfg.selftrain
-    if not 0.0 <= s.threshold <= 1.0:
-        raise ConfigError("selftrain.threshold must be in [0, 1]")
-    if s.selection not in ("sentence", "entity", "partial"):
-        raise ConfigError("selftrain.selection must be sentence, entity or partial")
-    if s.mode not in ("rederive", "accumulate"):
-        raise ConfigError("selftrain.mode must be rederive or accumulate")
-    if s.max_rounds < 0:
-        raise ConfigError("selftrain.max_rounds must be >= 0")
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError("train.epochs and train.batch_size must be >= 1")
-    if not cfg.train.lr > 0 or not 0.0 < cfg.train.lr_decay <= 1.0:
-        raise ConfigError("train.lr must be > 0 and train.lr_decay in (0, 1]")
-    if cfg.cluster.actors < 1 or cfg.cluster.num_workers < 1:
-        raise ConfigError("cluster.actors and cluster.num_workers must be >= 1")
-    return cfg
+def _yaml_error(path: str | os.PathLike, exc: yaml.YAMLError) -> ConfigError:
+    if isinstance(exc, yaml.MarkedYAMLError) and (exc.problem_mark or exc.context_mark):
+        mark = exc.problem_mark or exc.context_mark
+        context = ""
+        if exc.context and exc.context_mark is not None:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        return ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {exc.problem}{context}")
+    return ConfigError(f"{path}: invalid YAML: {exc}")
+
+
+def _record_marks(node: yaml.Node, prefix: str, path: str, marks: _Marks, out: list[Problem]) -> None:
+    """Record the line:column of every key under ``node``; duplicate keys are problems."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k_node, v_node in node.value:
+            key = prefix + str(k_node.value)
+            where = f"{path}:{k_node.start_mark.line + 1}:{k_node.start_mark.column + 1}"
+            if key in seen:
+                out.append(Problem(key, "duplicate key (the last one would win)", where))
+            seen.add(key)
+            marks.at[key] = where
+            _record_marks(v_node, key + ".", path, marks, out)
+    elif isinstance(node, yaml.SequenceNode):
+        base = prefix.rstrip(".")
+        for i, item in enumerate(node.value):
+            key = f"{base}[{i}]"
+            marks.at[key] = f"{path}:{item.start_mark.line + 1}:{item.start_mark.column + 1}"
+            _record_marks(item, key + ".", path, marks, out)
+
+
+def _read_yaml(path: str | os.PathLike, marks: _Marks, out: list[Problem]) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(path, exc) from None
+    if loaded is None:
+        raise ConfigError(f"{path}: the config file is empty; to run the embedded demo pass no --config")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}:1:1: the top level must be a mapping of keys (name, data, train, ...), "
+                          f"got a {type(loaded).__name__}")
+    _record_marks(node, "", str(path), marks, out)
+    return loaded
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the embedded default when ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
-    where = ""
-    if path is not None:
-        where = f"{path}: "
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = loaded
+    """Load a YAML config (or the embedded default when ``path`` is None), apply the overrides and
+    check everything; one :class:`ConfigError` lists every problem found."""
+    marks = _Marks()
+    problems: list[Problem] = []
+    data: dict[str, Any] = _read_yaml(path, marks, problems) if path is not None else {}
     for ov in overrides or []:
         key, value = parse_override(ov)
         _set_dotted(data, key, value)
-    cfg = _build(Config, data, "", where)
-    return validate(cfg)
+        for k in [k for k in marks.at if k == key or k.startswith(key + ".") or k.startswith(key + "[")]:
+            del marks.at[k]
+        marks.at[key] = f"override {ov.strip()}"
+    before = len(problems)
+    cfg = _build(Config, data, "", marks, problems)
+    bad_keys = {p.key for p in problems[before:]}
+    problems += check(cfg, marks, bad_keys)
+    _raise_if(problems, path)
+    return cfg
 
 
 def dump_config(cfg: Config) -> str:
@@ -451,3 +844,127 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The reference
+# ----------------------------------------------------------------------------------------------
+
+
+def _item_class(tp: Any) -> type | None:
+    """The dataclass of a ``list[SomeDataclass]`` field, else None."""
+    _, tp = _is_optional(tp)
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return item if dataclasses.is_dataclass(item) else None
+    return None
+
+
+def sections(cls: type = Config, prefix: str = "") -> list[tuple[str, type]]:
+    """``(dotted prefix, dataclass)`` of every section, depth first (list items as ``key[]``)."""
+    out = [(prefix, cls)]
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += sections(tp, f"{prefix}{f.name}.")
+        elif _item_class(tp) is not None:
+            out += sections(_item_class(tp), f"{prefix}{f.name}[].")
+    return out
+
+
+def keys_of(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """``(dotted key, field, type)`` of the leaf keys of one section (sub-sections left out)."""
+    hints = typing.get_type_hints(cls)
+    return [(prefix + f.name, f, hints[f.name]) for f in dataclasses.fields(cls)
+            if not dataclasses.is_dataclass(hints[f.name])]
+
+
+def all_keys() -> list[str]:
+    """Every dotted key of the tree (list items as ``key[].sub``)."""
+    return [k for prefix, cls in sections() for k, _, _ in keys_of(cls, prefix)]
+
+
+def _type_text(tp: Any) -> str:
+    optional, tp = _is_optional(tp)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        text = "list of mappings" if dataclasses.is_dataclass(item) else f"list of {_type_text(item)}"
+    elif origin is dict:
+        k, v = typing.get_args(tp)
+        text = f"mapping {_type_text(k)} -> {_type_text(v)}"
+    else:
+        text = getattr(tp, "__name__", str(tp))
+    return f"{text} or null" if optional else text
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def config_reference() -> str:
+    """``docs/config.md``: every key with its type, default, allowed values and meaning, and the
+    rules between keys, generated from the tree."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `cemr/config.py` by `python -m cemr.config --reference > docs/config.md`; "
+        "a test fails when this file is not current. Every problem of a config (unknown keys, "
+        "types, allowed values, ranges, the rules between keys below) is reported when it loads, "
+        "before any stage runs. Paths may use `${CEMR_DATA_DIR}` and `~`. Override any key with "
+        "`key=value` (YAML value), e.g. `train.epochs=3`.",
+        "",
+    ]
+    for prefix, cls in sections():
+        rows = keys_of(cls, prefix)
+        if not rows:
+            continue
+        title = f"`{prefix.rstrip('.')}`" if prefix else "Top level"
+        lines += [f"## {title}", "", (cls.__doc__ or "").strip().splitlines()[0].replace("``", "`"), "",
+                  "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+        for key, f, tp in rows:
+            rule: Rule = f.metadata["rule"]
+            item = _item_class(tp)
+            allowed = rule.allowed_text()
+            if typing.get_origin(_is_optional(tp)[1]) is list:
+                allowed = allowed.replace("not empty", "items not empty")
+            allowed = allowed or (f"see `{key}[]`" if item is not None else "any")
+            lines.append(f"| `{key}` | {_cell(_type_text(tp))} | `{_cell(_default_text(f))}` | "
+                         f"{_cell(allowed)} | {_cell(rule.help.replace('``', '`'))} |")
+        lines.append("")
+    lines += ["## Rules between keys", ""]
+    lines += [f"- {r.doc}" for r in CROSS_RULES]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cemr.config", description="cemr configuration tools")
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--reference", action="store_true", help="print docs/config.md")
+    group.add_argument("--check", metavar="YAML", help="load and check a config (overrides after it)")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    # the canonical module, not __main__: cemr.lexicon & co. import cemr.config
+    from cemr import config
+
+    if args.reference:
+        sys.stdout.write(config.config_reference())
+        return 0
+    try:
+        config.load_config(args.check, args.overrides)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.check}: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

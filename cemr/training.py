@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from cemr.config import TrainConfig
+from cemr.config import ConfigError, TrainConfig
 from cemr.corpus.document import Span
 from cemr.corpus.sentences import Sentence
 from cemr.metrics import evaluate
@@ -47,20 +47,27 @@ class TrainResult:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda``/``cuda:N`` must be available."""
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``; ``cuda``/``cuda:N`` only when torch
+    sees that device here. Anything else raises :class:`~cemr.config.ConfigError` naming the key
+    (``train.device``, or the ``--device`` flag) and the devices this machine has."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    what = f"train.device (or --device) {name!r}"
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{what}: unknown device; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        available = ", ".join(["cpu", *(f"cuda:{i}" for i in range(count))])
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+            raise ConfigError(f"{what}: torch {torch.__version__} ({build}) sees no CUDA device on this "
+                              f"machine; available: {available} (use auto or cpu)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{what}: this machine has {count} CUDA device(s); available: {available}")
     return device
 
 

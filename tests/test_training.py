@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cemr.config import TrainConfig
+from cemr.config import ConfigError, TrainConfig
 from cemr.tagger import build_tagger, make_collator
 from cemr.training import (
     length_batches,
@@ -116,11 +116,29 @@ def test_length_batches_cover_every_index_once_and_group_lengths():
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda")
-    with pytest.raises(ValueError, match="unknown device|unsupported device"):
+    with pytest.raises(ConfigError, match=r"train\.device \(or --device\) 'tpu': unknown device"):
         resolve_device("tpu")
+
+
+def test_cuda_asked_where_torch_sees_none_is_a_config_error_naming_the_key(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError) as err:
+            resolve_device(name)
+        message = str(err.value)
+        assert "train.device" in message and "--device" in message and repr(name) in message
+        assert "sees no CUDA device" in message and "available: cpu (" in message
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_a_cuda_index_out_of_range_lists_the_devices_there_are(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    expected = r"'cuda:2': this machine has 2 CUDA device\(s\); available: cpu, cuda:0, cuda:1"
+    with pytest.raises(ConfigError, match=expected):
+        resolve_device("cuda:2")
 
 
 def test_learning_rate_decays_per_epoch_and_continues_after_a_resume():
