@@ -84,9 +84,9 @@ def _code_choices(module: str, name: str, extra: str | None = None) -> Callable[
 
 
 def _labeled_formats() -> tuple[str, ...]:
-    from cemr.corpus.readers import FORMATS
+    from cemr.corpus.readers import INPUT_FORMATS
 
-    return ("demo", *(f for f in FORMATS if f != "text"))
+    return ("demo", *(f for f in INPUT_FORMATS if f != "text"))
 
 
 CONFIDENCE_METHODS = _code_choices("cemr.confidence", "METHODS", "ALIASES")
@@ -94,7 +94,7 @@ SELECTION_MODES = _code_choices("cemr.selftrain", "SELECTION_MODES")
 BOOKKEEPING_MODES = _code_choices("cemr.selftrain", "BOOKKEEPING_MODES")
 LEXICON_PRESETS = _code_choices("cemr.lexicon", "PRESETS")
 OVERLAP_POLICIES = _code_choices("cemr.corpus.validate", "POLICIES")
-CORPUS_FORMATS = _code_choices("cemr.corpus.readers", "FORMATS")
+CORPUS_FORMATS = _code_choices("cemr.corpus.readers", "INPUT_FORMATS")
 LEXICON_FORMATS = _code_choices("cemr.lexicon.sources", "FORMATS")
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 

@@ -14,9 +14,13 @@ Shards use :data:`cemr.corpus.shards.SENTENCE_SCHEMA`; an empty split is one sha
 Rules (all deterministic for the config; no randomness from the process):
 
 * **Labeled documents** come from ``data.train`` in ``data.format`` (``demo``: the built-in
-  corpus, :func:`cemr.demo.generate_demo`), validated by the same reader machinery (types,
-  overlap policy). A document id seen twice across the labeled inputs is rejected the second time
-  (reason ``duplicate_id``).
+  corpus, :func:`cemr.demo.generate_demo`; ``auto``: detected per input), validated by the same
+  reader machinery (types, overlap policy). A format that does not fit the data, or an input
+  without labels, stops the run (:func:`cemr.corpus.detect.resolve_format`). A document id seen
+  twice across the labeled inputs is rejected the second time (reason ``duplicate_id``). Once an
+  input is read, the rejection policy applies (:func:`cemr.corpus.policy.check_rejections`,
+  ``data.max_rejected`` / ``data.strict``): all records rejected, more than ``max_rejected`` of
+  them, or any with ``strict``, stops the run with the counts and the first rejections.
 * **Split** by patient record. ``data.dev`` / ``data.test`` paths, when given, are the dev / test
   sets. Otherwise dev (``dev_fraction``) and test (``test_fraction``) are carved from train:
   records are ranked by ``BLAKE2b(f"{split_seed}:split:{record}")`` and the first ``round(n *
@@ -64,8 +68,10 @@ from typing import Any
 
 from cemr.config import Config, ConfigError, DataConfig, UnlabeledSource, expand_path, to_dict
 from cemr.corpus.dedup import LEAKAGE, Deduper, normalize, text_digest
+from cemr.corpus.detect import AUTO, LABELED_FORMATS, resolve_format
 from cemr.corpus.document import Document, ReadReport
-from cemr.corpus.readers import FORMATS, read_documents, read_unlabeled
+from cemr.corpus.policy import check_rejections
+from cemr.corpus.readers import INPUT_FORMATS, read_documents, read_unlabeled
 from cemr.corpus.sentences import Sentence, SplitStats, split_document
 from cemr.corpus.shards import ShardWriter
 from cemr.corpus.validate import DUPLICATE_ID, RawSpan, RecordBuilder
@@ -206,9 +212,7 @@ def _entities(sentences: Iterable[Sentence]) -> dict[str, int]:
 
 
 def _reader_dict(report: ReadReport) -> dict[str, Any]:
-    d = report.to_dict()
-    d["issues"] = d["issues"][:MAX_ISSUES]
-    return d
+    return report.to_dict(max_issues=MAX_ISSUES)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,11 +252,13 @@ def _claim_ids(docs: Iterable[Document], seen: set[str], entry: dict[str, Any]) 
 
 def _read_labeled(role: str, fmt: str, path: str, d: DataConfig, seen: set[str]
                   ) -> tuple[list[Document], dict[str, Any]]:
+    fmt, how = resolve_format(fmt, path, labeled=True)
     report = ReadReport(max_issues=MAX_ISSUES)
     docs = read_documents(fmt, path, report=report, overlap_policy=d.overlap_policy,
                           types=set(d.types) if d.types else None)
-    entry: dict[str, Any] = {"role": role, "format": fmt, "path": path}
+    entry: dict[str, Any] = {"role": role, "format": fmt, "detected": how, "path": path}
     kept = _claim_ids(docs, seen, entry)
+    check_rejections(report, f"data.{role} {path}", d.max_rejected, d.strict)
     entry["reader"] = _reader_dict(report)
     return kept, entry
 
@@ -276,12 +282,12 @@ def _labeled_inputs(d: DataConfig, seen: set[str]) -> tuple[
                                  "demo": {"documents": d.demo_documents,
                                           "unlabeled": d.demo_unlabeled, "seed": d.demo_seed}}
         pool = _claim_ids(docs, seen, entry)
+        check_rejections(report, "data.train (demo)", d.max_rejected, d.strict)
         entry["reader"] = _reader_dict(report)
         return pool, None, None, [entry], demo
-    if d.format not in FORMATS or d.format == "text":
-        labeled = [f for f in FORMATS if f != "text"]
+    if d.format != AUTO and d.format not in LABELED_FORMATS:
         raise ConfigError(f"data.format={d.format!r} is not a labeled format "
-                          f"({', '.join(['demo', *labeled])})")
+                          f"({', '.join(['demo', AUTO, *LABELED_FORMATS])})")
     pool, entry = _read_labeled("train", d.format, expand_path(d.train), d, seen)
     inputs.append(entry)
     dev = test = None
@@ -304,12 +310,14 @@ def _unlabeled_stream(src: UnlabeledSource, report: ReadReport, d: DataConfig
     path = expand_path(src.path)
     if not path:
         raise ConfigError("data.unlabeled[].path is empty")
-    if src.format == "text":
+    if src.format not in INPUT_FORMATS:
+        raise ConfigError(f"data.unlabeled format {src.format!r} unknown "
+                          f"({', '.join(INPUT_FORMATS)})")
+    fmt, _ = resolve_format(src.format, path, labeled=False)
+    if fmt == "text":
         return read_unlabeled(path, column=src.column, per_line=src.per_line, limit=src.limit,
                               report=report)
-    if src.format not in FORMATS:
-        raise ConfigError(f"data.unlabeled format {src.format!r} unknown ({', '.join(FORMATS)})")
-    docs = read_documents(src.format, path, report=report, overlap_policy=d.overlap_policy)
+    docs = read_documents(fmt, path, report=report, overlap_policy=d.overlap_policy)
     return itertools.islice(docs, src.limit) if src.limit is not None else docs
 
 
@@ -409,17 +417,18 @@ class _LabeledSplit:
     test: list[Document]
 
 
-def _split_labeled(d: DataConfig, pool: list[Document], dev: list[Document] | None,
+def _split_labeled(d: DataConfig, fmt: str, pool: list[Document], dev: list[Document] | None,
                    test: list[Document] | None, documents: int) -> _LabeledSplit:
+    """The split of the labeled documents read in format ``fmt`` (it decides the records)."""
     try:
         split = assign_splits([x.id for x in pool], 0.0 if dev is not None else d.dev_fraction,
-                              0.0 if test is not None else d.test_fraction, d.split_seed, record_key(d.format))
+                              0.0 if test is not None else d.test_fraction, d.split_seed, record_key(fmt))
     except ValueError as exc:
         raise ConfigError(f"data split: {exc}") from None
     train_all = [x for x in pool if split[x.id] == "train"]
     if not train_all:
         raise ConfigError("no labeled training document (check data.train and its report)")
-    labeled, _ = choose_labeled([x.id for x in train_all], d.labeled_fraction, d.split_seed, record_key(d.format))
+    labeled, _ = choose_labeled([x.id for x in train_all], d.labeled_fraction, d.split_seed, record_key(fmt))
     return _LabeledSplit(
         documents=documents,
         train_all=train_all,
@@ -512,7 +521,8 @@ def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float = 0.9,
     pool_docs, dev_docs, test_docs, inputs, demo = _labeled_inputs(d, set())
     report.inputs.extend(inputs)
     streams = _open_unlabeled(d, demo)
-    ls = _split_labeled(d, pool_docs, dev_docs, test_docs, sum(e["used"] for e in inputs))
+    ls = _split_labeled(d, inputs[0]["format"], pool_docs, dev_docs, test_docs,
+                        sum(e["used"] for e in inputs))
 
     # 2. the gold splits
     gold_sentences: list[Sentence] = []

@@ -84,7 +84,7 @@ BAD = [
     (["selftrain.mode=accumulated"], r"selftrain\.mode = 'accumulated': not a bookkeeping mode"),
     (["lexicon.preset=yidoo"], r"lexicon\.preset = 'yidoo': not a lexicon preset.*did you mean yidu"),
     (["lexicon.sources=[{path: a.txt, format: tsv}]"], r"lexicon\.sources\[0\]\.format = 'tsv'"),
-    (["data.format=conll", "data.train=x"], r"data\.format = 'conll': not a labeled format \(one of demo, ccks2017"),
+    (["data.format=conll", "data.train=x"], r"data\.format = 'conll': not a labeled format \(one of demo, auto, ccks2017"),
     (["data.unlabeled=[{path: u.txt, format: txt}]"], r"data\.unlabeled\[0\]\.format = 'txt'.*did you mean text"),
     (["data.unlabeled=[{path: ''}]"], r"data\.unlabeled\[0\]\.path = '': must not be empty"),
     (["data.overlap_policy=longest"], r"data\.overlap_policy = 'longest': not an overlap policy"),

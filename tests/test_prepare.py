@@ -211,6 +211,7 @@ def tiny(tmp_path):
         f"data.dev={tmp_path / 'dev.jsonl'}",
         f"data.unlabeled=[{{path: {tmp_path / 'unlabeled.txt'}}}, "
         f"{{path: {tmp_path / 'more.jsonl'}, column: content}}]",
+        "data.max_rejected=0.2",  # 2 of the 14 train records are rejected on purpose
     ]
     return tmp_path, cfg, dev_sentence
 
@@ -303,3 +304,33 @@ def test_real_ccks2017_with_its_unlabeled_sections(tmp_path):
     removed = report["dedup"]["documents_removed"]
     assert removed.get("exact", 0) + removed.get("near", 0) > 0
     assert removed.get("train_duplicate", 0) + removed.get("leakage", 0) > 0
+
+
+def test_rejection_policy_stops_a_run_before_writing(tiny, tmp_path):
+    root, cfg, _ = tiny
+    default = [c for c in cfg if not c.startswith("data.max_rejected")]
+    with pytest.raises(CorpusError, match=r"data\.train .*train\.jsonl: 2 of 14 records rejected "
+                                          r"\(14\.29%\), more than data\.max_rejected=0\.01"):
+        prepare(load_config(None, default), tmp_path / "a")
+    assert not (tmp_path / "a" / "train").exists()
+    with pytest.raises(CorpusError, match=r"data\.strict is set"):
+        prepare(load_config(None, [*cfg, "data.strict=true"]), tmp_path / "b")
+    (root / "dev.jsonl").write_text('{"id": "x", "text": "无", "entities": [], "spans": []}\n',
+                                    encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"(?s)data\.dev .*nothing could be read: 1 of 1 records.*"
+                                          r"unknown key\(s\) 'spans'"):
+        prepare(load_config(None, [*cfg, "data.max_rejected=1"]), tmp_path / "c")
+
+
+def test_labeled_format_must_fit_and_auto_detects(tiny, tmp_path):
+    root, cfg, _ = tiny
+    with pytest.raises(CorpusError, match="format yidu does not fit: it looks like jsonl"):
+        prepare(load_config(None, [*cfg, "data.format=yidu"]), tmp_path / "a")
+    with pytest.raises(CorpusError, match="no labels found"):
+        prepare(load_config(None, [*cfg, f"data.dev={root / 'unlabeled.txt'}"]), tmp_path / "b")
+    auto = load_config(None, cfg)
+    auto.data.format = "auto"  # set past the config's validation, which may not list auto yet
+    report = prepare(auto, tmp_path / "c").to_dict()
+    train_in = report["inputs"][0]
+    assert train_in["format"] == "jsonl" and train_in["detected"].startswith("detected jsonl")
+    assert train_in["reader"]["kept"] == 12

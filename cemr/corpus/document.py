@@ -83,6 +83,19 @@ class Issue:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "line": self.line, "problem": self.problem, "action": self.action}
 
+    def line_text(self) -> str:
+        """``"file:line: problem (action)"``."""
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.problem} ({self.action})"
+
+
+def capped(lines: list[str], total: int, limit: int) -> list[str]:
+    """The first ``limit`` of ``lines`` and, when ``total`` is more, ``"... and N more"``."""
+    shown = lines[:max(limit, 0)]
+    if total > len(shown):
+        shown.append(f"... and {total - len(shown)} more")
+    return shown
+
 
 @dataclass
 class ReadReport:
@@ -90,6 +103,7 @@ class ReadReport:
 
     ``read == kept + rejected`` always holds; ``repaired`` counts kept records that were changed
     (a span dropped by the overlap policy, say) and ``spans_dropped`` the spans removed that way.
+    ``issues`` keeps the first ``max_issues`` issues; ``noted`` counts them all.
     """
 
     read: int = 0
@@ -103,13 +117,31 @@ class ReadReport:
     issues: list[Issue] = field(default_factory=list)
     encodings: Counter = field(default_factory=Counter)
     max_issues: int = 1000
+    noted: int = 0
 
     def note(self, path: str, line: int | None, problem: str, action: str, reason: str) -> None:
         self.reasons[reason] += 1
+        self.noted += 1
         if len(self.issues) < self.max_issues:
             self.issues.append(Issue(str(path), line, problem, action))
 
-    def to_dict(self) -> dict[str, Any]:
+    def issue_lines(self, limit: int, action: str | None = None) -> list[str]:
+        """The first ``limit`` issues (only those with ``action`` when given) as
+        ``"file:line: problem (action)"``, then ``"... and N more"`` when there are more
+        (counting those beyond ``max_issues`` too)."""
+        chosen = [i for i in self.issues if action is None or i.action == action]
+        if action is None:
+            total = self.noted
+        elif action == "rejected":
+            total = self.rejected
+        else:
+            total = len(chosen)
+        return capped([i.line_text() for i in chosen[:limit]], max(total, len(chosen)), limit)
+
+    def to_dict(self, max_issues: int | None = None) -> dict[str, Any]:
+        """The accounting as JSON-ready values; ``issues`` holds the first ``max_issues`` (all
+        kept ones when None) and ``issues_left_out`` how many more there were."""
+        shown = self.issues if max_issues is None else self.issues[:max_issues]
         return {
             "read": self.read,
             "kept": self.kept,
@@ -120,5 +152,6 @@ class ReadReport:
             "spans_dropped": self.spans_dropped,
             "reasons": dict(sorted(self.reasons.items())),
             "encodings": dict(sorted(self.encodings.items())),
-            "issues": [i.to_dict() for i in self.issues],
+            "issues": [i.to_dict() for i in shown],
+            "issues_left_out": max(self.noted, len(self.issues)) - len(shown),
         }

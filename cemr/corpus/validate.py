@@ -16,8 +16,9 @@ Policies:
   ties: the earlier start, then the earlier annotation), ``keep_first`` (text order: the earlier
   start wins, ties: the longer span, then the earlier annotation), both counted as repaired; or
   ``error``: the record is rejected (``CorpusError`` when strict);
-* record-level problems (empty text, malformed JSON, a missing field, an undecodable line)
-  reject the record.
+* record-level problems (empty text, malformed JSON, a missing field, unknown keys, an
+  undecodable line) reject the record; a binary file, or a JSON array given where JSON lines are
+  expected, is one rejected record.
 
 ``strict=True`` raises ``CorpusError`` (file, line, problem) at the first problem instead of
 recording it. Overlaps resolved by ``keep_longest``/``keep_first`` are the chosen policy rather
@@ -40,6 +41,9 @@ BAD_JSON = "bad_json"
 BAD_RECORD = "bad_record"
 MISSING_FIELD = "missing_field"
 DECODE_ERROR = "decode_error"
+BINARY = "binary"
+JSON_ARRAY = "json_array"
+UNKNOWN_KEYS = "unknown_keys"
 MISSING_FILE = "missing_file"
 DUPLICATE_ID = "duplicate_id"
 BAD_LINE = "bad_line"
@@ -313,3 +317,8 @@ class RecordBuilder:
         self.done = True
         self.report.rejected += 1
         self.report.spans_dropped += n_left
+
+
+# The rejection policy of a whole source lives in cemr.corpus.policy; it is importable from here
+# too, beside the record-level checks.
+from .policy import check_rejections, rejection_problem  # noqa: E402

@@ -76,9 +76,9 @@ def test_parse_t_line_errors():
 def test_not_a_directory(tmp_path):
     f = tmp_path / "x.txt"
     f.write_text("x", encoding="utf-8")
-    with pytest.raises(CorpusError, match="expects a directory"):
+    with pytest.raises(CorpusError, match="format brat does not fit: it looks like text"):
         list(read_documents("brat", f))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CorpusError, match="no BRAT files"):
+    with pytest.raises(CorpusError, match="empty directory"):
         list(read_documents("brat", empty))

@@ -104,7 +104,9 @@ def test_types_filter_and_bom_and_gb18030(tmp_path):
 
 def test_undecodable_text_is_rejected(tmp_path):
     write_doc(tmp_path / "s", "s-1", "患者", [])
-    (tmp_path / "s" / "s-1.txtoriginal.txt").write_bytes(b"\xff\xfe\x00bad")
+    # mostly UTF-8, then bytes that decode in no supported encoding (b"\xff\xfe" first would be
+    # a UTF-16 BOM, read as UTF-16 since UTF-16 files are supported)
+    (tmp_path / "s" / "s-1.txtoriginal.txt").write_bytes(("患者" * 20).encode() + b"\xff\xfe")
     report = ReadReport()
     assert list(read_documents("ccks2017", tmp_path, report=report)) == []
     assert report.reasons == {"decode_error": 1} and report.rejected == 1
@@ -113,7 +115,7 @@ def test_undecodable_text_is_rejected(tmp_path):
 def test_bad_paths(tmp_path):
     with pytest.raises(CorpusError, match="no such file"):
         read_documents("ccks2017", tmp_path / "nope")
-    with pytest.raises(CorpusError, match="no CCKS2017 files"):
+    with pytest.raises(CorpusError, match="empty directory"):
         list(read_documents("ccks2017", tmp_path))
     with pytest.raises(ValueError, match="unknown corpus format"):
         read_documents("conll", tmp_path)
@@ -133,3 +135,13 @@ def test_shared_training_set_is_streamed_and_matches_the_dataset_dir():
     assert first.id == "一般项目-1" and first.meta["section"] == "一般项目"
     for span in first.spans:
         assert first.mention(span)
+
+
+def test_binary_text_file_is_rejected_as_binary(tmp_path):
+    write_doc(tmp_path / "s", "s-1", "患者", [])
+    write_doc(tmp_path / "s", "s-2", "头痛", [])
+    (tmp_path / "s" / "s-2.txtoriginal.txt").write_bytes(bytes(range(256)) * 32)
+    report = ReadReport()
+    assert [d.id for d in read_documents("ccks2017", tmp_path, report=report)] == ["s-1"]
+    assert report.reasons == {"binary": 1}
+    assert report.issues[0].problem.startswith("binary content (a NUL byte at offset 0)")

@@ -121,9 +121,11 @@ def test_gb18030_and_bom_and_undecodable_lines(tmp_path):
     assert report.reasons == {"decode_error": 1}
     assert report.issues[0].path.endswith("mixed.txt") and report.issues[0].line == 2
     (tmp_path / "bin.txt").write_bytes(b"\x80\x81\xff\xff\x00")
-    report = ReadReport()
-    assert list(read_unlabeled(tmp_path / "bin.txt", report=report)) == []
-    assert report.reasons == {"decode_error": 1} and report.rejected == 1
+    with pytest.raises(CorpusError, match="bin.txt: binary content"):  # the whole input
+        read_unlabeled(tmp_path / "bin.txt")
+    report = ReadReport()  # one file of a directory: that record is rejected
+    assert len(list(read_unlabeled(tmp_path, report=report))) == 4
+    assert report.reasons == {"decode_error": 1, "binary": 1}
 
 
 def test_read_documents_text_dispatch(tmp_path):

@@ -102,3 +102,25 @@ def test_shared_training_totals():
     assert stats["rejected"] == 0 and stats["errors"] == []
     first = next(read_documents("yidu", shared("yidu_s4k")))
     assert first.id == "subtask1_training_part1:1" and not first.text.startswith("\ufeff")
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_hand_made_bad_yidu_file():
+    report = ReadReport()
+    docs = list(read_documents("yidu", DATA / "yidu_bad.txt", report=report))
+    assert [d.id for d in docs] == ["yidu_bad:1", "yidu_bad:5"] and docs[1].spans == []
+    assert report.reasons == {"unknown_keys": 2, "bad_json": 1, "bad_offsets": 1}
+    labels = next(i for i in report.issues if i.line == 3)
+    assert labels.problem == ("unknown key(s) 'labels' in a Yidu-S4K record "
+                              "(expected keys: entities, originalText)")
+
+
+def test_a_json_array_of_yidu_records_is_named_as_such():
+    report = ReadReport()
+    with pytest.raises(CorpusError, match="format yidu does not fit: it looks like text "
+                                          r"\(one JSON array"):
+        read_documents("yidu", DATA / "yidu_array.json")
+    texts = [d.text for d in read_documents("text", DATA / "yidu_array.json", report=report)]
+    assert texts == ["患者头痛", "无殊"]  # as text: the records' originalText

@@ -8,9 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ..document import CorpusError, ReadReport
-from ..encoding import EncodingError, detect_encoding, iter_lines, read_text
-from ..validate import (BAD_JSON, BAD_RECORD, DECODE_ERROR, DUPLICATE_ID, EMPTY, IGNORED,
-                        IGNORED_FILE, RecordBuilder)
+from ..encoding import (BinaryFileError, EncodingError, file_encoding, head_lines, iter_lines,
+                        read_text)
+from ..validate import (BAD_JSON, BAD_RECORD, BINARY, DECODE_ERROR, DUPLICATE_ID, EMPTY,
+                        IGNORED, IGNORED_FILE, JSON_ARRAY, UNKNOWN_KEYS, RecordBuilder)
+
+JSON_ARRAY_PROBLEM = (
+    "the file is one JSON array, not JSON lines (one JSON object per line); convert it, e.g. "
+    "python -c \"import json,sys; [print(json.dumps(r, ensure_ascii=False)) for r in "
+    "json.load(sys.stdin)]\" < IN > OUT.jsonl")
 
 
 def require_path(path: str | Path) -> Path:
@@ -70,6 +76,53 @@ def note_encoding(report: ReadReport, encoding: str) -> None:
     report.encodings[encoding] += 1
 
 
+def text_encoding(file: Path, report: ReadReport,
+                  reject: Callable[[str, str], None]) -> str | None:
+    """The encoding of ``file`` (counted in the report), or None after calling
+    ``reject(problem, reason)``: reason ``binary`` for binary content, ``decode_error`` for text
+    in none of the supported encodings."""
+    try:
+        encoding = file_encoding(file)
+    except BinaryFileError as exc:
+        reject(f"{exc}: not a text file", BINARY)
+        return None
+    except EncodingError as exc:
+        reject(str(exc), DECODE_ERROR)
+        return None
+    note_encoding(report, encoding)
+    return encoding
+
+
+def starts_json_array(file: Path) -> bool:
+    """True when the first non-blank line of the text file ``file`` starts with ``[``."""
+    try:
+        _, lines, _ = head_lines(file, limit=1, max_bytes=1 << 16)
+    except EncodingError:
+        return False
+    return bool(lines) and lines[0].lstrip().startswith("[")
+
+
+def unknown_keys_problem(record: dict[str, Any], known: frozenset[str], what: str) -> str | None:
+    """Why ``record`` has keys its format does not define (naming them and the expected ones),
+    or None. Such a record is rejected, never read with its unknown parts ignored: ``"spans"``
+    instead of ``"entities"`` would otherwise be a document without entities."""
+    unknown = sorted(set(record) - known)
+    if not unknown:
+        return None
+    return (f"unknown key(s) {', '.join(map(repr, unknown))} in a {what} record "
+            f"(expected keys: {', '.join(sorted(known))})")
+
+
+def reject_unknown_keys(record: dict[str, Any], known: frozenset[str], what: str,
+                        builder: RecordBuilder) -> bool:
+    """Reject the record (reason ``unknown_keys``) when it has unknown keys; True if rejected."""
+    problem = unknown_keys_problem(record, known, what)
+    if problem is None:
+        return False
+    builder.reject(problem, UNKNOWN_KEYS)
+    return True
+
+
 def iter_json_records(file: Path, report: ReadReport, *, strict: bool, overlap_policy: str,
                       types: set[str] | None,
                       ) -> Iterator[tuple[int, RecordBuilder, dict[str, Any]]]:
@@ -77,8 +130,8 @@ def iter_json_records(file: Path, report: ReadReport, *, strict: bool, overlap_p
 
     Every line is one record (the builder has already counted it as read). Lines that are blank
     (reason ``empty``), do not decode, do not parse or are not JSON objects are rejected here
-    (with file:line and the JSON error) and not yielded. An empty file, or one in no supported
-    encoding, is one rejected record.
+    (with file:line and the JSON error) and not yielded. An empty file, a binary one, one in no
+    supported encoding, or one holding a JSON array (not JSON lines) is one rejected record.
     """
     def builder_at(line: int | None) -> RecordBuilder:
         return RecordBuilder(report, path=str(file), line=line, strict=strict,
@@ -87,11 +140,13 @@ def iter_json_records(file: Path, report: ReadReport, *, strict: bool, overlap_p
     if file.stat().st_size == 0:
         builder_at(None).reject("empty file", EMPTY)
         return
-    encoding = detect_encoding(file)
+    encoding = text_encoding(file, report,
+                             lambda problem, reason: builder_at(None).reject(problem, reason))
     if encoding is None:
-        builder_at(None).reject("not UTF-8 (with or without BOM) nor GB18030", DECODE_ERROR)
         return
-    note_encoding(report, encoding)
+    if starts_json_array(file):
+        builder_at(None).reject(JSON_ARRAY_PROBLEM, JSON_ARRAY)
+        return
     for number, text, raw in iter_lines(file, encoding):
         builder = builder_at(number)
         if text is None:
@@ -113,13 +168,9 @@ def iter_json_records(file: Path, report: ReadReport, *, strict: bool, overlap_p
 
 def annotation_encoding(ann: Path, builder: RecordBuilder, report: ReadReport) -> str | None:
     """The encoding of an annotation file, noted in the report; None after rejecting the record."""
-    encoding = detect_encoding(ann)
-    if encoding is None:
-        builder.reject(f"annotation file {ann} is not UTF-8 (with or without BOM) nor GB18030",
-                       DECODE_ERROR)
-        return None
-    note_encoding(report, encoding)
-    return encoding
+    return text_encoding(ann, report,
+                         lambda problem, reason: builder.reject(f"annotation file {ann}: {problem}",
+                                                                reason))
 
 
 def annotation_lines(ann: Path, encoding: str, builder: RecordBuilder) -> Iterator[tuple[int, str]]:
@@ -138,6 +189,9 @@ def read_whole_text(file: Path, report: ReadReport, builder: RecordBuilder) -> s
     """The text of a one-document file, or None after rejecting the record (decode error)."""
     try:
         text, encoding = read_text(file)
+    except BinaryFileError as exc:
+        builder.reject(f"{exc}: not a text file", BINARY)
+        return None
     except EncodingError as exc:
         builder.reject(str(exc), DECODE_ERROR)
         return None
@@ -168,4 +222,6 @@ def int_field(value: Any) -> int | None:
 
 
 __all__ = ["require_path", "walk_files", "relpath", "select_files", "iter_json_records",
-           "read_whole_text", "IdRegistry", "int_field", "note_encoding"]
+           "read_whole_text", "IdRegistry", "int_field", "note_encoding", "text_encoding",
+           "starts_json_array", "unknown_keys_problem", "reject_unknown_keys",
+           "JSON_ARRAY_PROBLEM"]

@@ -5,6 +5,12 @@ One record per line: ``{"id": "...", "text": "...", "entities": [{"start": s, "e
 and checked against ``text[start:end]`` when present; ``entities`` and ``meta`` are optional.
 A missing ``id`` becomes ``<filename-stem>:<line>``; a repeated id is rejected. ``path`` is one
 file or a directory of ``*.jsonl`` files (recursive, sorted).
+
+A record with keys other than ``id``, ``text``, ``entities`` and ``meta`` is rejected (reason
+``unknown_keys``, naming them and the expected ones): ``"spans"`` instead of ``"entities"`` must not
+become a document without entities (put extra data under ``meta``). Entity objects may carry more
+keys (``confidence`` in ``cemr predict`` output, say); those are ignored. A file holding one JSON
+array instead of JSON lines is one rejected record (reason ``json_array``).
 """
 from __future__ import annotations
 
@@ -13,9 +19,12 @@ from pathlib import Path
 
 from ..document import Document, ReadReport
 from ..validate import BAD_ENTITY, BAD_RECORD, MISSING_FIELD, RawSpan, RecordBuilder
-from ._common import IdRegistry, int_field, iter_json_records, require_path, select_files
+from ._common import (IdRegistry, int_field, iter_json_records, reject_unknown_keys, require_path,
+                      select_files)
 
 SUFFIXES = (".jsonl",)
+RECORD_KEYS = frozenset({"id", "text", "entities", "meta"})
+ENTITY_KEYS = frozenset({"start", "end", "type"})
 
 
 def parse_entity(entity: object) -> tuple[int, int, str, str | None]:
@@ -57,6 +66,8 @@ def read(path: str | Path, *, report: ReadReport, overlap_policy: str = "keep_lo
 
 def _build(record: dict, file: Path, number: int, builder: RecordBuilder,
            ids: IdRegistry) -> Document | None:
+    if reject_unknown_keys(record, RECORD_KEYS, "JSON-lines", builder):
+        return None
     text = record.get("text")
     if not isinstance(text, str):
         builder.reject(f"missing or non-string 'text' (keys: {', '.join(sorted(record))})",

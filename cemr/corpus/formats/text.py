@@ -3,7 +3,12 @@
 ``path`` is one file or a directory (recursive, sorted by relative path, so the order and the ids
 are deterministic). By file name:
 
-* ``.txt`` or no extension: one document per line (``per_line=True``) or per file;
+* ``.txt`` or no extension: one document per line (``per_line=True``) or per file. The content
+  decides when it is not plain text (``content_kind``): a first non-blank line starting with
+  ``{`` means JSON lines and one starting with ``[`` a JSON array (read as ``.jsonl`` / ``.json``
+  below, so a Yidu-S4K ``.txt`` file gives its ``originalText``, never JSON syntax); with
+  ``column`` given, the file is a table (TSV when its first line holds a tab, else CSV), since a
+  column only exists in one;
 * ``.jsonl``: one record per line, the text in field ``column`` (default: ``text``, else
   ``originalText``);
 * ``.json``: a JSON array of such records, or JSON lines when the file does not start with ``[``;
@@ -15,8 +20,9 @@ are deterministic). By file name:
 A file given directly with another extension is read as plain text; under a directory such files
 are noted (reason ``ignored_file``). Texts are stripped of surrounding whitespace. Every line or
 record is one read record: empty ones are rejected with reason ``empty``, an empty file is one
-rejected record; undecodable lines are rejected with ``decode_error``. The encoding of each file is
-detected (UTF-8, UTF-8 with BOM, GB18030) and counted in ``report.encodings``.
+rejected record; undecodable lines are rejected with ``decode_error``, a binary file is one record
+rejected with ``binary``. The encoding of each file is detected (UTF-8, UTF-8 with BOM, UTF-16
+with BOM, GB18030) and counted in ``report.encodings``.
 
 Document ids: ``<relpath>:<line>`` (``<relpath>:<record>`` for a JSON array; ``<relpath>`` for a
 whole file), with ``relpath`` relative to the directory given (the file name for a file).
@@ -29,10 +35,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..document import CorpusError, Document, ReadReport
-from ..encoding import EncodingError, detect_encoding, iter_lines, read_text
-from ..validate import (BAD_JSON, BAD_RECORD, DECODE_ERROR, EMPTY, MISSING_FIELD,
+from ..encoding import BinaryFileError, EncodingError, head_lines, iter_lines, read_text
+from ..validate import (BAD_JSON, BAD_RECORD, BINARY, DECODE_ERROR, EMPTY, MISSING_FIELD,
                         RecordBuilder)
-from ._common import iter_json_records, note_encoding, relpath, require_path, select_files
+from ._common import (iter_json_records, note_encoding, relpath, require_path, select_files,
+                      starts_json_array, text_encoding)
 
 LINE_SUFFIXES = (".txt", "")
 DEFAULT_FIELDS = ("text", "originalText")
@@ -44,6 +51,25 @@ def file_kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".csv", ".tsv"):
         return suffix[1:]
+    return "lines"
+
+
+def content_kind(path: Path, column: str | None = None) -> str:
+    """The kind of a ``lines`` file (``.txt`` or extensionless) by its content: ``jsonl`` (first
+    non-blank line starts with ``{``), ``json`` (with ``[``), ``tsv`` / ``csv`` (``column``
+    given: tab in the first line or not), else ``lines``. Only the file's beginning is read; a
+    file that cannot be decoded is ``lines`` (its reader then reports why)."""
+    try:
+        _, lines, _ = head_lines(path, limit=1, max_bytes=1 << 16)
+    except EncodingError:
+        return "lines"
+    first = lines[0].lstrip() if lines else ""
+    if first.startswith("{"):
+        return "jsonl"
+    if first.startswith("["):
+        return "json"
+    if column is not None:
+        return "tsv" if "\t" in first else "csv"
     return "lines"
 
 
@@ -64,6 +90,8 @@ def read(path: str | Path, *, column: str | None = None, per_line: bool = True,
     for file, base in select_files(root, _accept, report, "text (.txt/.jsonl/.json/.csv/.tsv)"):
         rel = relpath(file, base)
         kind = file_kind(file)
+        if kind == "lines":
+            kind = content_kind(file, column)
         if kind == "lines":
             docs = _read_lines(file, rel, per_line, report, strict)
         elif kind in ("jsonl", "json"):
@@ -92,13 +120,8 @@ def _finish(builder: RecordBuilder, doc_id: str, text: str, source: str,
 
 def _file_encoding(file: Path, report: ReadReport, strict: bool) -> str | None:
     """The file's encoding (counted), or None after rejecting the file as one record."""
-    encoding = detect_encoding(file)
-    if encoding is None:
-        _builder(report, file, None, strict).reject(
-            "not UTF-8 (with or without BOM) nor GB18030", DECODE_ERROR)
-        return None
-    note_encoding(report, encoding)
-    return encoding
+    return text_encoding(file, report, lambda problem, reason: _builder(
+        report, file, None, strict).reject(problem, reason))
 
 
 def _read_lines(file: Path, rel: str, per_line: bool, report: ReadReport,
@@ -107,6 +130,9 @@ def _read_lines(file: Path, rel: str, per_line: bool, report: ReadReport,
         builder = _builder(report, file, None, strict)
         try:
             text, encoding = read_text(file)
+        except BinaryFileError as exc:
+            builder.reject(f"{exc}: not a text file", BINARY)
+            return
         except EncodingError as exc:
             builder.reject(str(exc), DECODE_ERROR)
             return
@@ -143,7 +169,7 @@ def _field(record: dict, column: str | None) -> tuple[str | None, str]:
 
 def _read_json(file: Path, rel: str, column: str | None, report: ReadReport,
                strict: bool) -> Iterator[Document]:
-    if file.suffix.lower() == ".json" and _starts_with_bracket(file):
+    if file.suffix.lower() != ".jsonl" and starts_json_array(file):
         yield from _read_json_array(file, rel, column, report, strict)
         return
     for number, builder, record in iter_json_records(file, report, strict=strict,
@@ -158,17 +184,14 @@ def _read_json(file: Path, rel: str, column: str | None, report: ReadReport,
             yield doc
 
 
-def _starts_with_bracket(file: Path) -> bool:
-    with open(file, "rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"[")
-
-
 def _read_json_array(file: Path, rel: str, column: str | None, report: ReadReport,
                      strict: bool) -> Iterator[Document]:
     """A ``.json`` file holding one array of records (parsed whole: such files are small)."""
     try:
         text, encoding = read_text(file)
+    except BinaryFileError as exc:
+        _builder(report, file, None, strict).reject(f"{exc}: not a text file", BINARY)
+        return
     except EncodingError as exc:
         _builder(report, file, None, strict).reject(str(exc), DECODE_ERROR)
         return

@@ -6,6 +6,11 @@ overlaps are found from the offsets). The first training file starts with a UTF-
 is one file or a directory of ``*.txt`` / ``*.jsonl`` files (recursive, sorted). Document id:
 ``<filename-stem>:<line>``.
 
+A record with other keys than ``originalText`` and ``entities`` is rejected (reason
+``unknown_keys``, naming them), never read as if the unknown part were absent; keys of the entity
+objects other than ``label_type``, ``start_pos``, ``end_pos`` (such as ``overlap``) are ignored. A
+file holding one JSON array instead of JSON lines is one rejected record (reason ``json_array``).
+
 The shared training part is clean: 1,000 records, 17,653 entities, no overlap, duplicate or offset
 out of range, so every entity is kept.
 """
@@ -16,9 +21,12 @@ from pathlib import Path
 
 from ..document import Document, ReadReport
 from ..validate import BAD_ENTITY, BAD_RECORD, MISSING_FIELD, RawSpan
-from ._common import IdRegistry, int_field, iter_json_records, require_path, select_files
+from ._common import (IdRegistry, int_field, iter_json_records, reject_unknown_keys, require_path,
+                      select_files)
 
 SUFFIXES = (".txt", ".jsonl")
+RECORD_KEYS = frozenset({"originalText", "entities"})
+ENTITY_KEYS = frozenset({"label_type", "start_pos", "end_pos"})
 
 
 def parse_entity(entity: object) -> tuple[int, int, str]:
@@ -43,6 +51,8 @@ def read(path: str | Path, *, report: ReadReport, overlap_policy: str = "keep_lo
     for file, _ in select_files(root, lambda f: f.suffix in SUFFIXES, report, "Yidu-S4K"):
         for number, builder, record in iter_json_records(
                 file, report, strict=strict, overlap_policy=overlap_policy, types=types):
+            if reject_unknown_keys(record, RECORD_KEYS, "Yidu-S4K", builder):
+                continue
             text = record.get("originalText")
             if not isinstance(text, str):
                 builder.reject(f"missing or non-string 'originalText' (keys: "
