@@ -14,6 +14,11 @@ Pipeline (streaming end to end, the corpus never gathered on the driver)::
 Input rows are counted from the Parquet footers; the statuses must add up to that count and
 ``out_dir/kept`` must hold exactly the kept sentences, else :class:`PseudoLabelError`.
 
+Actors ask for ``cluster.actor_num_gpus`` as configured (:func:`cluster.runtime.actor_resources`
+waits ``cluster.gpu_wait_s`` for them, then fails or, with ``cluster.cpu_fallback``, labels on
+the CPU and says so in ``PseudoLabelResult.cpu_fallback``); each actor loads its predictor on the
+CUDA device Ray assigned it (:func:`cluster.runtime.assigned_device`).
+
 Only the sentence columns are read: hidden gold spans of the low-resource protocol, if the shards
 carry them, never reach the actors. Each actor loads the predictor once (``__init__``) and labels
 batches (``__call__``). Every input row comes out exactly once with ``status``:
@@ -22,7 +27,12 @@ batches (``__call__``). Every input row comes out exactly once with ``status``:
 - ``below_threshold``: predicted but not confident enough (``spans`` empty);
 - ``failed``: the predictor raised on it or returned something invalid; ``reason`` says what.
 
-A batch on which the predictor raises is retried row by row, so one bad sentence fails alone.
+A batch on which the predictor raises is logged once (error type and message, the batch's first
+row ``doc_id/sent_id``) and retried row by row, so one bad sentence fails alone. The failed rows
+are counted by error type (``PseudoLabelResult.failures``); when more than
+``cluster.max_failed_fraction`` of the input failed, :class:`PseudoLabelFailed` (with the counts
+and the first errors) stops the round after ``out_dir/all`` is written, instead of a round
+trained on what little was labeled.
 ``kept_after_cap`` (``out_dir/kept``) applies ``selftrain.max_pseudo_per_round`` and
 ``selftrain.class_balance`` (``cemr.selftrain.cap_pseudo_labels``); ``out_dir/all`` keeps the
 threshold decision of every row. :class:`PseudoLabelResult` checks that the statuses add up to
@@ -74,7 +84,7 @@ from cemr.selftrain import (
     unpack_prediction,
     unsure_ranges,
 )
-from cluster.runtime import actor_device, actor_resources
+from cluster.runtime import actor_device, actor_resources, assigned_device
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +99,26 @@ OUTPUT_SCHEMA = sentence_schema([
     pa.field("labeler", pa.string()),
 ])
 MAX_REASON = 500
+FIRST_ERRORS = 5  # failed rows quoted by PseudoLabelFailed
 MAX_BLOCKS = 2000
 DEFAULT_PREDICTOR = "cemr.predictor:Predictor"
 
 
 class PseudoLabelError(RuntimeError):
     """The pipeline could not account for its input (or could not start)."""
+
+
+class PseudoLabelFailed(PseudoLabelError):
+    """More than ``cluster.max_failed_fraction`` of a round's rows failed. ``failed`` of
+    ``total`` rows; ``failures``: failed rows per error type; ``first_errors``: up to
+    ``FIRST_ERRORS`` failed rows as ``{"doc_id", "sent_id", "reason"}``; ``all_dir``: every row
+    with its status and reason."""
+
+    def __init__(self, message: str, *, failed: int, total: int, max_fraction: float, failures: dict[str, int],
+                 first_errors: list[dict[str, Any]], all_dir: str):
+        super().__init__(message)
+        self.failed, self.total, self.max_fraction = int(failed), int(total), float(max_fraction)
+        self.failures, self.first_errors, self.all_dir = dict(failures), list(first_errors), str(all_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,6 +129,27 @@ class PseudoLabelError(RuntimeError):
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+def failure_kind(reason: str | None) -> str:
+    """The error type a ``failed`` row's reason starts with (``"ValueError: ..."`` ->
+    ``ValueError``), ``other`` when it names none."""
+    head = (reason or "").split(": ", 1)[0]
+    return head if ": " in (reason or "") and head.replace(".", "_").isidentifier() else "other"
+
+
+def _row_id(batch: pa.Table) -> str:
+    """``doc_id/sent_id`` of a batch's first row (for messages; never its text)."""
+    if batch.num_rows == 0:
+        return "(empty batch)"
+    return f"{batch.column('doc_id')[0].as_py()}/{batch.column('sent_id')[0].as_py()}"
+
+
+def _actor_device(requested: str) -> str:
+    """``requested`` (``cpu`` / ``cuda``, from the driver) as the device Ray gave this actor."""
+    if requested == "cpu":
+        return "cpu"
+    return assigned_device(requested, ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def check_prediction_spans(text: str, preds: list[Any]) -> None:
@@ -171,15 +216,17 @@ class PseudoLabeler:
         predict_batch_size: int = 64,
         predictor_kwargs: dict[str, Any] | None = None,
     ):
-        self.predictor = load_predictor(factory, model_dir, device, **(predictor_kwargs or {}))
+        self.device = _actor_device(device)
+        self.predictor = load_predictor(factory, model_dir, self.device, **(predictor_kwargs or {}))
         self.threshold = float(threshold)
         self.mode = mode
         self.round = int(round)
         self.predict_batch_size = int(predict_batch_size)
         self.labeler = f"{socket.gethostname()}:{os.getpid()}"
 
-    def _predict(self, texts: list[Any]) -> list[Any]:
-        """Predictor output per text; a raising batch is redone row by row (exceptions kept)."""
+    def _predict(self, texts: list[Any], first_row: str = "?") -> list[Any]:
+        """Predictor output per text; a raising batch is logged once (with ``first_row``, the
+        batch's first ``doc_id/sent_id``) and redone row by row (exceptions kept per row)."""
         try:
             if any(not isinstance(t, str) for t in texts):
                 raise ValueError("batch has non-string texts")
@@ -187,8 +234,10 @@ class PseudoLabeler:
             if len(out) != len(texts):
                 raise ValueError(f"predictor returned {len(out)} results for {len(texts)} texts")
             return out
-        except Exception:  # noqa: BLE001 - isolate the failing rows below
-            pass
+        except Exception as exc:  # noqa: BLE001 - logged, then the failing rows are isolated below
+            log.warning("pseudo-labeling round %d, %s: a batch of %d sentences starting at %s failed with %s; "
+                        "labeling its rows one by one", self.round, self.labeler, len(texts), first_row,
+                        _error_text(exc))
         results: list[Any] = []
         for text in texts:
             try:
@@ -203,7 +252,7 @@ class PseudoLabeler:
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column("text").to_pylist()
         rows = []
-        for text, item in zip(texts, self._predict(texts)):
+        for text, item in zip(texts, self._predict(texts, _row_id(batch))):
             if isinstance(item, BaseException):
                 rows.append({"spans": [], "unsure": [], "status": FAILED, "reason": _error_text(item),
                              "confidence": None, "predicted": 0})
@@ -237,13 +286,18 @@ class PseudoLabeler:
 
 def summarize_batch(batch: pa.Table) -> pa.Table:
     """Counts of one output batch as ``(key, n)`` rows: ``status=<s>``, ``entities=<type>``,
-    ``labeler=<actor>``, and over the kept rows ``chars=kept`` / ``chars=unsure`` (characters, and
-    those a partial label leaves unknown; when the batch has ``text`` / ``unsure``). Summed over
-    the dataset by :func:`count_outputs`."""
+    ``labeler=<actor>``, ``failed=<error type>`` (:func:`failure_kind` of the failed rows' reasons,
+    when the batch has ``reason``), and over the kept rows ``chars=kept`` / ``chars=unsure``
+    (characters, and those a partial label leaves unknown; when the batch has ``text`` /
+    ``unsure``). Summed over the dataset by :func:`count_outputs`."""
     counts: Counter = Counter()
     statuses = batch.column("status").to_pylist()
     for status in statuses:
         counts[f"status={status}"] += 1
+    if "reason" in batch.column_names:
+        for status, reason in zip(statuses, batch.column("reason").to_pylist()):
+            if status == FAILED:
+                counts[f"failed={failure_kind(reason)}"] += 1
     if "text" in batch.column_names:
         unsure = batch.column("unsure").to_pylist() if "unsure" in batch.column_names else [None] * len(statuses)
         for status, text, ranges in zip(statuses, batch.column("text").to_pylist(), unsure):
@@ -316,6 +370,9 @@ class PseudoLabelResult:
     cap_reasons: dict[str, int] = field(default_factory=dict)
     kept_chars: int = 0  # characters of the kept sentences (before the cap)
     unsure_chars: int = 0  # of which a partial label leaves unknown (selection=partial)
+    cpu_fallback: bool = False  # GPUs were asked for but did not come: labeled on the CPU
+    failures: dict[str, int] = field(default_factory=dict)  # failed rows per error type
+    first_errors: list[dict[str, Any]] = field(default_factory=list)  # a few failed rows: doc_id, sent_id, reason
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -327,8 +384,37 @@ class PseudoLabelResult:
         out["pseudo/sentences_per_s"] = float(self.sentences_per_s)
         out["pseudo/kept_chars"] = float(self.kept_chars)
         out["pseudo/unsure_chars"] = float(self.unsure_chars)
+        out["pseudo/cpu_fallback"] = float(self.cpu_fallback)
         out.update({f"pseudo/entities/{t}": float(n) for t, n in self.entities_kept.items()})
+        out.update({f"pseudo/failed/{kind}": float(n) for kind, n in self.failures.items()})
         return out
+
+
+def check_failed_fraction(round: int, failed: int, total: int, max_fraction: float, failures: dict[str, int],
+                          first_errors: list[dict[str, Any]], all_dir: str) -> None:
+    """Raise :class:`PseudoLabelFailed` when ``failed / total`` exceeds ``max_fraction``
+    (``cluster.max_failed_fraction``); the message gives the counts per error type and the
+    first failed rows."""
+    if total <= 0 or failed / total <= max_fraction:
+        return
+    quoted = "; ".join(f"{e['doc_id']}/{e['sent_id']}: {e['reason']}" for e in first_errors) or "none read"
+    raise PseudoLabelFailed(
+        f"round {round}: {failed} of {total} sentences ({failed / total:.1%}) failed pseudo-labeling, more than "
+        f"cluster.max_failed_fraction={max_fraction:g}. Failed rows by error: {failures}. First errors: {quoted}. "
+        f"Every row with its status and reason is in {all_dir} (status == 'failed'). Fix the model or predictor "
+        f"behind these errors, or raise cluster.max_failed_fraction to train on the rows that did label.",
+        failed=failed, total=total, max_fraction=max_fraction, failures=failures, first_errors=first_errors,
+        all_dir=all_dir)
+
+
+def read_first_errors(all_dir: str | os.PathLike, n: int = FIRST_ERRORS) -> list[dict[str, Any]]:
+    """Up to ``n`` failed rows of ``all_dir`` as ``{"doc_id", "sent_id", "reason"}`` (in file order;
+    only those columns of failed rows are read, never the text)."""
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(str(all_dir), format="parquet")
+    table = dataset.head(n, columns=["doc_id", "sent_id", "reason"], filter=pc.field("status") == FAILED)
+    return table.to_pylist()
 
 
 def plan_blocks(rows: int, actors: int, batch_size: int) -> tuple[int, int]:
@@ -370,15 +456,15 @@ def _accumulate_block(acc: dict[str, int], block: Any) -> dict[str, int]:
 
 def count_outputs(ds: "ray.data.Dataset") -> dict[str, int]:
     """``{key: total}`` of :func:`summarize_batch` over ``ds``: one global Ray Data aggregate
-    (``Dataset.aggregate`` of an ``AggregateFn`` over blocks; only status, spans, labeler, text and
-    unsure are read, and only counts leave the blocks).
+    (``Dataset.aggregate`` of an ``AggregateFn`` over blocks; only status, reason, spans, labeler,
+    text and unsure are read, and only counts leave the blocks).
 
     The sort-based shuffle (plain tasks, one reducer) is used: the default hash shuffle starts a
     pool of aggregator actors, tens of seconds on 2 loaded CPUs.
     """
     from ray.data.aggregate import AggregateFn
 
-    ds = ds.select_columns(["status", "spans", "labeler", "text", "unsure"])
+    ds = ds.select_columns(["status", "reason", "spans", "labeler", "text", "unsure"])
     ds.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     agg = AggregateFn(init=lambda _key: {}, accumulate_block=_accumulate_block, merge=_add_counts, name="counts")
     result = ds.aggregate(agg)
@@ -422,9 +508,11 @@ def pseudo_label(
 
     Writes ``out_dir/all`` (every row with its status) and ``out_dir/kept`` (the pseudo-labeled
     set after the cap); both are replaced if present. ``cluster_cfg``: ``actors``,
-    ``actor_num_cpus``, ``actor_num_gpus`` (used only when the cluster has GPUs), ``batch_size``
-    ``rows_per_shard`` (about the rows per output file) and ``actor_threads`` (when set, passed to the
-    predictor's ``load`` as ``num_threads=``). ``selftrain_cfg``: ``selection``
+    ``actor_num_cpus``, ``actor_num_gpus`` (asked for as configured: waited for ``gpu_wait_s``, then
+    :class:`cluster.runtime.GPUUnavailable` unless ``cpu_fallback``), ``batch_size``,
+    ``rows_per_shard`` (about the rows per output file), ``actor_threads`` (when set, passed to the
+    predictor's ``load`` as ``num_threads=``) and ``max_failed_fraction`` (more failed rows:
+    :class:`PseudoLabelFailed`). ``selftrain_cfg``: ``selection``
     (sentence | entity | partial), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
     share per type), ``confidence`` (passed to the predictor's ``load`` as ``confidence=``, with
     ``predictor_kwargs``).
@@ -438,6 +526,9 @@ def pseudo_label(
     if getattr(selftrain_cfg, "class_balance", False) and not type_share:
         raise PseudoLabelError("selftrain.class_balance needs the gold type distribution (type_share)")
     all_dir, kept_dir = out_dir / "all", out_dir / "kept"
+    max_failed = float(getattr(cluster_cfg, "max_failed_fraction", 0.01))
+    if not 0.0 <= max_failed <= 1.0:
+        raise PseudoLabelError(f"cluster.max_failed_fraction must be between 0 and 1, got {max_failed}")
     res = actor_resources(cluster_cfg)
     actors = int(cluster_cfg.actors)
     mode = selftrain_cfg.selection
@@ -497,6 +588,12 @@ def pseudo_label(
             f"{unlabeled_dir}: {input_rows} input rows but statuses {counts} {unknown or ''} "
             f"in {all_dir}: rows were lost or duplicated"
         )
+    failures = {k[7:]: v for k, v in sorted(sums.items()) if k.startswith("failed=")}
+    first_errors = read_first_errors(all_dir) if counts[FAILED] else []
+    if counts[FAILED]:
+        log.warning("pseudo-labeling round %d: %d of %d sentences failed %s; first: %s", round, counts[FAILED],
+                    input_rows, failures, first_errors[:1])
+    check_failed_fraction(int(round), counts[FAILED], input_rows, max_failed, failures, first_errors, str(all_dir))
     selected, cap_reasons, entities = (None, {}, None)
     if counts[KEPT]:
         selected, cap_reasons, entities = _cap_selection(all_ds, selftrain_cfg, type_share)
@@ -532,4 +629,7 @@ def pseudo_label(
         cap_reasons=cap_reasons,
         kept_chars=int(sums.get("chars=kept", 0)),
         unsure_chars=int(sums.get("chars=unsure", 0)),
+        cpu_fallback=bool(res["cpu_fallback"]),
+        failures=failures,
+        first_errors=first_errors,
     )

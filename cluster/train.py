@@ -16,6 +16,13 @@ with ``rank``/``world_size``. After every epoch all ranks call ``ray.train.repor
 checkpoint)``; rank 0 attaches a checkpoint (the tagger's ``checkpoint_state_dict`` in safetensors
 plus the epoch bookkeeping as JSON).
 
+Resources: :func:`scaling_config` asks for exactly what ``cluster`` says (``num_workers``,
+``cpus_per_worker``, one GPU per worker with ``use_gpu``); :func:`train_round` first waits for those
+GPUs (:func:`cluster.runtime.worker_resources`: up to ``cluster.gpu_wait_s``, then
+``GPUUnavailable``, or a CPU round with ``cluster.cpu_fallback``, recorded as
+``RoundTrainResult.cpu_fallback``). A worker trains on ``ray.train.torch.get_device()``, the
+device Ray assigned it, and stops when it was assigned a GPU that torch cannot see.
+
 Where the data lives: **the run directory must be on storage every node sees** (a shared file
 system or the same path on a single machine): workers read ``data/``, ``pretrain/`` and
 ``components/`` from it, and Ray Train persists checkpoints under ``<run_dir>/ray_train/<name>``
@@ -308,11 +315,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     :class:`cemr.config.Config`), ``run_dir`` (absolute, shared), ``round``, ``init_model`` (a
     model directory to start from, or None for the seeded fresh init)."""
     import torch
+    import ray
     import ray.train
     import ray.train.torch
 
     from cemr.pipeline import build_components, load_sentences, new_tagger
     from cemr.training import train_tagger, unwrap
+    from cluster.runtime import check_worker_device
 
     cfg: Config = config["cfg"]
     layout = RunLayout(Path(config["run_dir"]))
@@ -320,7 +329,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     prefix = f"[{round_name(int(config['round']))}] "
     log: Log = (lambda msg: print(prefix + msg, flush=True)) if rank == 0 else (lambda _msg: None)
-    device = ray.train.torch.get_device()
+    device = ray.train.torch.get_device()  # the GPU Ray assigned this worker, or the CPU
+    check_worker_device(ray.get_gpu_ids(), torch.device(device).type)
 
     comps = build_components(cfg, layout, device, log=log)
     torch.manual_seed(cfg.train.seed)
@@ -388,6 +398,7 @@ class RoundTrainResult:
     resumed_from_epoch: int = 0
     stop_reason: str | None = None
     init_model: str | None = None
+    cpu_fallback: bool = False  # cluster.use_gpu asked for GPUs that did not come: trained on the CPU
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -435,16 +446,17 @@ def run_config(cfg: Config, layout: RunLayout, name: str):
     )
 
 
-def scaling_config(cfg: Config, resources: dict[str, float] | None = None):
-    """``ScalingConfig`` from ``cluster``: workers, a GPU per worker only when ``cluster.use_gpu``
-    and the cluster (``resources``, default: the connected one's) has GPUs, CPUs per worker."""
+def scaling_config(cfg: Config, workers: dict[str, Any] | None = None):
+    """``ScalingConfig`` of ``workers`` (:func:`cluster.runtime.worker_resources`, after its wait
+    for the GPUs); default: ``cluster`` as configured (``num_workers``, ``use_gpu``: one GPU per
+    worker, ``cpus_per_worker``), whatever the cluster has now."""
     from ray.train import ScalingConfig
 
-    from cluster.runtime import worker_resources
-
-    res = worker_resources(cfg.cluster, resources)
-    return ScalingConfig(num_workers=res["num_workers"], use_gpu=res["use_gpu"],
-                         resources_per_worker={"CPU": res["cpus_per_worker"]})
+    if workers is None:
+        workers = {"num_workers": int(cfg.cluster.num_workers), "use_gpu": bool(cfg.cluster.use_gpu),
+                   "cpus_per_worker": float(cfg.cluster.cpus_per_worker)}
+    return ScalingConfig(num_workers=int(workers["num_workers"]), use_gpu=bool(workers["use_gpu"]),
+                         resources_per_worker={"CPU": float(workers["cpus_per_worker"])})
 
 
 def train_round(
@@ -462,7 +474,9 @@ def train_round(
     pseudo-labeled sets; ``weights``: one sample weight per directory, default 1.0) with Ray Train,
     then write ``layout.model_dir(round)`` from the best epoch's checkpoint.
 
-    Ray must be initialised. ``components``: the run's :class:`cemr.pipeline.Components` (built on
+    Ray must be initialised. The GPUs ``cluster.use_gpu`` asks for are waited for first
+    (:func:`cluster.runtime.worker_resources`; ``GPUUnavailable`` when they do not come and
+    ``cluster.cpu_fallback`` is off). ``components``: the run's :class:`cemr.pipeline.Components` (built on
     the driver when None; building them first also writes ``components/`` before the workers
     read it). ``init_model``: a model directory of this run whose weights the tagger starts from
     (``selftrain.warm_start``) instead of the seeded fresh init. A Ray Train run of the same round name already under ``<run_dir>/ray_train`` is
@@ -473,11 +487,16 @@ def train_round(
     from ray.train.torch import TorchTrainer
 
     from cemr.pipeline import build_components, new_tagger, save_round_model
+    from cluster.runtime import worker_resources
 
     if not ray.is_initialized():
         raise TrainRoundError("Ray is not initialised: call cluster.runtime.init_ray first")
     started = time.perf_counter()
     name = round_name(round)
+    workers = worker_resources(cfg.cluster)  # before anything starts: the GPUs, or an error / the fallback
+    if workers["cpu_fallback"]:
+        log(f"{name}: CPU FALLBACK: cluster.use_gpu=true but no GPU came within cluster.gpu_wait_s; "
+            f"training on the CPU (cluster.cpu_fallback=true)")
     if components is None:
         components = build_components(cfg, layout, "cpu", log=log)
     dataset = training_dataset(train_paths, weights)
@@ -485,7 +504,7 @@ def train_round(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "run_dir": str(layout.root), "round": int(round),
                            "init_model": str(Path(init_model).resolve()) if init_model else None},
-        scaling_config=scaling_config(cfg),
+        scaling_config=scaling_config(cfg, workers),
         run_config=run_config(cfg, layout, name),
         datasets={TRAIN_DATASET: dataset},
         dataset_config=DataConfig(datasets_to_split=[]),
@@ -507,7 +526,7 @@ def train_round(
     model_dir = save_round_model(cfg, components, tagger, layout.model_dir(round), extra={
         "round": int(round), "best_dev_f1": best_f1, "best_epoch": best_epoch,
         "train_rows": int(ret.get("train_rows", 0)), "train_paths": [str(p) for p in train_paths],
-        "weights": check_weights(train_paths, weights),
+        "weights": check_weights(train_paths, weights), "cpu_fallback": bool(workers["cpu_fallback"]),
     })
     seconds = time.perf_counter() - started
     log(f"{name}: best dev F1 {best_f1:.4f} at epoch {best_epoch}; model {model_dir} ({seconds:.0f}s)")
@@ -516,4 +535,5 @@ def train_round(
         train_rows=int(ret.get("train_rows", 0)), seconds=seconds, ray_train_path=str(result.path),
         resumed_from_epoch=int(ret.get("start_epoch", 0)),
         stop_reason=(book or ckpt_book).stop_reason, init_model=ret.get("init_model"),
+        cpu_fallback=bool(workers["cpu_fallback"]),
     )

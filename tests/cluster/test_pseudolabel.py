@@ -16,16 +16,23 @@ from cemr.corpus.shards import count_rows, iter_sentences, write_shards
 from cemr.predictor import Prediction, SentencePrediction
 from cluster.pseudolabel import (
     OUTPUT_SCHEMA,
+    PseudoLabeler,
     PseudoLabelError,
+    PseudoLabelFailed,
+    check_failed_fraction,
+    failure_kind,
     label_row,
     plan_blocks,
     pseudo_label,
     summarize_batch,
 )
+from cluster.runtime import GPUUnavailable
 
 PREDICTOR = "fakes:KeywordPredictor"
 N = 200
-CLUSTER = ClusterConfig(actors=2, actor_num_cpus=0.5, batch_size=256)
+# a fifth of fakes.corpus fails by design (kinds 0 and 1): allowed here, not by the default limit
+CLUSTER = ClusterConfig(actors=2, actor_num_cpus=0.5, batch_size=256, max_failed_fraction=0.5)
+FAILURES = {"RuntimeError": N // 10, "ValueError": N // 10}  # BOOM raises, BAD gives a span too long
 
 
 # --- pure pieces ------------------------------------------------------------------------------
@@ -86,17 +93,58 @@ def test_summarize_batch_counts_statuses_entities_and_labelers():
              "spans": [{"start": 0, "end": 1, "type": "X"}, {"start": 1, "end": 2, "type": "Y"}],
              "reason": "", "confidence": 0.9, "predicted": 2, "round": 1, "labeler": "h:1"},
             {"doc_id": "d", "sent_id": 1, "offset": 5, "text": "b", "source": "s", "status": "failed",
-             "spans": [], "reason": "boom", "confidence": None, "predicted": 0, "round": 1, "labeler": "h:2"},
+             "spans": [], "reason": "KeyError: 'x'", "confidence": None, "predicted": 0, "round": 1,
+             "labeler": "h:2"},
         ],
         schema=OUTPUT_SCHEMA,
     )
     out = dict(zip(*summarize_batch(table).to_pydict().values()))
-    assert out == {"entities=X": 1, "entities=Y": 1, "labeler=h:1": 1, "labeler=h:2": 1,
+    assert out == {"entities=X": 1, "entities=Y": 1, "labeler=h:1": 1, "labeler=h:2": 1, "failed=KeyError": 1,
                    "status=failed": 1, "status=kept": 1, "chars=kept": 1, "chars=unsure": 0}
     partial = table.set_column(table.schema.get_field_index("unsure"), "unsure",
                                pa.array([[{"start": 0, "end": 1}], [{"start": 0, "end": 1}]], OUTPUT_SCHEMA.field("unsure").type))
     out = dict(zip(*summarize_batch(partial).to_pydict().values()))
     assert out["chars=unsure"] == 1  # the failed row's ranges are not counted
+
+
+def test_failure_kind_is_the_error_type_of_the_reason():
+    assert failure_kind("ValueError: predicted span does not fit") == "ValueError"
+    assert failure_kind("torch.OutOfMemoryError: CUDA out of memory") == "torch.OutOfMemoryError"
+    assert failure_kind("boom") == "other" and failure_kind(None) == "other"
+    assert failure_kind("no type here: x") == "other"
+
+
+def test_a_failing_batch_is_logged_once_then_labeled_row_by_row(tmp_path, caplog):
+    """The labeler class without Ray: a batch with one raising sentence is logged once (error
+    type, message, first row id), then its other rows are labeled one by one."""
+    sents = [fakes.corpus(20)[i] for i in (12, 10, 13)]  # kinds 2, 0 (BOOM), 3
+    batch = pa.table({"doc_id": [s.doc_id for s in sents], "sent_id": [s.sent_id for s in sents],
+                      "offset": [s.offset for s in sents], "text": [s.text for s in sents]})
+    labeler = PseudoLabeler(fakes.KeywordPredictor, str(tmp_path), "cpu", 0.7, "sentence", 1)
+    with caplog.at_level("WARNING", logger="cluster.pseudolabel"):
+        out = labeler(batch)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cluster.pseudolabel"]
+    assert len(warnings) == 1
+    assert "batch of 3 sentences starting at doc3/0" in warnings[0]
+    assert "RuntimeError: cannot tag BOOM" in warnings[0] and "one by one" in warnings[0]
+    assert out.column("status").to_pylist() == ["kept", "failed", "kept"]
+    assert out.column("reason").to_pylist()[1] == "RuntimeError: cannot tag BOOM"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cluster.pseudolabel"):
+        labeler(batch.slice(0, 1))
+    assert not caplog.records  # a batch that labels is not logged
+
+
+def test_too_many_failed_rows_stop_the_round():
+    errors = [{"doc_id": "d1", "sent_id": 3, "reason": "RuntimeError: cannot tag"}]
+    check_failed_fraction(1, 1, 100, 0.01, {"RuntimeError": 1}, errors, "out/all")  # at the limit: fine
+    check_failed_fraction(1, 0, 0, 0.0, {}, [], "out/all")  # an empty pool
+    with pytest.raises(PseudoLabelFailed, match=r"round 2: 2 of 100 sentences \(2.0%\) failed .* "
+                                                r"cluster.max_failed_fraction=0.01.*RuntimeError': 2.*"
+                                                r"d1/3: RuntimeError: cannot tag.*out/all") as err:
+        check_failed_fraction(2, 2, 100, 0.01, {"RuntimeError": 2}, errors, "out/all")
+    assert (err.value.failed, err.value.total, err.value.failures) == (2, 100, {"RuntimeError": 2})
+    assert err.value.first_errors == errors and isinstance(err.value, PseudoLabelError)
 
 
 def test_refuses_to_run_without_ray(tmp_path, monkeypatch):
@@ -144,6 +192,11 @@ def test_pipeline_accounts_for_every_row(ray_local, unlabeled, tmp_path):
     assert len(res.rows_per_labeler) == 2 and all(n > 0 for n in res.rows_per_labeler.values())
     assert sum(res.rows_per_labeler.values()) == N
 
+    # failed rows are counted by error type, and a few are quoted
+    assert res.failures == FAILURES and res.metrics()["pseudo/failed/ValueError"] == N // 10
+    assert len(res.first_errors) == 5
+    assert all(e["reason"].startswith(("RuntimeError: ", "ValueError: ")) for e in res.first_errors)
+
     # every row is in all/ with its status; failures carry their reason
     table = pq.read_table(res.all_dir)
     assert table.num_rows == N and table.schema.names == OUTPUT_SCHEMA.names
@@ -175,10 +228,14 @@ def test_entity_mode_with_a_sentence_cap_replaces_old_output(ray_local, unlabele
     (out / "all").mkdir(parents=True)
     pq.write_table(OUTPUT_SCHEMA.empty_table(), out / "all" / "stale.parquet")  # an earlier attempt
     cfg = SelfTrainConfig(selection="entity", max_pseudo_per_round=7)
+    # GPUs asked for on a CPU-only cluster, with the fallback allowed: labeled on the CPU, and said so
+    fallback = dict(actor_num_gpus=0.5, gpu_wait_s=0.5, cpu_fallback=True)
     res = pseudo_label(unlabeled, model, out, 0.7,
-                       replace(CLUSTER, batch_size=32, actor_threads=1, actor_memory_mb=64), cfg, 2,
+                       replace(CLUSTER, batch_size=32, actor_threads=1, actor_memory_mb=64, **fallback), cfg, 2,
                        predictor=PREDICTOR)
     assert (model / "threads.log").read_text(encoding="utf-8").split() == ["1", "1"]  # one load per actor
+    assert (model / "loads.log").read_text(encoding="utf-8").split()[1::2] == ["cpu", "cpu"]
+    assert res.cpu_fallback and res.num_gpus_per_actor == 0.0 and res.metrics()["pseudo/cpu_fallback"] == 1.0
     assert res.counts == fakes.expected_counts(N, "entity")
     assert not (out / "all" / "stale.parquet").exists()
     assert res.kept_after_cap == 7 and res.capped == res.counts["kept"] - 7
@@ -232,3 +289,29 @@ def test_class_balance_needs_the_gold_distribution(ray_local, unlabeled, tmp_pat
     with pytest.raises(PseudoLabelError, match="type_share"):
         pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7, CLUSTER,
                      SelfTrainConfig(class_balance=True), 1, predictor=PREDICTOR)
+
+
+@pytest.mark.ray
+def test_gpus_asked_for_on_a_cpu_cluster_fail_naming_them(ray_local, unlabeled, tmp_path):
+    with pytest.raises(GPUUnavailable, match=r"pseudo-labeling .* asked for 1 CPU, 1 GPU .* has 2 CPU after "
+                                             r"waiting .*cluster.actor_num_gpus.*cluster.cpu_fallback=true"):
+        pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7,
+                     replace(CLUSTER, actor_num_gpus=0.5, gpu_wait_s=0.5), SelfTrainConfig(), 1, predictor=PREDICTOR)
+    assert not (tmp_path / "model" / "loads.log").exists()  # failed before any actor started
+
+
+@pytest.mark.ray
+def test_a_round_with_too_many_failures_stops_with_the_first_errors(ray_local, unlabeled, tmp_path):
+    with pytest.raises(PseudoLabelFailed, match=r"round 4: 40 of 200 sentences \(20.0%\) failed") as err:
+        pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7, replace(CLUSTER, max_failed_fraction=0.01),
+                     SelfTrainConfig(), 4, predictor=PREDICTOR)
+    assert (err.value.failed, err.value.total, err.value.failures) == (N // 5, N, FAILURES)
+    assert len(err.value.first_errors) == 5 and count_rows(err.value.all_dir) == N  # every row kept for a look
+    assert not (tmp_path / "r" / "kept").exists()  # nothing to train on was written
+
+
+@pytest.mark.ray
+def test_max_failed_fraction_must_be_a_fraction(ray_local, unlabeled, tmp_path):
+    with pytest.raises(PseudoLabelError, match="max_failed_fraction must be between 0 and 1"):
+        pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7, replace(CLUSTER, max_failed_fraction=1.5),
+                     SelfTrainConfig(), 1, predictor=PREDICTOR)

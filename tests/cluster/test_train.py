@@ -148,15 +148,22 @@ def test_equal_row_counts_give_equal_step_counts():
         assert len(counts) == 1, (n, counts)
 
 
-def test_scaling_asks_for_gpus_only_where_the_cluster_has_them(tmp_path):
+def test_scaling_asks_for_the_configured_gpus(tmp_path):
+    """``use_gpu`` is asked for as configured (so an autoscaler sees the demand); only the
+    fallback the config allows turns it off, and a CPU-only cluster is an error otherwise."""
     from cemr.config import load_config
     from cemr.pipeline import RunLayout
+    from cluster.runtime import GPUUnavailable, worker_resources
     from cluster.train import run_config, scaling_config
 
     cfg = load_config(DEMO, ["cluster.use_gpu=true", "cluster.num_workers=2", "cluster.cpus_per_worker=3"])
-    gpu = scaling_config(cfg, {"CPU": 8.0, "GPU": 2.0})
+    gpu = scaling_config(cfg)  # as configured, whatever the cluster has now
     assert gpu.num_workers == 2 and gpu.use_gpu and gpu.resources_per_worker["CPU"] == 3.0
-    assert not scaling_config(cfg, {"CPU": 8.0}).use_gpu
+    assert scaling_config(cfg, worker_resources(cfg.cluster, {"CPU": 8.0, "GPU": 2.0})).use_gpu
+    with pytest.raises(GPUUnavailable, match="asked for 6 CPU, 2 GPU"):
+        worker_resources(cfg.cluster, {"CPU": 8.0})
+    fallback = dataclasses.replace(cfg.cluster, cpu_fallback=True)
+    assert not scaling_config(cfg, worker_resources(fallback, {"CPU": 8.0})).use_gpu
     rc = run_config(cfg, RunLayout.of(tmp_path / "run"), "round_001")
     assert rc.name == "round_001" and rc.storage_path == str((tmp_path / "run" / "ray_train").resolve())
     assert rc.checkpoint_config.num_to_keep == 2 and rc.checkpoint_config.checkpoint_score_attribute == "dev_f1"
@@ -225,8 +232,13 @@ def test_one_worker_round_then_fitted_again_resumes_from_its_checkpoint(ray_loca
     from cluster.train import train_round
 
     cfg, layout, comps = prepared
+    # a GPU asked for with the fallback allowed, on this CPU-only instance: a CPU round that says so
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, use_gpu=True, cpu_fallback=True,
+                                                               gpu_wait_s=0.5))
     first = train_round(cfg, layout, [str(layout.split("train"))], 7, components=comps, log=lambda _m: None)
     _check_model_dir(first, layout, 7)
+    assert first.cpu_fallback
+    assert json.loads((first.model_dir / "config.json").read_text(encoding="utf-8"))["extra"]["cpu_fallback"]
     assert first.train_rows == sum(1 for _ in iter_sentences(layout.split("train")))
     assert first.resumed_from_epoch == 0 and [h["epoch"] for h in first.history] == [1]
     assert list(Path(first.ray_train_path).glob("checkpoint_*"))
@@ -235,6 +247,19 @@ def test_one_worker_round_then_fitted_again_resumes_from_its_checkpoint(ray_loca
     assert second.resumed_from_epoch == 1
     assert [h["epoch"] for h in second.history] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 trained now
     _check_model_dir(second, layout, 7)
+
+
+@pytest.mark.ray
+def test_train_round_without_the_gpus_it_asks_for_fails_before_training(ray_local, prepared):
+    from cluster.runtime import GPUUnavailable
+    from cluster.train import train_round
+
+    cfg, layout, comps = prepared
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, use_gpu=True, gpu_wait_s=0.5))
+    with pytest.raises(GPUUnavailable, match=r"Ray Train .* asked for .*1 GPU .* has 2 CPU after waiting"
+                                             r".*cluster.use_gpu.*cluster.cpu_fallback=true"):
+        train_round(cfg, layout, [str(layout.split("train"))], 9, components=comps, log=lambda _m: None)
+    assert not layout.model_dir(9).exists() and not (layout.root / "ray_train" / "round_009").exists()
 
 
 def test_train_round_needs_ray(prepared, monkeypatch):
