@@ -1,7 +1,9 @@
 """From a config to trained model directories, in one process (no Ray).
 
-The stages, each writing under one run directory (:class:`RunLayout`) and skipped when its output
-is already there (so a rerun or a resumed job does not redo them):
+The stages, each writing under one run directory (:class:`RunLayout`). A finished stage leaves a
+marker of what its output depends on (config keys, input files, the stage it was built from:
+:mod:`cemr.fingerprint`); a rerun or a resumed job reuses the output when the marker matches its
+config and refuses the run directory (:class:`cemr.fingerprint.StaleStageError`) when it does not:
 
 1. ``prepare``: raw inputs -> ``data/{train,dev,test,unlabeled,heldout}`` Parquet shards.
 2. ``pretrain``: word2vec chars, BiLM and BERT on the unlabeled pool + train text -> ``pretrain/``.
@@ -26,10 +28,12 @@ from cemr.config import Config, dump_config
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, merge_predictions
 from cemr.metrics import EvalReport, evaluate
+from cemr.outputs import atomic_write_text
 
 Log = Callable[[str], None]
 
 COMPONENTS_DIR = "components"
+TRAIN_REPORT = "train_report.json"
 
 
 @dataclass(frozen=True)
@@ -69,18 +73,27 @@ class RunLayout:
 # ----------------------------------------------------------------------------------------------
 
 
-def prepare_data(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
-    """Stage 1: shards + ``prepare_report.json`` (read back when already written)."""
-    report_path = layout.data / "prepare_report.json"
-    if report_path.is_file():
-        log(f"prepare: {layout.data} already prepared")
-        return json.loads(report_path.read_text(encoding="utf-8"))
-    from cemr.prepare import prepare
+def prepare_dir(cfg: Config, data_dir: str | os.PathLike, log: Log = print) -> dict[str, Any]:
+    """Stage 1 into ``data_dir``: shards + ``prepare_report.json`` + the stage marker; the report is
+    read back when the marker matches ``cfg`` (:func:`cemr.fingerprint.check_stage`)."""
+    from cemr.fingerprint import check_stage, prepare_fingerprint, write_marker
+    from cemr.prepare import REPORT_NAME, prepare
 
-    report = prepare(cfg, layout.data)
-    out = report.to_dict()
-    log(f"prepare: {json.dumps(out.get('sentences', {}), ensure_ascii=False)} sentences written to {layout.data}")
+    data_dir = Path(data_dir)
+    report_path = data_dir / REPORT_NAME
+    fp = prepare_fingerprint(cfg)
+    if check_stage(data_dir, fp, has_output=report_path.is_file()):
+        log(f"prepare: {data_dir} already prepared for this config")
+        return json.loads(report_path.read_text(encoding="utf-8"))
+    out = prepare(cfg, data_dir).to_dict()
+    write_marker(data_dir, fp)
+    log(f"prepare: {json.dumps(out.get('sentences', {}), ensure_ascii=False)} sentences written to {data_dir}")
     return out
+
+
+def prepare_data(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
+    """Stage 1 of a run: :func:`prepare_dir` into ``layout.data``."""
+    return prepare_dir(cfg, layout.data, log)
 
 
 def load_sentences(layout: RunLayout, split: str) -> list[Sentence]:
@@ -114,24 +127,42 @@ def pretraining_texts(layout: RunLayout, limit: int | None = None) -> Callable[[
 
 
 def pretrain_stage(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log = print) -> dict[str, float]:
-    """Stage 2: pretrained featurizers in ``pretrain/`` (metrics read back when already there)."""
+    """Stage 2: pretrained featurizers in ``pretrain/`` + the stage marker; the metrics are read
+    back when the marker has every featurizer ``cfg`` needs, made from the same keys and the same
+    prepared data (:func:`cemr.fingerprint.pretrain_fingerprint`). Needs a finished prepare stage."""
+    from cemr.fingerprint import check_stage, pretrain_fingerprint, pretraining_text_cap, recorded_digest, write_marker
     from cemr.pretrain import METRICS_FILE, pretrain_all
 
     metrics_path = layout.pretrain / METRICS_FILE
-    if metrics_path.is_file():
-        log(f"pretrain: {layout.pretrain} already pretrained")
+    fp = pretrain_fingerprint(cfg, recorded_digest(layout.data, "prepare"))
+    if check_stage(layout.pretrain, fp, has_output=metrics_path.is_file()):
+        log(f"pretrain: {layout.pretrain} already pretrained for this config")
         return json.loads(metrics_path.read_text(encoding="utf-8"))
-    limit = max(
-        cfg.model.bilm.max_sentences or 0, cfg.model.bert.pretrain_max_sentences or 0
-    ) or None
+    limit = pretraining_text_cap(cfg)
     report_path = layout.data / "prepare_report.json"
     if limit is not None and report_path.is_file():
         sentences = json.loads(report_path.read_text(encoding="utf-8")).get("sentences", {})
         if sentences.get("unlabeled") and sentences.get("train", 0) >= limit:
             log(f"pretrain: the sentence cap {limit} (model.bilm.max_sentences / model.bert.pretrain_max_sentences) "
                 f"is within the {sentences['train']} train sentences, which come first: no unlabeled text is used")
-    return pretrain_all(pretraining_texts(layout, limit), cfg.model, layout.pretrain, device=device,
-                        seed=cfg.train.seed, log=log)
+    metrics = pretrain_all(pretraining_texts(layout, limit), cfg.model, layout.pretrain, device=device,
+                           seed=cfg.train.seed, log=log)
+    write_marker(layout.pretrain, fp)
+    return metrics
+
+
+def stages_done(cfg: Config, layout: RunLayout) -> bool:
+    """True when ``data/`` and ``pretrain/`` hold ``cfg``'s output (both markers match), False when
+    one of them is still to run; :class:`cemr.fingerprint.StaleStageError` when one was made from
+    another config or other inputs. Only ``stat`` calls: cheap."""
+    from cemr.fingerprint import check_stage, prepare_fingerprint, pretrain_fingerprint, recorded_digest
+    from cemr.prepare import REPORT_NAME
+    from cemr.pretrain import METRICS_FILE
+
+    if not check_stage(layout.data, prepare_fingerprint(cfg), (layout.data / REPORT_NAME).is_file()):
+        return False
+    fp = pretrain_fingerprint(cfg, recorded_digest(layout.data, "prepare"))
+    return check_stage(layout.pretrain, fp, (layout.pretrain / METRICS_FILE).is_file())
 
 
 def pretrain_from_config(cfg: Config, run_dir: str | os.PathLike, device: Any = "auto", log: Log = print
@@ -174,18 +205,23 @@ class Components:
 
 
 def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log = print) -> Components:
-    """Stage 3. Labels and vocabulary are written once to ``components/`` and read back after, so
-    every process of a run (driver, Ray workers, a resumed job) uses the same ids."""
+    """Stage 3. Labels and vocabulary are written once to ``components/`` (with the stage marker)
+    and read back after, so every process of a run (driver, Ray workers, a resumed job) uses the
+    same ids; read back only when made from the same prepared data, word2vec chars and
+    ``data.types`` (:func:`cemr.fingerprint.components_fingerprint`)."""
+    from cemr.fingerprint import check_stage, components_fingerprint, recorded_digest, write_marker
     from cemr.lexicon import build_folded_lexicon
     from cemr.pretrain import load_featurizers
     from cemr.tags import LabelSet
     from cemr.vocab import CharVocab
 
+    fp = components_fingerprint(cfg, recorded_digest(layout.data, "prepare"),
+                                recorded_digest(layout.pretrain, "pretrain", "word2vec"))
     feats = load_featurizers(layout.pretrain, cfg.model, device)
     train = load_sentences(layout, "train")
     comp = layout.components
     labels_file, vocab_file = comp / "labels.json", comp / "vocab.json"
-    if labels_file.is_file() and vocab_file.is_file():
+    if check_stage(comp, fp, has_output=labels_file.is_file() or vocab_file.is_file()):
         labels = LabelSet.from_list(json.loads(labels_file.read_text(encoding="utf-8")))
         vocab = CharVocab.load(vocab_file)
     else:
@@ -197,10 +233,9 @@ def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: L
         labels = LabelSet.from_types(sorted(types))
         vocab = CharVocab(sorted(set(CharVocab.build(s.text for s in train).chars) | set(feats["char_vectors"].chars)))
         comp.mkdir(parents=True, exist_ok=True)
-        tmp = labels_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(labels.to_list(), ensure_ascii=False), encoding="utf-8")
+        atomic_write_text(labels_file, json.dumps(labels.to_list(), ensure_ascii=False))
         vocab.save(vocab_file)
-        os.replace(tmp, labels_file)
+        write_marker(comp, fp)
         log(f"components: {labels.num_tags} tags, {len(vocab)} chars")
     lexicon = None
     if cfg.model.dictionary.enabled:
@@ -267,84 +302,29 @@ def evaluate_predictor_on_sentences(predictor: Any, sentences: Sequence[Sentence
     return evaluate(gold_docs, pred_docs)
 
 
-def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.PathLike, device: str = "auto",
-                       max_len: int | None = None) -> EvalReport:
-    """``cemr evaluate``: read a labeled corpus, tag whole documents (split and mapped back), score."""
-    from cemr.corpus.readers import read_documents
-    from cemr.predictor import Predictor
-
-    predictor = Predictor.load(model_dir, device)
-    docs = list(read_documents(fmt, data))
-    preds = predictor.predict_documents(docs, max_len=max_len)
-    return evaluate(docs, {k: [p.span for p in v] for k, v in preds.items()})
-
-
-def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, *,
-                  input_format: str = "text", out_format: str = "jsonl", device: str = "auto",
-                  column: str | None = None, chunk: int = 256) -> int:
-    """``cemr predict``: tag documents from files in chunks; JSON lines (spans with confidence, on
-    document offsets) or BRAT. Returns the number of documents written."""
-    from cemr.corpus.readers import read_documents, read_unlabeled
-    from cemr.corpus.writers import write_brat
-    from cemr.predictor import Predictor
-
-    predictor = Predictor.load(model_dir, device)
-
-    def docs() -> Iterator[Document]:
-        for path in inputs:
-            if input_format == "text":
-                yield from read_unlabeled(path, column=column)
-            else:
-                yield from read_documents(input_format, path)
-
-    def tagged() -> Iterator[tuple[Document, list[Any]]]:
-        buf: list[Document] = []
-        for d in docs():
-            buf.append(d)
-            if len(buf) >= chunk:
-                yield from _tag_chunk(predictor, buf)
-                buf = []
-        if buf:
-            yield from _tag_chunk(predictor, buf)
-
-    n = 0
-    if out_format == "brat":
-        n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged()), out)
-        return n
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        for d, preds in tagged():
-            row = {"id": d.id, "text": d.text,
-                   "entities": [{**p.span.to_dict(), "mention": d.text[p.span.start:p.span.end],
-                                 "confidence": round(p.confidence, 6)} for p in preds]}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
-
-
-def _tag_chunk(predictor: Any, docs: list[Document]) -> Iterator[tuple[Document, list[Any]]]:
-    preds = predictor.predict_documents(docs)
-    for d in docs:
-        yield d, preds[d.id]
-
-
 # ----------------------------------------------------------------------------------------------
 # Supervised training (``cemr train``)
 # ----------------------------------------------------------------------------------------------
 
 
 def train_from_config(cfg: Config, run_dir: str | os.PathLike, log: Log = print) -> dict[str, Any]:
-    """Prepare, pretrain, train on gold only, save ``RUN_DIR/model``, score dev (and test)."""
+    """Prepare, pretrain, train on gold only, save ``RUN_DIR/model``, score dev (and test).
+
+    The stages are reused or refused as :func:`prepare_data` & co. decide; the model, ``config.yaml``
+    and ``train_report.json`` are always this call's."""
     from cemr.predictor import Predictor
     from cemr.training import resolve_device, train_tagger
 
     layout = RunLayout.of(run_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
-    (layout.root / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     device = resolve_device(cfg.train.device)
     prepare_data(cfg, layout, log)
     pretrain = pretrain_stage(cfg, layout, device, log)
     comps = build_components(cfg, layout, device, log)
+    # the stages matched: the model of this config replaces the one there; the report (written
+    # last) is removed first, so a report beside config.yaml is always this config's
+    (layout.root / TRAIN_REPORT).unlink(missing_ok=True)
+    atomic_write_text(layout.root / "config.yaml", dump_config(cfg))
     train, dev, test = (load_sentences(layout, s) for s in ("train", "dev", "test"))
     tagger, collate = new_tagger(cfg, comps)
     result = train_tagger(tagger, train, dev, cfg.train, device, collate=collate, labels=comps.labels, log=log)
@@ -361,5 +341,5 @@ def train_from_config(cfg: Config, run_dir: str | os.PathLike, log: Log = print)
     for name, sents in (("dev", dev), ("test", test)):
         if sents:
             summary[name] = evaluate_predictor_on_sentences(predictor, sents).to_dict()
-    (layout.root / "train_report.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    atomic_write_text(layout.root / TRAIN_REPORT, json.dumps(summary, ensure_ascii=False, indent=1))
     return summary

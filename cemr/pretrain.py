@@ -7,6 +7,7 @@ Layout of ``out_dir``::
     bilm/       bilm_config.json, vocab.json, model.safetensors   (model.bilm.enabled)
     bert/       save_pretrained files, vocab.txt, featurizer.json (model.bert.enabled)
     pretrain_metrics.json                                     flat "<stage>.<metric>" -> number
+                                                              (written last, atomically)
 
 With ``model.bert.checkpoint`` set, BERT's masked-LM pretraining continues from that local
 checkpoint (CbBERT); with ``pretrain_epochs: 0`` as well, nothing is trained or copied and
@@ -26,6 +27,7 @@ from cemr.config import ModelConfig, expand_path
 from cemr.features.bert import BertFeaturizer, pretrain_bert_mlm
 from cemr.features.bilm import BiLMFeaturizer, train_bilm
 from cemr.features.word2vec import CharVectors, train_char_word2vec, word2vec_args
+from cemr.outputs import atomic_write_text
 
 METRICS_FILE = "pretrain_metrics.json"
 WORD2VEC_DIR, BILM_DIR, BERT_DIR = "word2vec", "bilm", "bert"
@@ -54,6 +56,7 @@ def pretrain_all(
     say = log or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).unlink(missing_ok=True)  # written again last: never beside half-new outputs
     metrics: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -84,7 +87,7 @@ def pretrain_all(
             metrics.update(_prefixed("bert", bert_metrics))
             metrics["bert.continued_pretraining"] = 1.0 if checkpoint else 0.0
 
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
+    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
 

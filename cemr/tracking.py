@@ -32,6 +32,7 @@ MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 DEFAULT_PREDICTOR = "cemr.predictor:Predictor"
+RESUMES_TAG = "cemr.resumes"
 
 
 class TrackingError(RuntimeError):
@@ -309,7 +310,8 @@ class Tracker:
         return self.parent_id
 
     def resume_parent(self, run_id: str) -> str | None:
-        """Reopen an earlier parent run (``--resume``); its params stay as logged."""
+        """Reopen an earlier parent run (``--resume``); its params stay as logged (what changed is
+        added by :meth:`record_resume`)."""
         if not self.enabled:
             return None
         run = self.client.get_run(run_id)
@@ -317,6 +319,32 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         self.parent_id = run_id
         return run_id
+
+    def record_resume(self, changes: Mapping[str, tuple[Any, Any]], next_round: int,
+                      config: Mapping[str, Any]) -> int | None:
+        """Record on the parent run that it was resumed at round ``next_round`` with ``changes``
+        (``{key: (old, new)}``) and ``config`` (flat) from then on. Params cannot change once
+        logged, so the first start's values stay; resume number ``k`` (1, 2, ...) adds
+
+        - tags ``cemr.resumes`` (``k``), ``cemr.resumed_from_round`` and ``cemr.resume_changes``
+          (JSON ``{key: [old, new]}`` of this resume, ``{}`` when nothing changed);
+        - a param ``resume_<k>/<key>`` per changed key, with its new value (searchable);
+        - the artifact ``resume/resume_<k>.json``: the round, the changes and the whole config.
+
+        Returns ``k`` (None when disabled)."""
+        if not self.enabled:
+            return None
+        run_id = self._run(None)
+        k = int(self.client.get_run(run_id).data.tags.get(RESUMES_TAG, "0")) + 1
+        pairs = {key: [old, new] for key, (old, new) in changes.items()}
+        self.set_tags({RESUMES_TAG: k, "cemr.resumed_from_round": next_round,
+                       "cemr.resume_changes": json.dumps(pairs, ensure_ascii=False, sort_keys=True, default=str)},
+                      run_id=run_id)
+        if pairs:
+            self.log_params({f"resume_{k}/{key}": new for key, (_old, new) in pairs.items()}, run_id=run_id)
+        self.log_dict({"resume": k, "next_round": next_round, "changes": pairs, "config": dict(config)},
+                      f"resume/resume_{k}.json", run_id=run_id)
+        return k
 
     @contextmanager
     def child(self, run_name: str, params: Mapping[str, Any] | None = None) -> Iterator[str | None]:

@@ -23,9 +23,23 @@ continues with the next round and reopens the MLflow parent run whose id the sta
 (``state.paths["mlflow_run"] = "runs:/<id>"``, with ``mlflow_tracking_uri``). A round cut off
 while training continues from its latest Ray Train checkpoint (``cluster.train``). A run whose
 state has no MLflow run yet (a seeded sweep member) gets a new one, and the rounds already in the
-state are logged to it. Data, model and lexicon settings may not change on resume (the trained
-rounds and ``components/`` depend on them); other changes (more rounds, another patience...) are
-logged and used.
+state are logged to it.
+
+The config of a resumed run is compared with the one in ``state.json``
+(:func:`check_resume_config`). A changed key is refused unless it is in :data:`SAFE_ON_RESUME`:
+``run_dir``, ``name``, ``tracking.*`` (where it is logged), ``cluster.*`` (where and with what
+resources it runs; not ``cluster.num_workers``, which changes the effective batch of Ray Train),
+``sweep.*`` (read by the sweep, not by a run), ``selftrain.max_rounds`` and
+``selftrain.patience`` (when the loop stops), ``train.device``, ``train.eval_batch_size`` and
+``model.feature_cache_mb`` (how, not what, it computes). The other ``selftrain.*`` keys are read
+by pseudo-labeling rounds only: they may change while no round >= 1 is completed or under way
+(a gold-only ``jobs.train`` run continued by ``jobs.bootstrap``, the sweep's shared base).
+Everything else (data, lexicon, model, training) is fixed for the life of a run. The stages of
+``data/``, ``pretrain/`` and ``components/`` are checked against their own markers as well
+(:mod:`cemr.fingerprint`). The MLflow params of a resumed run stay those of its first start
+(MLflow params cannot change): each resume is recorded on the run (:meth:`cemr.tracking.Tracker.
+record_resume`: the round it resumed from, the changed keys with their old and new values, the
+config used from then on).
 """
 from __future__ import annotations
 
@@ -42,9 +56,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pyarrow.parquet as pq
 
-from cemr.config import Config, flatten
+from cemr.config import Config, ConfigError, flatten
 from cemr.corpus.document import Span
 from cemr.corpus.shards import UNSURE_FIELD, ShardWriter, count_rows, iter_records, iter_sentences, shard_files
+from cemr.outputs import atomic_write_text
 from cemr.pipeline import RunLayout
 from cemr.selftrain import (
     KEPT,
@@ -64,13 +79,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_RUN_KEY = "mlflow_run"
 MLFLOW_URI_KEY = "mlflow_tracking_uri"
 RUNS_PREFIX = "runs:/"
-# config sections the completed rounds and components/ depend on: fixed for the life of a run
-FROZEN_ON_RESUME = ("data.", "lexicon.", "model.")
-IGNORED_ON_RESUME = ("run_dir", "tracking.", "cluster.")
+# keys a resumed run may change (a key ending in "." stands for its section): where and how the
+# work runs or is logged, and when the loop stops; none of them changes what a round computes
+SAFE_ON_RESUME = ("run_dir", "name", "tracking.", "cluster.", "sweep.", "selftrain.max_rounds",
+                  "selftrain.patience", "train.device", "train.eval_batch_size", "model.feature_cache_mb")
+# ... except: more Ray Train workers is a larger effective batch
+UNSAFE_ON_RESUME = ("cluster.num_workers",)
+# read by pseudo-labeling rounds (r >= 1) only: may change while no such round has started
+SELFTRAIN_ONLY = ("selftrain.",)
+NOT_COMPARED_ON_RESUME = ("run_dir",)  # the same directory, however it is spelled
 
 
 class BootstrapError(RuntimeError):
     """A run that cannot start or continue (its state, its directory or its config)."""
+
+
+class ResumeConfigError(BootstrapError, ConfigError):
+    """``--resume`` with a config the run cannot continue with (a config error: jobs exit 2)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,22 +161,46 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def changed_config_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Flattened config keys whose values differ (``IGNORED_ON_RESUME`` keys left out)."""
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
+
+
+def changed_config_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old value, new value)}`` of the flattened config keys that differ (``run_dir``
+    aside; a key present on one side only has ``None`` on the other)."""
     keys = set(old) | set(new)
-    return sorted(k for k in keys if not k.startswith(IGNORED_ON_RESUME) and old.get(k) != new.get(k))
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys)
+            if not _matches(k, NOT_COMPARED_ON_RESUME) and old.get(k) != new.get(k)}
 
 
-def check_resume_config(old: Mapping[str, Any], new: Mapping[str, Any], state_path: str | os.PathLike
-                        ) -> list[str]:
-    """Keys changed since the run started; ``BootstrapError`` when one of them may not change."""
+def resume_refused(key: str, selftrain_started: bool) -> bool:
+    """Whether ``key`` may not change on resume: everything but :data:`SAFE_ON_RESUME` (less
+    :data:`UNSAFE_ON_RESUME`), and :data:`SELFTRAIN_ONLY` keys once a round >= 1 has started."""
+    if _matches(key, SAFE_ON_RESUME) and not _matches(key, UNSAFE_ON_RESUME):
+        return False
+    return selftrain_started or not _matches(key, SELFTRAIN_ONLY)
+
+
+def check_resume_config(old: Mapping[str, Any], new: Mapping[str, Any], state_path: str | os.PathLike,
+                        selftrain_started: bool = True) -> dict[str, tuple[Any, Any]]:
+    """The keys changed since the run started (``{key: (old, new)}``), when all may change
+    (:func:`resume_refused`); :class:`ResumeConfigError` naming the others, their values and the rule."""
     changed = changed_config_keys(old, new)
-    frozen = [k for k in changed if k.startswith(FROZEN_ON_RESUME)]
-    if frozen:
-        raise BootstrapError(
-            f"{state_path}: cannot resume: {', '.join(frozen)} changed since the run started "
-            f"(the trained rounds depend on them); use a new run_dir")
+    refused = [k for k in changed if resume_refused(k, selftrain_started)]
+    if refused:
+        shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
+        raise ResumeConfigError(
+            f"{state_path}: cannot resume: {shown} changed since the run started; the rounds already trained "
+            f"and those still to run would not be one experiment. Only {', '.join(SAFE_ON_RESUME)} may change "
+            f"on resume (not {', '.join(UNSAFE_ON_RESUME)}), and selftrain.* until round 1 starts. Resume with "
+            f"the values of the run (its config is in {state_path}) or choose a new run_dir")
     return changed
+
+
+def selftrain_started(state: RunState, layout: RunLayout) -> bool:
+    """Whether a pseudo-labeling round (r >= 1) is completed or under way (its directory exists)."""
+    return any(r.round >= 1 for r in state.rounds) or (
+        state.next_round >= 1 and layout.round_dir(state.next_round).exists())
 
 
 def thresholds_of(start: float, stop: float, step: float) -> list[float]:
@@ -234,10 +283,11 @@ def score_against_heldout(kept_dir: str | os.PathLike, heldout_dir: str | os.Pat
 # ----------------------------------------------------------------------------------------------
 
 
-def stages_done(layout: RunLayout) -> bool:
-    from cemr.pretrain import METRICS_FILE
+def stages_done(cfg: Config, layout: RunLayout) -> bool:
+    """:func:`cemr.pipeline.stages_done`: both stages hold ``cfg``'s output; a stale one raises."""
+    from cemr.pipeline import stages_done as done
 
-    return (layout.data / "prepare_report.json").is_file() and (layout.pretrain / METRICS_FILE).is_file()
+    return done(cfg, layout)
 
 
 def _stages(cfg: Config, run_dir: str) -> dict[str, Any]:
@@ -256,13 +306,16 @@ def _stages(cfg: Config, run_dir: str) -> dict[str, Any]:
 
 def run_stages(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
     """Prepare and pretrain as one Ray task (``cluster.cpus_per_worker`` CPUs, a GPU when
-    ``cluster.use_gpu`` and the cluster has one); read back when both are already done."""
+    ``cluster.use_gpu`` and the cluster has one); read back when both are already done for this
+    config. A stage made from another config stops the run here, on the driver
+    (:class:`cemr.fingerprint.StaleStageError`): the run directory and the data inputs must be
+    visible from the driver."""
     import ray
 
     from cluster.runtime import worker_resources
 
-    if stages_done(layout):
-        log(f"stages: {layout.data} and {layout.pretrain} already written")
+    if stages_done(cfg, layout):
+        log(f"stages: {layout.data} and {layout.pretrain} already written for this config")
         return _stages(cfg, str(layout.root)) | {"times": {"prepare": 0.0, "pretrain": 0.0}, "skipped": True}
     res = worker_resources(cfg.cluster)
     task = ray.remote(_stages).options(num_cpus=res["cpus_per_worker"], num_gpus=1 if res["use_gpu"] else 0,
@@ -469,7 +522,8 @@ class _RoundRunner:
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
                           "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
                           "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,
-                          "train_dirs": train_dirs, "weights": weights, "init_model": trained.init_model},
+                          "train_dirs": train_dirs, "weights": weights, "init_model": trained.init_model,
+                          "cpu_fallback": bool(getattr(trained, "cpu_fallback", False))},
             },
         )
         report = {"round": record.to_dict(), "history": trained.history}
@@ -508,7 +562,9 @@ def _finish_summary(state: RunState, layout: RunLayout, resumed_from: int | None
     )
 
 
-def _initial_state(cfg: Config, layout: RunLayout, resume: bool, log: Log) -> tuple[RunState, int | None]:
+def _initial_state(cfg: Config, layout: RunLayout, resume: bool, log: Log
+                   ) -> tuple[RunState, int | None, dict[str, tuple[Any, Any]]]:
+    """``(state, round resumed from or None, changed keys {key: (old, new)})``."""
     state_path = layout.root / "state.json"
     state = load_state(layout.root)
     if state is not None and not resume:
@@ -520,16 +576,17 @@ def _initial_state(cfg: Config, layout: RunLayout, resume: bool, log: Log) -> tu
             raise BootstrapError(f"{stale}: Ray Train runs without a state.json; remove them or pass --resume")
         if resume:
             log(f"resume: no {state_path} yet: starting a new run")
-        return RunState(config=flatten(cfg)), None
-    changed = check_resume_config(state.config, flatten(cfg), state_path)
+        return RunState(config=flatten(cfg)), None, {}
+    changed = check_resume_config(state.config, flatten(cfg), state_path, selftrain_started(state, layout))
     if changed:
-        log(f"resume: config changed since the run started: {', '.join(changed)}")
+        log("resume: config changed since the run started (allowed): "
+            + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
     state.config = flatten(cfg)
     for rec in state.rounds:
         if not rec.model_dir or not Path(rec.model_dir).is_dir():
             raise BootstrapError(f"{state_path}: round {rec.round}'s model directory {rec.model_dir} is missing")
     log(f"resume: {len(state.rounds)} completed round(s) in {state_path}; next round {state.next_round}")
-    return state, state.next_round
+    return state, state.next_round, changed
 
 
 def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent_run_id: str | None = None,
@@ -545,11 +602,12 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
     started = time.perf_counter()
     layout = RunLayout.of(cfg.run_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
-    state, resumed_from = _initial_state(cfg, layout, resume, log)
+    state, resumed_from, changed = _initial_state(cfg, layout, resume, log)
     decision = should_stop(state.rounds, cfg.selftrain.patience, cfg.selftrain.max_rounds)
     if state.finished and decision:
         log(f"nothing to do: the run had finished ({state.stop_reason}) and {decision.reason}")
         return _finish_summary(state, layout, resumed_from, [], started, None)
+    stages_done(cfg, layout)  # a stage made from another config stops the run before Ray starts
 
     ctx = connect(cfg, log)
     tracker = None
@@ -564,6 +622,8 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
         if new_run:
             for rec in state.rounds:  # rounds done before this MLflow run existed (a seeded sweep member)
                 _log_round(tracker, rec, {"round": rec.to_dict()})
+        elif resumed_from is not None:  # the run's params are the first start's: say what runs now
+            tracker.record_resume(changed, resumed_from, flatten(cfg))
 
         stages = run_stages(cfg, layout, log)
         if not stages.get("skipped"):
@@ -578,8 +638,8 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
             record, report = runner.run(state, r)
             state.add_round(record)
             save_state(layout.root, state)
-            (layout.round_dir(r) / "report.json").write_text(
-                json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+            atomic_write_text(layout.round_dir(r) / "report.json",
+                              json.dumps(report, ensure_ascii=False, indent=1, default=str))
             _log_round(tracker, record, report)
             rounds_run.append(r)
             log(f"round {r}: dev F1 {record.dev_f1:.4f} ({record.seconds:.0f}s)")
@@ -591,8 +651,8 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
         tracker.plot_f1_vs_round(state.rounds)
         model_uri = tracker.log_model_dir(state.best.model_dir, cfg.tracking.register_model)
         summary = _finish_summary(state, layout, resumed_from, rounds_run, started, model_uri)
-        (layout.root / "summary.json").write_text(json.dumps(summary.to_dict(), ensure_ascii=False, indent=1,
-                                                             default=str), encoding="utf-8")
+        atomic_write_text(layout.root / "summary.json",
+                          json.dumps(summary.to_dict(), ensure_ascii=False, indent=1, default=str))
         tracker.log_metrics({"best_round": float(state.best.round), "best_dev_f1": state.best.dev_f1},
                             step=state.best.round)
         tracker.log_dict(summary.to_dict(), "summary.json")
@@ -604,10 +664,25 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
         raise
+    except Exception as exc:  # the run fails loudly (exit status 1); MLflow says why
+        if tracker is not None:
+            tracker.set_tags(failure_tags(exc))
+        raise
     finally:
         if tracker is not None:
             tracker.end(status)
         shutdown_if_owned(ctx)
+
+
+def failure_tags(exc: BaseException) -> dict[str, str]:
+    """MLflow tags of a failed run: the error, and for the failures that carry them (GPUs that did
+    not come, too many failed pseudo-label rows) their counts and first errors."""
+    tags = {"cemr.error": f"{type(exc).__name__}: {exc}"[:4000]}
+    for attr in ("needed", "present", "counts", "first_errors", "failures"):
+        value = getattr(exc, attr, None)
+        if value:
+            tags[f"cemr.error.{attr}"] = json.dumps(value, ensure_ascii=False, default=str)[:4000]
+    return tags
 
 
 # ----------------------------------------------------------------------------------------------
@@ -658,8 +733,6 @@ def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, 
     (``<run_dir>/base``). Logs the F1-vs-threshold plot and registers the best threshold's model."""
     from cemr.tracking import Tracker
     from cluster.runtime import shutdown_if_owned
-
-    from cemr.selftrain import atomic_write_text
 
     root = RunLayout.of(cfg.run_dir).root
     root.mkdir(parents=True, exist_ok=True)
@@ -715,8 +788,7 @@ def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, 
                "mlflow_run_id": sweep_state["mlflow_run_id"], "tracking_uri": uri, "model_uri": model_uri}
         tracker.log_dict(out, "sweep_summary.json")
         tracker.set_tags({"cemr.best_threshold": winner["threshold"]})
-        (root / "sweep_summary.json").write_text(json.dumps(out, ensure_ascii=False, indent=1, default=str),
-                                                 encoding="utf-8")
+        atomic_write_text(root / "sweep_summary.json", json.dumps(out, ensure_ascii=False, indent=1, default=str))
         status = "FINISHED"
         return out
     except (KeyboardInterrupt, SystemExit):

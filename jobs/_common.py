@@ -68,7 +68,10 @@ def run_job(main: Callable[[argparse.Namespace], dict[str, Any]], parser: argpar
             argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run ``main(args)`` and print its summary as the last line (JSON).
 
-    Exit codes: 0 done, 1 failed (the error on stderr), 2 bad config or arguments, 143 terminated.
+    Exit codes: 0 done, 1 failed (the error on stderr), 2 bad config or arguments (a
+    :class:`cemr.config.ConfigError`, which includes a run directory whose stages were made from
+    another config, :class:`cemr.fingerprint.StaleStageError`, and ``--resume`` with keys that may
+    not change, ``cluster.bootstrap.ResumeConfigError``), 143 terminated.
     """
     from cemr.config import ConfigError
 

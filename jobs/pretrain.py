@@ -1,7 +1,8 @@
 """``python -m jobs.pretrain [--config YAML] [key=value ...]``: prepare the data and pretrain.
 
-Runs both stages as one Ray task (skipped when ``RUN_DIR/data`` and ``RUN_DIR/pretrain`` are
-already written) and prints the pretraining metrics.
+Runs both stages as one Ray task (skipped when ``RUN_DIR/data`` and ``RUN_DIR/pretrain`` already
+hold this config's output, refused before Ray starts when they were made from another config or
+other inputs: :mod:`cemr.fingerprint`) and prints the pretraining metrics.
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from jobs._common import build_parser, load_job_config, log_line, run_job
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    from cemr.pipeline import RunLayout
+    from cemr.pipeline import RunLayout, stages_done
     from cluster.bootstrap import connect, run_stages, split_sentences
     from cluster.runtime import shutdown_if_owned
 
     cfg = load_job_config(args)
     layout = RunLayout.of(cfg.run_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
+    stages_done(cfg, layout)  # a stale run directory is refused here, before Ray starts
     ctx = connect(cfg, log_line)
     try:
         stages = run_stages(cfg, layout, log_line)

@@ -81,22 +81,32 @@ def test_a_new_tagger_can_start_from_a_saved_models_weights(tmp_path):
         new_tagger(_cfg(), comps, init_from=tmp_path / "nowhere")
 
 
-def test_pretraining_says_when_its_cap_leaves_out_all_unlabeled_text(tmp_path, monkeypatch):
-    """Train sentences stream first: a cap below their count means the pool is never read."""
+def _prepared_run(path, cfg):
+    """A run directory whose prepare stage is marked done for ``cfg`` (a report, no shards)."""
     import json
 
-    import cemr.pretrain
-    from cemr.pipeline import RunLayout, pretrain_stage
+    from cemr.fingerprint import prepare_fingerprint, write_marker
+    from cemr.pipeline import RunLayout
 
-    monkeypatch.setattr(cemr.pretrain, "pretrain_all", lambda *a, **k: {})
-    layout = RunLayout.of(tmp_path / "run")
+    layout = RunLayout.of(path)
     layout.data.mkdir(parents=True)
     (layout.data / "prepare_report.json").write_text(
         json.dumps({"sentences": {"train": 8151, "unlabeled": 61600}}), encoding="utf-8")
-    caps = ["model.bilm.max_sentences=8000", "model.bert.pretrain_max_sentences=6000"]
+    write_marker(layout.data, prepare_fingerprint(cfg))
+    return layout
+
+
+def test_pretraining_says_when_its_cap_leaves_out_all_unlabeled_text(tmp_path, monkeypatch):
+    """Train sentences stream first: a cap below their count means the pool is never read."""
+    import cemr.pretrain
+    from cemr.pipeline import pretrain_stage
+
+    monkeypatch.setattr(cemr.pretrain, "pretrain_all", lambda *a, **k: {})
+    caps = load_config(None, ["model.bilm.max_sentences=8000", "model.bert.pretrain_max_sentences=6000"])
     messages = []
-    pretrain_stage(load_config(None, caps), layout, log=messages.append)
+    pretrain_stage(caps, _prepared_run(tmp_path / "a", caps), log=messages.append)
     assert any("8000" in m and "no unlabeled text is used" in m for m in messages)
     messages.clear()
-    pretrain_stage(load_config(None, ["model.bilm.max_sentences=40000"]), layout, log=messages.append)
+    wide = load_config(None, ["model.bilm.max_sentences=40000"])
+    pretrain_stage(wide, _prepared_run(tmp_path / "b", wide), log=messages.append)
     assert not any("no unlabeled text" in m for m in messages)

@@ -70,13 +70,93 @@ def test_metric_key_replaces_what_mlflow_refuses():
     assert metric_key("dev", "a(b)*", "f1") == "dev/a_b__/f1"
 
 
-def test_resume_refuses_changed_data_or_model_but_allows_more_rounds(tmp_path):
-    old = {"data.demo_documents": 40, "model.char_dim": 16, "selftrain.max_rounds": 0, "run_dir": "a",
-           "cluster.num_workers": 1}
-    new = {**old, "selftrain.max_rounds": 2, "run_dir": "b", "cluster.num_workers": 2}
-    assert check_resume_config(old, new, tmp_path / "state.json") == ["selftrain.max_rounds"]
-    with pytest.raises(BootstrapError, match=r"state.json: cannot resume: model.char_dim changed"):
-        check_resume_config(old, {**new, "model.char_dim": 32}, tmp_path / "state.json")
+def test_resume_allows_only_the_keys_documented_as_safe(tmp_path):
+    from cemr.config import ConfigError, flatten, load_config
+    from cluster.bootstrap import ResumeConfigError
+
+    state_path = tmp_path / "state.json"
+    old = flatten(load_config(DEMO, [*TINY, "selftrain.max_rounds=0", "run_dir=a"]))
+    safe = {"selftrain.max_rounds": 2, "selftrain.patience": 3, "run_dir": "b", "tracking.experiment": "x",
+            "cluster.actors": 4, "train.device": "cpu", "sweep.step": 0.05}
+    changed = check_resume_config(old, {**old, **safe}, state_path)
+    assert changed == {k: (old[k], v) for k, v in sorted(safe.items()) if k != "run_dir"}
+    for key, value in (("train.epochs", 3), ("train.lr", 0.1), ("model.char_dim", 32), ("data.demo_seed", 8),
+                       ("lexicon.folds", 3), ("cluster.num_workers", 2)):
+        with pytest.raises(ResumeConfigError, match=rf"state.json: cannot resume: {re.escape(key)} "
+                                                    rf"\({old[key]!r} -> {value!r}\) changed.*new run_dir"):
+            check_resume_config(old, {**old, key: value}, state_path)
+    # pseudo-labeling keys: free until a round >= 1 has started, then fixed
+    assert check_resume_config(old, {**old, "selftrain.threshold": 0.5}, state_path, selftrain_started=False) == {
+        "selftrain.threshold": (0.3, 0.5)}
+    with pytest.raises(ResumeConfigError, match=r"selftrain.threshold \(0.3 -> 0.5\)"):
+        check_resume_config(old, {**old, "selftrain.threshold": 0.5}, state_path, selftrain_started=True)
+    assert issubclass(ResumeConfigError, ConfigError) and issubclass(ResumeConfigError, BootstrapError)
+
+
+def _stopped_run(tmp_path, cfg):
+    """A run directory whose round 0 is done and whose state says it may go on (not finished)."""
+    from cemr.config import flatten
+
+    model = Path(cfg.run_dir) / "rounds" / "round_000" / "model"
+    model.mkdir(parents=True)
+    state = RunState(rounds=[RoundRecord(round=0, dev_f1=0.3, model_dir=str(model))], config=flatten(cfg))
+    save_state(cfg.run_dir, state)
+    return state
+
+
+def test_a_resume_with_a_changed_training_key_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    from cemr.config import load_config
+    from cluster import bootstrap
+
+    common = [*TINY, f"run_dir={tmp_path / 'run'}", "selftrain.max_rounds=0"]
+    _stopped_run(tmp_path, load_config(DEMO, common))
+    monkeypatch.setattr(bootstrap, "connect", lambda *a, **k: pytest.fail("Ray was started"))
+    with pytest.raises(bootstrap.ResumeConfigError, match=r"train.epochs \(2 -> 3\)"):
+        bootstrap.run_bootstrap(load_config(DEMO, [*common, "selftrain.max_rounds=1", "train.epochs=3"]),
+                                resume=True, log=lambda _m: None)
+
+
+def test_a_resume_with_a_safe_change_is_recorded_on_the_mlflow_run(tmp_path, monkeypatch):
+    """The run's params stay its first start's (MLflow cannot change them); the resume says what changed."""
+    from mlflow.tracking import MlflowClient
+
+    from cemr.config import flatten, load_config
+    from cemr.tracking import Tracker
+    from cluster import bootstrap
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [*TINY, f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={uri}", "tracking.experiment=resume"]
+    first = load_config(DEMO, [*common, "selftrain.max_rounds=0"])
+    state = _stopped_run(tmp_path, first)
+    tracker = Tracker.from_config(first.tracking, tmp_path / "run")
+    run_id = tracker.start_parent(params=flatten(first))
+    tracker.end()
+    state.paths.update({bootstrap.MLFLOW_RUN_KEY: bootstrap.RUNS_PREFIX + run_id,
+                        bootstrap.MLFLOW_URI_KEY: tracker.uri})
+    save_state(tmp_path / "run", state)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_a, **_k):
+        raise Stop
+
+    monkeypatch.setattr(bootstrap, "connect", lambda *a, **k: None)
+    monkeypatch.setattr(bootstrap, "run_stages", stop)  # what happens after the record is not tested here
+    with pytest.raises(Stop):
+        bootstrap.run_bootstrap(load_config(DEMO, [*common, "selftrain.max_rounds=1"]), resume=True,
+                                log=lambda _m: None)
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.data.params["selftrain.max_rounds"] == "0"  # as first logged
+    assert run.data.params["resume_1/selftrain.max_rounds"] == "1"
+    assert run.data.tags["cemr.resumes"] == "1" and run.data.tags["cemr.resumed_from_round"] == "1"
+    assert json.loads(run.data.tags["cemr.resume_changes"]) == {"selftrain.max_rounds": [0, 1]}
+    record = json.loads((Path(client.download_artifacts(run_id, "resume/resume_1.json", str(tmp_path)))
+                         ).read_text(encoding="utf-8"))
+    assert record["next_round"] == 1 and record["config"]["selftrain.max_rounds"] == 1
+    assert load_state(tmp_path / "run").config["selftrain.max_rounds"] == 1
 
 
 def test_thresholds_are_inclusive_and_checked():
@@ -230,6 +310,8 @@ def test_mlflow_parent_run_has_params_round_metrics_and_artifacts(two_phase_run)
     mrun = client.get_run(run["second"].mlflow_run_id)
     assert mrun.info.status == "FINISHED"
     assert mrun.data.params["train.epochs"] == "2" and mrun.data.params["selftrain.threshold"] == "0.3"
+    assert mrun.data.params["selftrain.max_rounds"] == "0"  # the first start's; the resume records the change
+    assert mrun.data.params["resume_1/selftrain.max_rounds"] == "1" and mrun.data.tags["cemr.resumes"] == "1"
     assert mrun.data.tags["cemr.kind"] == "bootstrap"
     steps = {m.step: m.value for m in client.get_metric_history(mrun.info.run_id, "dev_f1")}
     assert sorted(steps) == [0, 1]
@@ -353,3 +435,17 @@ def test_job_submit_killed_mid_round_then_resumed(ray_head, tmp_path):
     assert mrun.info.status == "FINISHED" and mrun.info.run_id == summary["mlflow_run_id"]
     assert [m.step for m in client.get_metric_history(mrun.info.run_id, "dev_f1")] == [0]
     assert mrun.data.tags["cemr.stop_reason"] == "reached max_rounds=0"
+
+
+def test_failure_tags_carry_the_error_and_its_counts():
+    from cluster.bootstrap import failure_tags
+    from cluster.pseudolabel import PseudoLabelFailed
+
+    exc = PseudoLabelFailed("40 of 200 rows failed", failed=40, total=200, max_fraction=0.01,
+                            failures={"ValueError": 40}, first_errors=[{"doc_id": "d1", "error": "boom"}],
+                            all_dir="/tmp/x")
+    tags = failure_tags(exc)
+    assert tags["cemr.error"] == "PseudoLabelFailed: 40 of 200 rows failed"
+    assert json.loads(tags["cemr.error.failures"]) == {"ValueError": 40}
+    assert json.loads(tags["cemr.error.first_errors"])[0]["doc_id"] == "d1"
+    assert set(failure_tags(RuntimeError("x"))) == {"cemr.error"}

@@ -65,7 +65,33 @@ def test_run_job_prints_one_json_object_last(capsys):
 
 def test_a_bad_override_is_a_usage_error_naming_the_key(capsys):
     assert run_job(_config_main, build_parser("jobs.t", "doc"), ["train.epoch=2"]) == _common.EXIT_USAGE
-    assert "unknown key(s) train.epoch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train.epoch" in err and "unknown key" in err
+
+
+def test_a_stale_run_dir_or_a_refused_resume_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    """The pretrain job on a run directory prepared from another config exits 2 naming the key
+    (no Ray task is started: the driver checks the stage markers); so does ``--resume`` with a
+    key that may not change."""
+    import cluster.bootstrap
+    from cemr.config import load_config
+    from cemr.pipeline import RunLayout, prepare_data
+    from cluster.bootstrap import ResumeConfigError
+    from jobs import pretrain
+
+    run_dir = tmp_path / "run"
+    prepare_data(load_config(_common.DEFAULT_CONFIG, [*TINY, f"run_dir={run_dir}"]), RunLayout.of(run_dir),
+                 lambda _m: None)
+    monkeypatch.setattr(cluster.bootstrap, "connect", lambda *a, **k: None)  # no Ray here
+    rc = pretrain.cli([*TINY, f"run_dir={run_dir}", "data.demo_seed=99"])
+    err = capsys.readouterr().err
+    assert rc == _common.EXIT_USAGE and "data.demo_seed: 7 -> 99" in err and str(run_dir / "data") in err
+
+    def refused(_args):
+        raise ResumeConfigError("state.json: cannot resume: train.epochs (2 -> 3) changed")
+
+    assert run_job(refused, build_parser("jobs.t", "doc"), []) == _common.EXIT_USAGE
+    assert "config error: state.json: cannot resume: train.epochs" in capsys.readouterr().err
 
 
 def test_a_failure_exits_1_with_the_error(capsys):
@@ -139,6 +165,8 @@ def test_pretrain_then_train_jobs(local_ray, workdir, capsys):
     assert not pre["skipped"] and pre["sentences"]["train"] > 0 and pre["pretrain"]["word2vec.dim"] == 16
     again = _run("pretrain", _args(workdir), capsys)
     assert again["skipped"]
+    assert importlib.import_module("jobs.pretrain").cli(_args(workdir, "model.word2vec.window=2")) == 2
+    assert "model.word2vec.window" in capsys.readouterr().err  # another pretraining config: refused
     train = _run("train", _args(workdir, "selftrain.max_rounds=3"), capsys)  # train forces max_rounds=0
     assert [r["round"] for r in train["rounds"]] == [0] and train["stop_reason"] == "reached max_rounds=0"
     assert Path(train["best_model_dir"]).is_dir() and train["best_test"]["micro"]
