@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from cemr import __version__
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--config", required=required, help="YAML config (default: the embedded demo)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _load(args: argparse.Namespace):
@@ -28,6 +33,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from cemr.corpus.stats import corpus_stats
 
     stats = corpus_stats(args.format, args.path)
+    if stats.get("detected"):
+        _log(f"{args.path}: {stats['detected']}")
     if args.json:
         print(json.dumps(stats, ensure_ascii=False))
     else:
@@ -42,12 +49,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from cemr.prepare import prepare
+    from cemr.pipeline import prepare_dir
 
     cfg = _load(args)
     out = Path(args.out or Path(cfg.run_dir) / "data")
-    report = prepare(cfg, out)
-    print(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report, ensure_ascii=False, indent=1))
+    report = prepare_dir(cfg, out, log=_log)
+    print(json.dumps(report, ensure_ascii=False, indent=1))
     return 0
 
 
@@ -70,24 +77,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cemr.pipeline import evaluate_model_dir
+    from cemr.inference import evaluate_model_dir
 
-    report = evaluate_model_dir(args.model, args.format, args.data, device=args.device)
+    result = evaluate_model_dir(args.model, args.format, args.data, device=args.device, max_len=args.max_len,
+                                max_rejected=args.max_rejected, strict=args.strict)
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
-        print(report.to_table())
+        print(result.report.to_table())
+        d = result.data
+        print(f"documents read {d['read']}, kept {d['kept']}, rejected {d['rejected']}; "
+              f"gold spans read {d['spans_read']}, dropped {d['spans_dropped']}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cemr.pipeline import predict_files
+    from cemr.inference import predict_files
 
-    n = predict_files(
+    summary = predict_files(
         args.model, args.inputs, args.out, input_format=args.input_format, out_format=args.out_format,
-        device=args.device, column=args.column,
+        device=args.device, column=args.column, overwrite=args.overwrite, max_len=args.max_len,
     )
-    print(json.dumps({"documents": n, "out": str(args.out)}), file=sys.stderr)
+    brief = {"documents": summary["documents"], "out": summary["out"],
+             "inputs": {k: {n: v[n] for n in ("format", "read", "kept", "rejected", "reasons")}
+                        for k, v in summary["inputs"].items()}}
+    print(json.dumps(brief, ensure_ascii=False), file=sys.stderr)
     return 0
 
 
@@ -101,15 +115,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cemr.corpus.readers import FORMATS
+    from cemr.corpus.readers import INPUT_FORMATS
 
     ap = argparse.ArgumentParser(prog="cemr", description=__doc__.splitlines()[0])
     ap.add_argument("--version", action="version", version=f"cemr {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("stats", help="read a corpus and count documents and entities per type")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("path")
+    p = sub.add_parser("stats", help="read a corpus and count documents and entities per type",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--format", default="auto", choices=INPUT_FORMATS,
+                   help="corpus format; auto detects it from the data (and prints what it found)")
+    p.add_argument("path", help="corpus file or directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_stats)
 
@@ -128,22 +144,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: the config's run_dir); the model goes to OUT/model")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="entity-level P/R/F1 of a model directory on a labeled corpus")
-    p.add_argument("--model", required=True, help="model directory written by cemr train")
-    p.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "text"])
+    p = sub.add_parser("evaluate", help="entity-level P/R/F1 of a model directory on a labeled corpus",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="model directory written by cemr train (RUN_DIR/model)")
+    p.add_argument("--format", default="auto", choices=[f for f in INPUT_FORMATS if f != "text"],
+                   help="labeled corpus format; auto detects it from the data")
     p.add_argument("--data", required=True, help="file or directory in that format")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="sentence length documents are split into (default: the one the model records)")
+    p.add_argument("--max-rejected", type=float, default=0.0,
+                   help="fraction of the corpus's records the reader may reject before evaluation stops")
+    p.add_argument("--strict", action="store_true",
+                   help="any rejected record, or entity types differing between model and data, is an error")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="tag documents; JSON lines with spans + confidence, or BRAT")
-    p.add_argument("--model", required=True)
-    p.add_argument("inputs", nargs="+", help="input files or directories")
-    p.add_argument("--input-format", default="text", choices=FORMATS)
+    p = sub.add_parser("predict", help="tag documents; JSON lines with spans + confidence, or BRAT",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="model directory written by cemr train (RUN_DIR/model)")
+    p.add_argument("inputs", nargs="+", help="input files or directories; - reads standard input")
+    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                   help="input format; auto detects it per input (labels of a labeled format are ignored)")
     p.add_argument("--column", help="text column / JSON field for text inputs")
-    p.add_argument("--out", required=True, help="output file (jsonl) or directory (brat)")
-    p.add_argument("--out-format", default="jsonl", choices=["jsonl", "brat"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True,
+                   help="output file (jsonl; - writes standard output) or directory (brat); never an input")
+    p.add_argument("--out-format", default="jsonl", choices=["jsonl", "brat"], help="output format")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="sentence length documents are split into (default: the one the model records)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="write the embedded synthetic demo corpus to disk")
@@ -155,14 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input, config, output or model directory: printed as one line
+    (exit status 2), never a traceback. ``cemr.modeldir`` (torch) is looked up only if loaded."""
     from cemr.config import ConfigError
     from cemr.corpus.document import CorpusError
+    from cemr.outputs import OutputError
 
+    errors: list[type[BaseException]] = [ConfigError, CorpusError, OutputError, FileNotFoundError]
+    modeldir = sys.modules.get("cemr.modeldir")
+    if modeldir is not None:
+        errors.append(modeldir.ModelDirError)
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CorpusError, FileNotFoundError) as exc:
+    except BrokenPipeError:  # stdout closed early (``| head``): not an error of the command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
         print(f"cemr {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -21,18 +21,18 @@ import importlib
 import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import cemr
 from cemr.config import ModelConfig
 from cemr.lexicon import Lexicon
+from cemr.outputs import atomic_dir
 from cemr.tagger import FEATURIZERS, BiLMBNERTagger, Collator, is_frozen, make_collator, tagger_from_hparams
 from cemr.tags import LabelSet
 from cemr.vocab import CharVocab
@@ -98,13 +98,16 @@ def save_model(
     lexicon: Any = None,
     model_config: ModelConfig | None = None,
     extra: Mapping[str, Any] | None = None,
+    inference: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``tagger`` (unwrapped, any device) and everything it needs to ``directory``.
 
     ``lexicon``: a Lexicon or FoldedLexicon (its full view is saved), required when the tagger has
     the dictionary feature; ``model_config`` is recorded for reference; ``extra`` (JSON-able:
-    dev F1, round, ...) is stored under ``"extra"``. Refuses to replace an existing directory
+    dev F1, round, ...) is stored under ``"extra"``; ``inference`` records what tagging raw text
+    needs (``max_len``: the sentence length the model was trained on), read back by
+    :meth:`cemr.predictor.Predictor.load`. Refuses to replace an existing directory
     unless ``overwrite``. Returns the directory.
     """
     target = Path(directory)
@@ -130,11 +133,10 @@ def save_model(
         "dictionary": tagger.dictionary is not None,
         "model": dataclasses.asdict(model_config) if model_config is not None else None,
         "versions": versions(),
+        "inference": dict(inference) if inference else {},
         "extra": dict(extra) if extra else {},
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target, overwrite=True) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in tagger.checkpoint_state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
@@ -144,12 +146,6 @@ def save_model(
             full.save(tmp / LEXICON_FILE)
         for name, module in tagger.featurizers().items():
             module.save(tmp / name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -158,8 +154,32 @@ def _read_json(path: Path) -> Any:
         raise FileNotFoundError(f"{path}: missing (not a cemr model directory?)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelDirError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise ModelDirError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+
+
+def check_model_dir(directory: str | os.PathLike) -> Path:
+    """``directory`` itself if it holds a model's ``config.json``; else a :class:`ModelDirError`
+    that says which directory to pass (a run directory's ``model/`` or best round), or
+    ``FileNotFoundError`` when there is nothing there."""
+    d = Path(directory)
+    if not d.exists():
+        raise FileNotFoundError(f"{d}: no such model directory")
+    if not d.is_dir():
+        raise ModelDirError(f"{d}: is a file; --model takes a model directory (holding {CONFIG_FILE})")
+    if (d / CONFIG_FILE).is_file():
+        return d
+    hints = []
+    if (d / "model" / CONFIG_FILE).is_file():
+        hints.append(str(d / "model"))
+    rounds = sorted((d / "rounds").glob("round_*/model")) if (d / "rounds").is_dir() else []
+    hints.extend(str(r) for r in rounds if (r / CONFIG_FILE).is_file())
+    if hints:
+        more = f" (or a round's: {', '.join(hints[1:4])}{' ...' if len(hints) > 4 else ''})" if len(hints) > 1 else ""
+        raise ModelDirError(f"{d}: is a run directory, not a model directory; pass --model {hints[0]}{more}")
+    raise ModelDirError(f"{d}: not a cemr model directory ({CONFIG_FILE} missing)")
 
 
 def _featurizer_class(name: str, spec: Mapping[str, Any], classes: Mapping[str, type], where: Path) -> type:
@@ -198,11 +218,25 @@ def read_weights(directory: str | os.PathLike, *, vocab: CharVocab | None = None
     weights = d / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing")
-    if vocab is not None and CharVocab.load(d / VOCAB_FILE) != vocab:
+    if vocab is not None and _load_vocab(d / VOCAB_FILE) != vocab:
         raise ModelDirError(f"{d / VOCAB_FILE}: the model was built on another char vocabulary")
     if labels is not None and _read_json(d / LABELS_FILE) != labels.to_list():
         raise ModelDirError(f"{d / LABELS_FILE}: the model was built on another label set")
-    return load_file(str(weights))
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        size = weights.stat().st_size
+        raise ModelDirError(f"{weights}: unreadable weights ({size} bytes; truncated or not a safetensors "
+                            f"file?): {exc}") from exc
+
+
+def _load_vocab(path: Path) -> CharVocab:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not a cemr model directory?)")
+    try:
+        return CharVocab.load(path)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path}: not a cemr char vocabulary: {exc}") from exc
 
 
 def load_model(
@@ -212,22 +246,28 @@ def load_model(
     featurizer_classes: Mapping[str, type] | None = None,
 ) -> LoadedModel:
     """Read a directory written by :func:`save_model`; the tagger is on ``device``, in eval mode."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"{d}: not a directory")
+    d = check_model_dir(directory)
     device = torch.device(device)
     config = _read_json(d / CONFIG_FILE)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise ModelDirError(f"{d / CONFIG_FILE}: format {found!r}, expected {FORMAT!r}")
+    missing = [k for k in ("tagger", "labels") if not isinstance(config.get(k), (dict, list))]
+    if missing:
+        raise ModelDirError(f"{d / CONFIG_FILE}: missing or malformed key(s) {', '.join(missing)}")
     try:
         labels = LabelSet.from_list(_read_json(d / LABELS_FILE))
-    except (TypeError, ValueError) as exc:
-        raise ModelDirError(f"{d / LABELS_FILE}: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        if isinstance(exc, ModelDirError):
+            raise
+        raise ModelDirError(f"{d / LABELS_FILE}: not a tag list: {exc}") from exc
     if labels.to_list() != config["labels"]:
         raise ModelDirError(f"{d / LABELS_FILE}: labels differ from those in {CONFIG_FILE}")
-    vocab = CharVocab.load(d / VOCAB_FILE)
-    lexicon = Lexicon.load(d / LEXICON_FILE) if (d / LEXICON_FILE).is_file() else None
+    vocab = _load_vocab(d / VOCAB_FILE)
+    try:
+        lexicon = Lexicon.load(d / LEXICON_FILE) if (d / LEXICON_FILE).is_file() else None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelDirError(f"{d / LEXICON_FILE}: unreadable lexicon: {exc}") from exc
     if config.get("dictionary") and lexicon is None:
         raise FileNotFoundError(f"{d / LEXICON_FILE}: missing (the model has a dictionary feature)")
     classes = dict(featurizer_classes or {})
@@ -237,8 +277,16 @@ def load_model(
             raise ModelDirError(f"{d / CONFIG_FILE}: unknown featurizer {name!r}")
         if not (d / name).is_dir():
             raise FileNotFoundError(f"{d / name}: missing featurizer directory")
+        if not isinstance(spec, dict):
+            raise ModelDirError(f"{d / CONFIG_FILE}: featurizer {name!r}: expected a mapping, got {spec!r}")
         cls = _featurizer_class(name, spec, classes, d / CONFIG_FILE)
-        modules[name] = _load_featurizer(cls, d / name, device, bool(spec.get("frozen", True)))
+        try:
+            modules[name] = _load_featurizer(cls, d / name, device, bool(spec.get("frozen", True)))
+        except (FileNotFoundError, ModelDirError):
+            raise
+        except Exception as exc:  # a featurizer's own loader: name the directory, keep the cause
+            raise ModelDirError(f"{d / name}: cannot load the {name} featurizer: "
+                                f"{type(exc).__name__}: {exc}") from exc
     try:
         tagger = tagger_from_hparams(config["tagger"], labels, **modules)
     except (KeyError, TypeError, ValueError) as exc:
@@ -249,7 +297,7 @@ def load_model(
     tagger.to(device)
     try:
         tagger.load_checkpoint_state(state)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         raise ModelDirError(f"{d / WEIGHTS_FILE}: {exc}") from exc
     tagger.eval()
     return LoadedModel(tagger, vocab, labels, lexicon, config)

@@ -107,12 +107,16 @@ class Predictor:
         *,
         confidence: str = DEFAULT_METHOD,
         batch_size: int = 64,
-        max_len: int = DEFAULT_MAX_LEN,
+        max_len: int | None = None,
         featurizer_classes: dict | None = None,
         num_threads: int | None = None,
         feature_cache_mb: float = 0.0,
     ) -> "Predictor":
         """Load a model directory (:mod:`cemr.modeldir`); ``device`` may be ``auto``.
+
+        ``max_len``: the sentence length documents are split into; None: the one the model directory
+        records (``config.json`` ``inference.max_len``: the ``data.max_sentence_len`` it was trained
+        with), else ``DEFAULT_MAX_LEN``.
 
         ``feature_cache_mb``: the tagger's per-featurizer output cache (see the module notes);
         0 (default) keeps none, a positive budget helps only callers that tag the same texts again.
@@ -135,6 +139,8 @@ class Predictor:
         m = load_model(model_dir, dev, featurizer_classes=featurizer_classes)
         m.tagger.feature_cache_mb = float(feature_cache_mb)
         m.tagger.clear_feature_caches()
+        if max_len is None:
+            max_len = int((m.config.get("inference") or {}).get("max_len") or DEFAULT_MAX_LEN)
         return cls(m.tagger, m.vocab, m.labels, m.lexicon, dev, confidence=confidence,
                    batch_size=batch_size, max_len=max_len)
 

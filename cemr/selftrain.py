@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence
 
 from cemr.corpus.document import Span
 from cemr.metrics import PRF, match_counts
+from cemr.outputs import atomic_write_text
 
 KEPT = "kept"
 BELOW_THRESHOLD = "below_threshold"
@@ -520,25 +520,6 @@ class RunState:
             stop_reason=data.get("stop_reason"),
             config=dict(data.get("config", {})),
         )
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_state(run_dir: str | os.PathLike, state: RunState) -> Path:

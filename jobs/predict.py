@@ -1,14 +1,16 @@
 """``python -m jobs.predict --input PATH [--input PATH ...] --out OUT [options] [key=value ...]``:
 batch inference with Ray Data.
 
-Documents are read on the driver with cemr's readers (``--input-format``: ``text`` or a labeled
-format, whose labels are ignored; rejected records are counted in the summary, never silently
+Documents are read on the driver with cemr's readers (``--input-format``: ``auto``, detected per
+input, ``text`` or a labeled format, whose labels are ignored; rejected records are counted in the summary, never silently
 dropped), handed to Ray Data (``from_items``: the corpus must fit in the driver's memory; for a
 larger pool, ``prepare`` it into shards and use the pseudo-labeling pipeline), tagged by a pool of
 actors (:class:`DocumentTagger`: one :class:`cemr.predictor.Predictor` per actor, long documents
 split into sentences of at most ``--max-len`` chars and mapped back), and written in input order
 as JSON lines (``{"id", "text", "entities": [{"start", "end", "type", "mention", "confidence"}]}``,
-document offsets, end exclusive) or as BRAT (``<id>.txt`` + ``<id>.ann``).
+document offsets, end exclusive) or as BRAT (``<id>.txt`` + ``<id>.ann``). The output is checked
+before anything is read (never an input; an existing one replaced only with ``--overwrite``) and
+appears complete or not at all.
 
 The model is ``--model DIR``, by default the best round's model of ``run_dir`` (its
 ``state.json``). Actors: ``cluster.actors`` x (``cluster.actor_num_cpus``, ``cluster.actor_num_gpus``
@@ -60,23 +62,25 @@ def best_model_dir(run_dir: str | Path) -> Path:
 
 
 def read_inputs(inputs: Sequence[str], fmt: str, column: str | None) -> tuple[list[Any], dict[str, Any]]:
-    """Documents of every input, in order, and the readers' accounting. Duplicate ids raise
-    ``ValueError`` naming both sources."""
-    from cemr.corpus.document import ReadReport
-    from cemr.corpus.readers import read_documents, read_unlabeled
+    """Documents of every input, in order, and the readers' accounting (format detected or checked
+    per input, as ``cemr predict`` does). Duplicate ids raise ``CorpusError`` naming both sources;
+    an input with no readable document is an error."""
+    from cemr.corpus.document import CorpusError
+    from cemr.inference import resolve_sources
 
     docs, seen = [], {}
-    accounting = {}
-    for path in inputs:
-        report = ReadReport()
-        it = read_unlabeled(path, column=column, report=report) if fmt == "text" else read_documents(fmt, path, report=report)
-        for d in it:
+    sources = resolve_sources(inputs, inputs, fmt, labeled=False, log=log_line)
+    for src in sources:
+        for d in src.documents(column):
+            where = d.source or src.path
             if d.id in seen:
-                raise ValueError(f"document id {d.id!r} appears twice: {seen[d.id]} and {d.source or path}")
-            seen[d.id] = d.source or path
+                raise CorpusError(where, None, f"document id {d.id!r} is also the id of a document of {seen[d.id]}")
+            seen[d.id] = where
             docs.append(d)
-        accounting[str(path)] = report.to_dict()
-    return docs, accounting
+        if src.report.kept == 0:
+            raise CorpusError(src.path, None, f"no document could be read as {src.format} "
+                                              f"({src.report.read} record(s) read, {src.report.rejected} rejected)")
+    return docs, {src.path: src.summary() for src in sources}
 
 
 def tag_texts(items: Sequence[tuple[str, str]], model_dir: str | Path, cfg: Any, max_len: int | None = None
@@ -111,8 +115,8 @@ def tag_texts(items: Sequence[tuple[str, str]], model_dir: str | Path, cfg: Any,
 
 
 def write_predictions(docs: Sequence[Any], tagged: Iterator[tuple[str, list[dict[str, Any]]]], out: str | Path,
-                      out_format: str) -> int:
-    """Write JSON lines or BRAT; every document must come back exactly once."""
+                      out_format: str, overwrite: bool = False) -> int:
+    """Write JSON lines or BRAT, complete or not at all; every document must come back exactly once."""
     from cemr.corpus.document import Document, Span
     from cemr.corpus.writers import write_brat
 
@@ -126,26 +130,35 @@ def write_predictions(docs: Sequence[Any], tagged: Iterator[tuple[str, list[dict
             done.add(doc_id)
             yield by_id[doc_id], preds
 
+    from cemr.outputs import atomic_dir, atomic_open
+
     out = Path(out)
     if out_format == "brat":
-        n = write_brat((Document(d.id, d.text, [Span(p["start"], p["end"], p["type"]) for p in preds])
-                        for d, preds in joined()), out)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            n = write_brat((Document(d.id, d.text, [Span(p["start"], p["end"], p["type"]) for p in preds])
+                            for d, preds in joined()), tmp)
+            _check_all_back(docs, done)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
         n = 0
-        with open(out, "w", encoding="utf-8") as fh:
+        with atomic_open(out, "w") as fh:
             for d, preds in joined():
                 ents = [{"start": p["start"], "end": p["end"], "type": p["type"], "mention": d.text[p["start"]:p["end"]],
                          "confidence": round(float(p["confidence"]), 6)} for p in preds]
                 fh.write(json.dumps({"id": d.id, "text": d.text, "entities": ents}, ensure_ascii=False) + "\n")
                 n += 1
-    missing = [d.id for d in docs if d.id not in done]
-    if missing:
-        raise RuntimeError(f"{len(missing)} document(s) came back without predictions, e.g. {missing[0]!r}")
+            _check_all_back(docs, done)
     return n
 
 
+def _check_all_back(docs: Sequence[Any], done: set[str]) -> None:
+    missing = [d.id for d in docs if d.id not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} document(s) came back without predictions, e.g. {missing[0]!r}")
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    from cemr.modeldir import check_model_dir
+    from cemr.outputs import check_output
     from cluster.bootstrap import connect
     from cluster.runtime import shutdown_if_owned
 
@@ -153,12 +166,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = Path(args.model) if args.model else best_model_dir(cfg.run_dir)
     if args.out_format not in FORMATS_OUT:
         raise ValueError(f"--out-format must be one of {', '.join(FORMATS_OUT)}")
+    check_output(args.out, args.input, overwrite=args.overwrite, kind="dir" if args.out_format == "brat" else "file")
+    check_model_dir(model_dir)
     docs, accounting = read_inputs(args.input, args.input_format, args.column)
     log_line(f"predict: {len(docs)} documents from {len(args.input)} input(s); model {model_dir}")
     ctx = connect(cfg, log_line)
     try:
         n = write_predictions(docs, tag_texts([(d.id, d.text) for d in docs], model_dir, cfg, args.max_len),
-                              args.out, args.out_format)
+                              args.out, args.out_format, overwrite=args.overwrite)
     finally:
         shutdown_if_owned(ctx)
     return {"model": str(model_dir), "documents": n, "out": str(Path(args.out).resolve()),
@@ -169,9 +184,11 @@ def parser() -> argparse.ArgumentParser:
     p = build_parser("jobs.predict", __doc__)
     p.add_argument("--model", help="model directory (default: the best round of run_dir)")
     p.add_argument("--input", action="append", required=True, help="file or directory (repeatable)")
-    p.add_argument("--input-format", default="text", help="text (default) or a labeled format (labels ignored)")
+    p.add_argument("--input-format", default="auto",
+                   help="auto (default: detected per input), text, or a labeled format (labels ignored)")
     p.add_argument("--column", default=None, help="column / JSON field of the text (text inputs)")
-    p.add_argument("--out", required=True, help="JSON lines file, or a directory for BRAT")
+    p.add_argument("--out", required=True, help="JSON lines file, or a directory for BRAT (never an input)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--out-format", default="jsonl", choices=FORMATS_OUT)
     p.add_argument("--max-len", type=int, default=None, help="sentence length for splitting (default data.max_sentence_len)")
     return p

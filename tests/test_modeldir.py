@@ -75,8 +75,47 @@ def test_refusals_name_the_file(tmp_path):
     cfg_path.write_text("{", encoding="utf-8")
     with pytest.raises(ModelDirError, match="config.json:1: invalid JSON"):
         load_model(path)
-    with pytest.raises(FileNotFoundError, match="not a directory"):
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_model(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda p: (p / "weights.safetensors").write_bytes(b""), r"weights.safetensors: unreadable weights \(0 bytes"),
+    (lambda p: (p / "weights.safetensors").write_bytes((p / "weights.safetensors").read_bytes()[:100]),
+     r"weights.safetensors: unreadable weights \(100 bytes"),
+    (lambda p: (p / "config.json").write_text('{"format": "cemr-model/1"}', encoding="utf-8"),
+     r"config.json: missing or malformed key\(s\) tagger, labels"),
+    (lambda p: (p / "labels.json").write_text("{", encoding="utf-8"), r"labels.json:1: invalid JSON"),
+    (lambda p: (p / "labels.json").write_text('{"a": 1}', encoding="utf-8"), r"labels.json: "),
+    (lambda p: (p / "vocab.json").write_text("[1, 2]", encoding="utf-8"), r"vocab.json: not a cemr char vocabulary"),
+    (lambda p: (p / "config.json").write_bytes(b"\xff\xfe{"), r"config.json: not UTF-8"),
+])
+def test_damaged_model_files_give_a_model_dir_error_naming_the_file(tmp_path, damage, match):
+    path, *_ = _save(tmp_path)
+    damage(path)
+    with pytest.raises(ModelDirError, match=match):
+        load_model(path, featurizer_classes=FAKES)
+
+
+def test_a_run_directory_passed_as_model_says_which_directory_to_pass(tmp_path):
+    run = tmp_path / "run"
+    _save(run, "model")
+    with pytest.raises(ModelDirError, match=r"is a run directory, not a model directory; pass --model .*run/model"):
+        load_model(run, featurizer_classes=FAKES)
+    rounds = tmp_path / "boot"
+    _save(rounds / "rounds" / "round_000", "model")
+    with pytest.raises(ModelDirError, match=r"pass --model .*round_000/model"):
+        load_model(rounds, featurizer_classes=FAKES)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelDirError, match="not a cemr model directory"):
+        load_model(tmp_path / "empty")
+
+
+def test_inference_settings_are_recorded(tmp_path):
+    tagger, vocab, labels, lexicon, sents, cfg = trained_tiny_model()
+    path = save_model(tmp_path / "m", tagger, vocab=vocab, labels=labels, lexicon=lexicon,
+                      inference={"max_len": 64})
+    assert load_model(path, featurizer_classes=FAKES).config["inference"] == {"max_len": 64}
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path):

@@ -1,0 +1,254 @@
+"""Tagging and scoring raw documents from files: what ``cemr predict`` and ``cemr evaluate`` run.
+
+Inputs are checked before anything is written:
+
+- ``-`` reads standard input (plain text, or a labeled format's JSON lines) and, as ``--out``,
+  writes JSON lines to standard output;
+- the output must not resolve to an input (nor lie inside an input directory), and an existing
+  output is replaced only with ``overwrite`` (:func:`cemr.outputs.check_output`);
+- every input is read once for its document ids first: two documents with one id (``d1/note.txt``
+  and ``d2/note.txt`` both give ``note.txt:1``) stop the run before the model is loaded or any
+  output exists;
+- the input format is detected from the data (``auto``) or checked against it, and an input from
+  which no document could be read is an error, never "0 documents".
+
+Outputs appear complete or not at all (JSON lines through :func:`cemr.outputs.atomic_open`, BRAT
+directories through :func:`cemr.outputs.atomic_dir`). Every input record is accounted for in the
+summary: read, kept, rejected (with reasons), per input.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cemr.corpus.document import CorpusError, Document, ReadReport
+from cemr.outputs import STDIO, OutputError, atomic_dir, atomic_open, check_output
+
+Log = Callable[[str], None]
+
+OUT_FORMATS = ("jsonl", "brat")
+STDIN_NAME = "stdin"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stdin_as_file(inputs: Sequence[str], stdin: Any = None) -> Iterator[list[str]]:
+    """``inputs`` with ``-`` replaced by a temporary file holding standard input (named
+    ``stdin``, so its documents are ``stdin:LINE``); other paths unchanged. ``-`` at most once."""
+    if list(inputs).count(STDIO) > 1:
+        raise OutputError("'-' (standard input) given more than once")
+    if STDIO not in inputs:
+        yield list(inputs)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="cemr-stdin-"))
+    try:
+        path = tmp / STDIN_NAME
+        src = stdin if stdin is not None else sys.stdin.buffer
+        with open(path, "wb") as fh:
+            shutil.copyfileobj(src, fh)
+        yield [str(path) if p == STDIO else p for p in inputs]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class InputSource:
+    """One input path, the format it is read in, and its reader's accounting."""
+
+    path: str  # as the user gave it ('-' for standard input)
+    read_path: str  # the file read (a temporary copy for standard input)
+    format: str
+    detected: str = ""  # what detection said (empty for an explicit format that fits)
+    report: ReadReport = field(default_factory=ReadReport)
+
+    def documents(self, column: str | None = None, report: ReadReport | None = None) -> Iterator[Document]:
+        from cemr.corpus.readers import read_documents, read_unlabeled
+
+        rep = report if report is not None else self.report
+        if self.format == "text":
+            return read_unlabeled(self.read_path, column=column, report=rep)
+        return read_documents(self.format, self.read_path, report=rep)
+
+    def summary(self) -> dict[str, Any]:
+        out = {"format": self.format, **self.report.to_dict()}
+        if self.detected:
+            out["detected"] = self.detected
+        return out
+
+
+def resolve_sources(inputs: Sequence[str], read_paths: Sequence[str], fmt: str, *, labeled: bool,
+                    log: Log = _stderr) -> list[InputSource]:
+    """One :class:`InputSource` per input: ``fmt`` (``auto`` detects per input, printing what it
+    found; an explicit format is checked against the data)."""
+    from cemr.corpus.readers import resolve_format
+
+    sources = []
+    for given, path in zip(inputs, read_paths):
+        name, message = resolve_format(fmt, path, labeled=labeled)
+        shown = STDIO if given == STDIO else given
+        if fmt == "auto":
+            log(f"{shown}: {message}")
+        sources.append(InputSource(given, path, name, message if fmt == "auto" else ""))
+    return sources
+
+
+def check_unique_ids(sources: Sequence[InputSource], column: str | None = None) -> None:
+    """Read every input once for its document ids; two documents with one id raise ``CorpusError``
+    naming both sources (before anything is tagged or written)."""
+    seen: dict[str, str] = {}
+    for src in sources:
+        for d in src.documents(column, report=ReadReport()):
+            where = d.source or src.path
+            if d.id in seen:
+                raise CorpusError(where, None, f"document id {d.id!r} is also the id of a document of "
+                                               f"{seen[d.id]}; give inputs whose file names differ, or "
+                                               f"one directory holding both")
+            seen[d.id] = where
+
+
+def _require_documents(src: InputSource) -> None:
+    r = src.report
+    if r.kept == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r.reasons.items())) or "no records"
+        raise CorpusError(src.path, None, f"no document could be read as {src.format} "
+                                          f"({r.read} record(s) read, {r.rejected} rejected: {reasons})")
+
+
+def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, *,
+                  input_format: str = "auto", out_format: str = "jsonl", device: str = "auto",
+                  column: str | None = None, overwrite: bool = False, chunk: int = 256,
+                  max_len: int | None = None, stdin: Any = None, stdout: Any = None,
+                  log: Log = _stderr) -> dict[str, Any]:
+    """``cemr predict``: tag documents from files in chunks; JSON lines (spans with confidence, on
+    document offsets) or BRAT. Returns the summary: documents written, the output, and per input
+    its format and accounting. Raises before writing anything for a bad output, duplicate ids,
+    an input that does not fit its format, or an unreadable model directory."""
+    from cemr.modeldir import check_model_dir
+    from cemr.predictor import Predictor
+
+    if out_format not in OUT_FORMATS:
+        raise OutputError(f"--out-format {out_format!r}: expected one of {', '.join(OUT_FORMATS)}")
+    if out_format == "brat" and str(out) == STDIO:
+        raise OutputError("--out -: BRAT output is a directory; standard output takes jsonl only")
+    check_output(out, inputs, overwrite=overwrite, kind="dir" if out_format == "brat" else "file")
+    check_model_dir(model_dir)
+    with stdin_as_file(inputs, stdin) as read_paths:
+        sources = resolve_sources(inputs, read_paths, input_format, labeled=False, log=log)
+        check_unique_ids(sources, column)
+        predictor = Predictor.load(model_dir, device, max_len=max_len)
+
+        def tagged() -> Iterator[tuple[Document, list[Any]]]:
+            for src in sources:
+                buf: list[Document] = []
+                for d in src.documents(column):
+                    buf.append(d)
+                    if len(buf) >= chunk:
+                        yield from _tag_chunk(predictor, buf)
+                        buf = []
+                if buf:
+                    yield from _tag_chunk(predictor, buf)
+                _require_documents(src)
+
+        if out_format == "brat":
+            from cemr.corpus.writers import write_brat
+
+            with atomic_dir(out, overwrite=overwrite) as tmp:
+                n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged()), tmp)
+        elif str(out) == STDIO:
+            n = _write_jsonl(tagged(), stdout if stdout is not None else sys.stdout)
+        else:
+            with atomic_open(out, "w") as fh:
+                n = _write_jsonl(tagged(), fh)
+    return {"documents": n, "out": str(out), "out_format": out_format,
+            "inputs": {src.path: src.summary() for src in sources}}
+
+
+def _write_jsonl(tagged: Iterator[tuple[Document, list[Any]]], fh: Any) -> int:
+    n = 0
+    for d, preds in tagged:
+        row = {"id": d.id, "text": d.text,
+               "entities": [{**p.span.to_dict(), "mention": d.text[p.span.start:p.span.end],
+                             "confidence": round(p.confidence, 6)} for p in preds]}
+        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+def _tag_chunk(predictor: Any, docs: list[Document]) -> Iterator[tuple[Document, list[Any]]]:
+    preds = predictor.predict_documents(docs)
+    for d in docs:
+        yield d, preds[d.id]
+
+
+@dataclass
+class Evaluation:
+    """What ``cemr evaluate`` reports: the scores, what the reader kept and rejected, warnings."""
+
+    report: Any  # cemr.metrics.EvalReport
+    data: dict[str, Any]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "data": self.data, "warnings": self.warnings}
+
+
+def type_mismatch(model_types: set[str], data_types: set[str]) -> str | None:
+    """A warning when the model's entity types and the data's differ, else None."""
+    if model_types == data_types:
+        return None
+    parts = []
+    if data_types - model_types:
+        parts.append(f"types in the data the model never predicts: {', '.join(sorted(data_types - model_types))}")
+    if model_types - data_types:
+        parts.append(f"types the model predicts that the data does not have: "
+                     f"{', '.join(sorted(model_types - data_types))}")
+    return "entity types differ: " + "; ".join(parts)
+
+
+def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.PathLike, device: str = "auto",
+                       max_len: int | None = None, *, max_rejected: float = 0.0, strict: bool = False,
+                       log: Log = _stderr) -> Evaluation:
+    """``cemr evaluate``: read a labeled corpus, tag whole documents (split and mapped back), score.
+
+    The reader's accounting comes with the scores; a corpus with rejected records beyond
+    ``max_rejected`` (any with ``strict``) or with none readable is an error, never scored as
+    "no entities"; entity types that differ between model and data are a warning (an error with
+    ``strict``)."""
+    from cemr.corpus.validate import check_rejections
+    from cemr.metrics import evaluate
+    from cemr.modeldir import check_model_dir
+    from cemr.predictor import Predictor
+
+    check_model_dir(model_dir)
+    src = resolve_sources([str(data)], [str(data)], fmt, labeled=True, log=log)[0]
+    docs = list(src.documents())
+    check_rejections(src.report, str(data), max_rejected=max_rejected, strict=strict)
+    predictor = Predictor.load(model_dir, device, max_len=max_len)
+    warnings = []
+    model_types = set(predictor.labels.types)
+    data_types = {s.type for d in docs for s in d.spans}
+    mismatch = type_mismatch(model_types, data_types)
+    if mismatch:
+        if strict:
+            raise CorpusError(str(data), None, f"{mismatch} (--strict)")
+        warnings.append(mismatch)
+        log(f"warning: {data}: {mismatch}")
+    r = src.report
+    if r.rejected or r.spans_dropped:
+        warnings.append(f"the reader rejected {r.rejected} of {r.read} record(s) (not scored) and dropped "
+                        f"{r.spans_dropped} of {r.spans_read} gold span(s); see data.reasons")
+        log(f"warning: {data}: {warnings[-1]}")
+    preds = predictor.predict_documents(docs)
+    report = evaluate(docs, {k: [p.span for p in v] for k, v in preds.items()})
+    return Evaluation(report, src.summary(), warnings)
