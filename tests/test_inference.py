@@ -203,12 +203,16 @@ def test_evaluate_reports_the_readers_accounting_and_type_mismatch(model_dir, tm
 def test_evaluate_refuses_a_corpus_it_could_not_read(model_dir, tmp_path, capsys):
     data = _jsonl(tmp_path / "gold.jsonl", tiny_documents(4))
     with open(data, "a", encoding="utf-8") as fh:
-        fh.write('{"id": "bad", "text": "患者", "entities": [{"start": 0, "end": 9, "type": "DIS"}]}\n')
+        fh.write('{"id": "bad", "text": "患者", "spans": [{"start": 0, "end": 2, "type": "DIS"}]}\n')
+        fh.write('{"id": "cut", "text": "患者", "entities": [{"start": 0, "end": 9, "type": "DIS"}]}\n')
     code, _, err = cli(capsys, "evaluate", "--model", model_dir, "--data", data, "--format", "jsonl")
-    assert code == 2 and "rejected" in err  # 1 of 5 rejected > --max-rejected 0 (default)
+    assert code == 2 and "rejected" in err  # 1 of 6 rejected > --max-rejected 0 (default)
     code, out, err = cli(capsys, "evaluate", "--model", model_dir, "--data", data, "--format", "jsonl",
                          "--max-rejected", "0.5", "--json")
-    assert code == 0 and json.loads(out)["data"]["rejected"] == 1
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["data"]["rejected"] == 1 and rep["data"]["read"] == 6 and rep["documents"] == 5
+    assert rep["data"]["spans_dropped"] == 1 and any("dropped 1" in w for w in rep["warnings"])
     raw = tmp_path / "raw.txt"
     raw.write_text(NOTE, encoding="utf-8")
     code, out, err = cli(capsys, "evaluate", "--model", model_dir, "--data", raw, "--format", "jsonl", "--json")
