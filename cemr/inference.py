@@ -225,7 +225,7 @@ def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.Pa
     ``max_rejected`` (any with ``strict``) or with none readable is an error, never scored as
     "no entities"; entity types that differ between model and data are a warning (an error with
     ``strict``)."""
-    from cemr.corpus.validate import check_rejections
+    from cemr.corpus.policy import check_rejections
     from cemr.metrics import evaluate
     from cemr.modeldir import check_model_dir
     from cemr.predictor import Predictor

@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -75,6 +74,7 @@ from cemr.corpus.readers import INPUT_FORMATS, read_documents, read_unlabeled
 from cemr.corpus.sentences import Sentence, SplitStats, split_document
 from cemr.corpus.shards import ShardWriter
 from cemr.corpus.validate import DUPLICATE_ID, RawSpan, RecordBuilder
+from cemr.outputs import atomic_write_text
 
 SPLITS = ("train", "dev", "test", "unlabeled", "heldout")
 GOLD = "gold"
@@ -198,9 +198,7 @@ class PrepareReport:
     def write(self, path: str | Path) -> Path:
         """Write as JSON atomically (a reader never sees half a report)."""
         path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
         return path
 
 

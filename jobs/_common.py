@@ -71,8 +71,11 @@ def run_job(main: Callable[[argparse.Namespace], dict[str, Any]], parser: argpar
     Exit codes: 0 done, 1 failed (the error on stderr), 2 bad config or arguments (a
     :class:`cemr.config.ConfigError`, which includes a run directory whose stages were made from
     another config, :class:`cemr.fingerprint.StaleStageError`, and ``--resume`` with keys that may
-    not change, ``cluster.bootstrap.ResumeConfigError``), 143 terminated.
+    not change, ``cluster.bootstrap.ResumeConfigError``) or bad input, output or model directory
+    (:func:`cemr.cli.user_errors`: a corpus that does not fit its format, an output that is an
+    input, a damaged model directory, a missing file), 143 terminated.
     """
+    from cemr.cli import user_errors
     from cemr.config import ConfigError
 
     args = parser.parse_intermixed_args(argv)
@@ -83,6 +86,9 @@ def run_job(main: Callable[[argparse.Namespace], dict[str, Any]], parser: argpar
         summary = main(args)
     except ConfigError as exc:
         print(f"{parser.prog}: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except user_errors() as exc:  # bad input, output or model directory: one line, no traceback
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except JobTerminated:
         print(f"{parser.prog}: terminated", file=sys.stderr)

@@ -134,3 +134,25 @@ def trained_tiny_model(steps: int = 40):
         tagger.eval()
         _TRAINED[steps] = (tagger, vocab, labels, lexicon, sents, cfg)
     return _TRAINED[steps]
+
+
+def tiny_model_dir(path):
+    """A small real model directory (no external featurizers: ``Predictor.load`` reads it as is),
+    trained a few steps on the tiny corpus so it predicts entities; ``inference.max_len`` 64."""
+    from cemr.modeldir import save_model
+    from cemr.tagger import build_tagger, make_collator
+
+    torch.manual_seed(0)
+    sents, labels, vocab = tiny_setup()
+    cfg = tiny_model_config()
+    tagger = build_tagger(cfg, labels, vocab, dictionary_types=sorted(tiny_lexicon().types()))
+    batch = make_collator(tagger, vocab, labels, tiny_lexicon())(sents)
+    opt = torch.optim.Adam([p for p in tagger.parameters() if p.requires_grad], lr=0.02)
+    tagger.train()
+    for _ in range(30):
+        opt.zero_grad()
+        tagger(batch).backward()
+        opt.step()
+    tagger.eval()
+    return save_model(path, tagger, vocab=vocab, labels=labels, lexicon=tiny_lexicon(), model_config=cfg,
+                      inference={"max_len": 64})

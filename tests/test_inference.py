@@ -5,36 +5,17 @@ import io
 import json
 
 import pytest
-import torch
 
 from cemr.cli import main
 from cemr.corpus.document import CorpusError
 from cemr.inference import predict_files
-from cemr.modeldir import save_model
 from cemr.outputs import OutputError
-from tagger_fakes import tiny_documents, tiny_lexicon, tiny_model_config, tiny_setup
+from tagger_fakes import tiny_documents, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A small real model directory (no external featurizers: Predictor.load reads it as is)."""
-    from cemr.tagger import build_tagger, make_collator
-
-    torch.manual_seed(0)
-    sents, labels, vocab = tiny_setup()
-    cfg = tiny_model_config()
-    tagger = build_tagger(cfg, labels, vocab, dictionary_types=sorted(tiny_lexicon().types()))
-    batch = make_collator(tagger, vocab, labels, tiny_lexicon())(sents)
-    opt = torch.optim.Adam([p for p in tagger.parameters() if p.requires_grad], lr=0.02)
-    tagger.train()
-    for _ in range(30):
-        opt.zero_grad()
-        tagger(batch).backward()
-        opt.step()
-    tagger.eval()
-    path = tmp_path_factory.mktemp("m") / "model"
-    return save_model(path, tagger, vocab=vocab, labels=labels, lexicon=tiny_lexicon(), model_config=cfg,
-                      inference={"max_len": 64})
+    return tiny_model_dir(tmp_path_factory.mktemp("m") / "model")
 
 
 NOTE = "患者有糖尿病，服用胰岛素治疗。\n今日复查肺炎好转。\n"

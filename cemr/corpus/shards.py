@@ -37,6 +37,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cemr.outputs import atomic_open
+
 from .document import CorpusError, Span
 from .sentences import Sentence
 
@@ -330,7 +332,8 @@ class ShardWriter:
             [s for s, _, _ in rows], [src for _, src, _ in rows], extra=extra, schema=self.schema
         )
         path = self.out_dir / SHARD_PATTERN.format(len(self.paths))
-        pq.write_table(table, path, compression=self.compression)
+        with atomic_open(path, "wb", encoding=None, fsync=False) as fh:
+            pq.write_table(table, fh, compression=self.compression)
         self.paths.append(path)
         self.rows += table.num_rows
 
@@ -348,9 +351,12 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:  # a failed run leaves no final shard behind that could pass for a complete set
+        else:  # a failed run leaves no shard behind that could pass for (part of) a complete set
             self._buffer = []
             self._closed = True
+            for path in self.paths:
+                path.unlink(missing_ok=True)
+            self.paths = []
 
 
 def write_shards(

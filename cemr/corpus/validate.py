@@ -317,8 +317,3 @@ class RecordBuilder:
         self.done = True
         self.report.rejected += 1
         self.report.spans_dropped += n_left
-
-
-# The rejection policy of a whole source lives in cemr.corpus.policy; it is importable from here
-# too, beside the record-level checks.
-from .policy import check_rejections, rejection_problem  # noqa: E402

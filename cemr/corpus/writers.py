@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cemr.outputs import atomic_open
+
 from .document import Document
 from .formats.brat import ann_safe, quote_id
 
@@ -43,27 +45,19 @@ def write_jsonl(docs: Iterable[Document], path: str | os.PathLike) -> int:
 
     The file appears complete or not at all (written beside it, then renamed).
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".partial")
     seen: set[str] = set()
     n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            for doc in docs:
-                if doc.id in seen:
-                    raise ValueError(f"duplicate document id {doc.id!r}")
-                seen.add(doc.id)
-                try:
-                    line = json.dumps(document_record(doc), ensure_ascii=False)
-                except TypeError as exc:
-                    raise ValueError(f"document {doc.id!r}: meta is not JSON: {exc}") from exc
-                fh.write(line + "\n")
-                n += 1
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "w") as fh:
+        for doc in docs:
+            if doc.id in seen:
+                raise ValueError(f"duplicate document id {doc.id!r}")
+            seen.add(doc.id)
+            try:
+                line = json.dumps(document_record(doc), ensure_ascii=False)
+            except TypeError as exc:
+                raise ValueError(f"document {doc.id!r}: meta is not JSON: {exc}") from exc
+            fh.write(line + "\n")
+            n += 1
     return n
 
 

@@ -53,3 +53,11 @@ def _write(tmp_path):
     p = tmp_path / "in.txt"
     p.write_text(NOTE, encoding="utf-8")
     return p
+
+
+def test_a_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    note = tmp_path / "notes.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    code = job.cli(["--model", str(tmp_path), "--input", str(note), "--out", str(note)])
+    err = capsys.readouterr().err
+    assert code == 2 and "would overwrite the input" in err and "Traceback" not in err
