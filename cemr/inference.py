@@ -191,6 +191,25 @@ def _tag_chunk(predictor: Any, docs: list[Document]) -> Iterator[tuple[Document,
         yield d, preds[d.id]
 
 
+def tag_records(predictor: Any, texts: Sequence[str], batch_size: int | None = None) -> list[list[dict[str, Any]]]:
+    """Raw records of any length tagged as ``cemr predict`` tags them (split as unseen text is,
+    mapped back): per text ``[{"start", "end", "type", "confidence"}]`` on its own offsets, end
+    exclusive. What the MLflow pyfunc model serves."""
+    docs = [Document(str(i), t) for i, t in enumerate(texts)]
+    preds = predictor.predict_documents(docs, batch_size=batch_size)
+    return [[{**p.span.to_dict(), "confidence": float(p.confidence)} for p in preds[d.id]] for d in docs]
+
+
+def evaluate_documents(predictor: Any, docs: Sequence[Document], batch_size: int | None = None) -> Any:
+    """The one way a model is scored: ``docs`` (raw text + every gold span) tagged whole by
+    :meth:`cemr.predictor.Predictor.predict_documents` (split as unseen text is, mapped back to
+    document offsets) and scored by :func:`cemr.metrics.evaluate`. Returns the ``EvalReport``."""
+    from cemr.metrics import evaluate
+
+    preds = predictor.predict_documents(docs, batch_size=batch_size)
+    return evaluate(docs, {k: [p.span for p in v] for k, v in preds.items()})
+
+
 @dataclass
 class Evaluation:
     """What ``cemr evaluate`` reports: the scores, what the reader kept and rejected, warnings."""
@@ -226,7 +245,6 @@ def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.Pa
     "no entities"; entity types that differ between model and data are a warning (an error with
     ``strict``)."""
     from cemr.corpus.policy import check_rejections
-    from cemr.metrics import evaluate
     from cemr.modeldir import check_model_dir
     from cemr.predictor import Predictor
 
@@ -249,6 +267,4 @@ def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.Pa
         warnings.append(f"the reader rejected {r.rejected} of {r.read} record(s) (not scored) and dropped "
                         f"{r.spans_dropped} of {r.spans_read} gold span(s); see data.reasons")
         log(f"warning: {data}: {warnings[-1]}")
-    preds = predictor.predict_documents(docs)
-    report = evaluate(docs, {k: [p.span for p in v] for k, v in preds.items()})
-    return Evaluation(report, src.summary(), warnings)
+    return Evaluation(evaluate_documents(predictor, docs), src.summary(), warnings)

@@ -22,12 +22,11 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 from cemr.config import Config, dump_config
 from cemr.corpus.document import Document, Span
-from cemr.corpus.sentences import Sentence, merge_predictions
-from cemr.metrics import EvalReport, evaluate
+from cemr.corpus.sentences import Sentence
 from cemr.outputs import atomic_write_text
 
 Log = Callable[[str], None]
@@ -104,6 +103,18 @@ def load_sentences(layout: RunLayout, split: str) -> list[Sentence]:
     if not path.exists():
         return []
     return list(iter_sentences(path))
+
+
+def load_documents(layout: RunLayout, split: str) -> list[Document]:
+    """The dev or test documents whole, with every gold span (``data/documents/<split>.jsonl``,
+    written by prepare): what evaluation scores. ``[]`` for a split without documents."""
+    from cemr.corpus.readers import read_documents
+    from cemr.prepare import DOCUMENTS_DIR
+
+    path = layout.data / DOCUMENTS_DIR / f"{split}.jsonl"
+    if not path.is_file():
+        return []
+    return list(read_documents("jsonl", path, strict=True))
 
 
 def pretraining_texts(layout: RunLayout, limit: int | None = None) -> Callable[[], Iterator[str]]:
@@ -285,26 +296,27 @@ def save_round_model(cfg: Config, comps: Components, tagger: Any, out_dir: str |
     from cemr.training import unwrap
 
     return save_model(out_dir, unwrap(tagger), vocab=comps.vocab, labels=comps.labels, lexicon=comps.lexicon,
-                      model_config=cfg.model, extra=extra, overwrite=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation on document offsets
-# ----------------------------------------------------------------------------------------------
-
-
-def evaluate_predictor_on_sentences(predictor: Any, sentences: Sequence[Sentence], batch_size: int = 64
-                                    ) -> EvalReport:
-    """Tag each gold sentence, map predictions back to document offsets, score per document."""
-    preds = predictor.predict_sentences([s.text for s in sentences], batch_size)
-    pred_docs = merge_predictions(sentences, [p.spans for p in preds])
-    gold_docs = merge_predictions(sentences, [s.spans for s in sentences])
-    return evaluate(gold_docs, pred_docs)
+                      model_config=cfg.model, extra=extra, inference={"max_len": cfg.data.max_sentence_len},
+                      overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # Supervised training (``cemr train``)
 # ----------------------------------------------------------------------------------------------
+
+
+def evaluate_splits(predictor: Any, layout: RunLayout, batch_size: int = 64) -> dict[str, Any]:
+    """``{"dev": report, "test": report}`` (those the run has) of a model: its dev and test
+    documents tagged whole through :func:`cemr.inference.evaluate_documents`, every gold span
+    scored on document offsets."""
+    from cemr.inference import evaluate_documents
+
+    out = {}
+    for name in ("dev", "test"):
+        docs = load_documents(layout, name)
+        if docs:
+            out[name] = evaluate_documents(predictor, docs, batch_size).to_dict()
+    return out
 
 
 def train_from_config(cfg: Config, run_dir: str | os.PathLike, log: Log = print) -> dict[str, Any]:
@@ -325,21 +337,20 @@ def train_from_config(cfg: Config, run_dir: str | os.PathLike, log: Log = print)
     # last) is removed first, so a report beside config.yaml is always this config's
     (layout.root / TRAIN_REPORT).unlink(missing_ok=True)
     atomic_write_text(layout.root / "config.yaml", dump_config(cfg))
-    train, dev, test = (load_sentences(layout, s) for s in ("train", "dev", "test"))
+    train, dev = load_sentences(layout, "train"), load_sentences(layout, "dev")
     tagger, collate = new_tagger(cfg, comps)
-    result = train_tagger(tagger, train, dev, cfg.train, device, collate=collate, labels=comps.labels, log=log)
+    result = train_tagger(tagger, train, dev, cfg.train, device, collate=collate, labels=comps.labels, log=log,
+                          dev_documents=load_documents(layout, "dev"))
     model_dir = save_round_model(cfg, comps, tagger, layout.root / "model",
                                  extra={"best_dev_f1": result.best_dev_f1, "best_epoch": result.best_epoch})
-    predictor = Predictor.load(model_dir, device, max_len=cfg.data.max_sentence_len)
+    predictor = Predictor.load(model_dir, device)
     summary: dict[str, Any] = {
         "model": str(model_dir),
-        "best_epoch": result.best_epoch,
+        "best_epoch": result.best_epoch,  # selected on dev; test is reported for that model
         "epochs_run": len(result.history),
         "train_sentences": len(train),
         "pretrain": pretrain,
     }
-    for name, sents in (("dev", dev), ("test", test)):
-        if sents:
-            summary[name] = evaluate_predictor_on_sentences(predictor, sents).to_dict()
+    summary.update(evaluate_splits(predictor, layout, cfg.train.eval_batch_size))
     atomic_write_text(layout.root / TRAIN_REPORT, json.dumps(summary, ensure_ascii=False, indent=1))
     return summary

@@ -5,6 +5,7 @@ Output (``out_dir``)::
     train/part-*.parquet      gold sentences the tagger trains on    (source "gold")
     dev/part-*.parquet        gold sentences for model selection     (source "gold")
     test/part-*.parquet       gold sentences for the final figure    (source "gold"; may be empty)
+    documents/{dev,test}.jsonl  the dev / test documents whole, every gold span (what is scored)
     unlabeled/part-*.parquet  the unlabeled pool, spans always []    (source: input tag, "heldout")
     heldout/part-*.parquet    hidden gold of the "heldout" rows      (source "heldout_gold")
     prepare_report.json       see PrepareReport
@@ -47,8 +48,13 @@ Rules (all deterministic for the config; no randomness from the process):
   so. Documents are then split into sentences; a sentence whose normalised text equals a dev/test
   sentence is removed (``leakage_sentence``), and one equal to an earlier pool sentence too
   (``exact_sentence``; ``prepare(..., sentence_dedup=False)`` keeps those).
-* Every document and sentence is split with ``data.max_sentence_len`` by
-  :func:`cemr.corpus.sentences.split_document` (spans cut by an unavoidable split are counted).
+* Every document is split with ``data.max_sentence_len`` by
+  :func:`cemr.corpus.sentences.split_document`: train text guided by its gold spans (a cut never
+  falls inside a mention unless unavoidable; such spans are counted); dev, test and held-out text
+  the way unseen text is (``guided=False``, :meth:`cemr.predictor.Predictor.split`), gold mapped
+  onto the sentences afterwards. A dev/test span a cut falls inside is counted
+  (``spans_crossing_split``) and stays in ``documents/``: scored on the whole document it is a
+  miss, never dropped.
 
 Labeled documents are held in memory (corpora of thousands of records); unlabeled text streams
 (only the dedup index grows with it).
@@ -74,6 +80,7 @@ from cemr.corpus.readers import INPUT_FORMATS, read_documents, read_unlabeled
 from cemr.corpus.sentences import Sentence, SplitStats, split_document
 from cemr.corpus.shards import ShardWriter
 from cemr.corpus.validate import DUPLICATE_ID, RawSpan, RecordBuilder
+from cemr.corpus.writers import write_jsonl
 from cemr.outputs import atomic_write_text
 
 SPLITS = ("train", "dev", "test", "unlabeled", "heldout")
@@ -85,6 +92,7 @@ EXACT_SENTENCE = "exact_sentence"
 LEAKAGE_SENTENCE = "leakage_sentence"
 MAX_ISSUES = 100  # issues listed per input in the report (all are counted in "reasons")
 REPORT_NAME = "prepare_report.json"
+DOCUMENTS_DIR = "documents"  # dev/test documents whole (cemr jsonl), what evaluation scores
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,8 +352,9 @@ class _Pool:
         entry["kept"] += 1
         gold = source == HELDOUT
         stats = self.heldout_stats if gold else None
+        # pool text is cut as unseen text is; held-out gold is mapped onto those sentences
         sentences = split_document(doc if gold else Document(doc.id, doc.text), self.max_len,
-                                   stats)
+                                   stats, guided=False)
         entry["sentences"] += len(sentences)
         for sent in sentences:
             key = text_digest(normalize(sent.text))
@@ -385,20 +394,21 @@ def _finish_entry(entry: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _write_gold(docs: list[Document], out: Path, rows: int, max_len: int
+def _write_gold(docs: list[Document], out: Path, rows: int, max_len: int, guided: bool
                 ) -> tuple[dict[str, Any], list[Sentence], list[Path]]:
+    """One gold split's shards; ``guided``: cuts protected by the gold spans (train only)."""
     stats = SplitStats()
     sentences: list[Sentence] = []
     with ShardWriter(out, rows_per_shard=rows, overwrite=True) as writer:
         for doc in docs:
-            for sent in split_document(doc, max_len, stats):
+            for sent in split_document(doc, max_len, stats, guided=guided):
                 writer.write(sent, GOLD)
                 sentences.append(sent)
     info = {
         "documents": len(docs),
         "sentences": len(sentences),
         "entities": _entities(sentences),
-        "spans_dropped_by_split": stats.spans_dropped,
+        ("spans_dropped_by_split" if guided else "spans_crossing_split"): stats.spans_dropped,
     }
     return info, sentences, writer.paths
 
@@ -525,9 +535,12 @@ def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float = 0.9,
     # 2. the gold splits
     gold_sentences: list[Sentence] = []
     for name, docs in (("train", ls.train), ("dev", ls.dev), ("test", ls.test)):
-        info, sents, paths = _write_gold(docs, out / name, rows, d.max_sentence_len)
+        info, sents, paths = _write_gold(docs, out / name, rows, d.max_sentence_len, guided=name == "train")
         report.splits[name] = info
         report.paths[name] = [str(p) for p in paths]
+        if name != "train":  # scored on whole documents: every gold span, cut or not
+            info["entities_in_documents"] = sum(len(doc.spans) for doc in docs)
+            report.paths[f"{name}_documents"] = [str(write_jsonl(docs, out / DOCUMENTS_DIR / f"{name}.jsonl"))]
         if name != "train":
             gold_sentences.extend(sents)
 
@@ -556,7 +569,7 @@ def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float = 0.9,
         "sentences": hw.rows,
         "entities": {**dict(sorted(pool.heldout_entities.items())),
                      "total": sum(pool.heldout_entities.values())},
-        "spans_dropped_by_split": pool.heldout_stats.spans_dropped,
+        "spans_crossing_split": pool.heldout_stats.spans_dropped,
     }
     report.labeled = {
         "documents": ls.documents,

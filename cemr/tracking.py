@@ -165,7 +165,8 @@ def _build_pyfunc_class():
         """MLflow pyfunc wrapper of a cemr model directory (logged as the ``model_dir`` artifact).
 
         ``predict(texts) -> [[{"start", "end", "type", "confidence"}, ...], ...]`` (one list per
-        text, offsets into that text, end exclusive), via ``cemr.predictor``.
+        text, offsets into that text, end exclusive): records of any length, split and mapped back
+        as ``cemr predict`` does (:func:`cemr.inference.tag_records`).
         """
 
         def __init__(self, predictor: str = DEFAULT_PREDICTOR, device: str = "cpu", batch_size: int = 64):
@@ -180,15 +181,11 @@ def _build_pyfunc_class():
             self._model = load_predictor(self.predictor, context.artifacts["model_dir"], self.device)
 
         def predict(self, context, model_input, params=None):
-            from cemr.selftrain import unpack_prediction
+            from cemr.inference import tag_records
 
             texts = texts_from_model_input(model_input)
             batch_size = int((params or {}).get("batch_size", self.batch_size))
-            out = []
-            for item in self._model.predict_sentences(texts, batch_size):
-                preds, _ = unpack_prediction(item)
-                out.append([{**p.span.to_dict(), "confidence": float(p.confidence)} for p in preds])
-            return out
+            return tag_records(self._model, texts, batch_size)
 
     CemrPyfuncModel.__module__ = __name__
     CemrPyfuncModel.__qualname__ = "CemrPyfuncModel"
@@ -489,7 +486,7 @@ class Tracker:
         """Log ``model_dir`` as an MLflow pyfunc model (artifact ``model_dir``) and register it.
 
         Returns the model URI (``models:/<model id>``), or None when disabled. ``predictor``:
-        ``module:Class`` with ``.load(model_dir, device)`` and ``predict_sentences(texts, batch_size)``.
+        ``module:Class`` with ``.load(model_dir, device)`` and ``predict_documents(docs, batch_size=...)``.
         """
         if not self.enabled:
             return None

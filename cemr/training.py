@@ -10,7 +10,8 @@ with the same (synchronised) weights, so all take the same early-stopping decisi
 Per epoch: batches of similar length (indices shuffled with the seed, pooled ``50 * batch_size``
 at a time, sorted by length inside a pool, cut into batches, batch order shuffled), Adam, the
 model's dropout, gradient clipping, the learning rate ``lr * lr_decay ** (epoch - 1)``, optional AMP (float16 + GradScaler, CUDA only); then dev
-entity-level micro F1 (exact span and type, :func:`cemr.metrics.evaluate`, on sentence offsets).
+entity-level micro F1 (exact span and type, :func:`cemr.metrics.evaluate`; on document offsets
+against every gold span when the dev documents are given, else on sentence offsets).
 The weights of the best dev F1 are kept (on CPU); training stops after ``patience`` epochs without
 improvement (``patience <= 0``: never), and the model ends holding the best weights. Seeded: the same seed, data and device
 give the same result.
@@ -26,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from cemr.config import ConfigError, TrainConfig
-from cemr.corpus.document import Span
-from cemr.corpus.sentences import Sentence
+from cemr.corpus.document import Document, Span
+from cemr.corpus.sentences import Sentence, merge_predictions
 from cemr.metrics import evaluate
 from cemr.tags import LabelSet, bio_to_spans
 
@@ -134,9 +135,17 @@ def evaluate_sentences(
     labels: LabelSet,
     device: torch.device,
     batch_size: int = 64,
+    documents: Sequence[Document] | None = None,
 ):
-    """Entity-level :class:`~cemr.metrics.EvalReport` of the model on gold sentences."""
+    """Entity-level :class:`~cemr.metrics.EvalReport` of the model on gold sentences.
+
+    ``documents``: the sentences' documents whole (``RUN_DIR/data/documents/``): the predictions
+    are mapped to document offsets and scored against every gold span of the documents, those a
+    sentence cut falls inside included (misses), as :func:`cemr.inference.evaluate_documents`
+    scores a model directory. None: scored per sentence against the sentences' own spans."""
     pred = predict_spans(model, sentences, collate, labels, device, batch_size)
+    if documents is not None:
+        return evaluate(documents, merge_predictions(sentences, pred))
     gold = {str(i): s.spans for i, s in enumerate(sentences)}
     return evaluate(gold, {str(i): p for i, p in enumerate(pred)})
 
@@ -192,6 +201,7 @@ def train_tagger(
     rank: int = 0,
     world_size: int = 1,
     start_epoch: int = 0,
+    dev_documents: Sequence[Document] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a :class:`~cemr.tagger.BiLMBNERTagger`, possibly DDP-wrapped) on ``train``.
 
@@ -202,6 +212,8 @@ def train_tagger(
     rank 0. See the module docstring for batching, early stopping and distribution.
     ``start_epoch``: epochs already trained before this call (a resumed run): the learning rate
     schedule (``cfg.lr_decay``) continues from there; epochs are still counted from 1 here.
+    ``dev_documents``: the dev documents whole; the epoch is then selected on document-level dev F1
+    (every gold span counted: :func:`evaluate_sentences`).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     labels = labels if labels is not None else getattr(collate, "labels", None)
@@ -275,7 +287,8 @@ def train_tagger(
             "train_chars_per_s": seen_chars / train_s if train_s > 0 else 0.0,
         }
         if dev:
-            report = evaluate_sentences(model, dev, collate, labels, device, cfg.eval_batch_size)
+            report = evaluate_sentences(model, dev, collate, labels, device, cfg.eval_batch_size,
+                                        documents=dev_documents)
             metrics.update(
                 dev_precision=report.micro.precision,
                 dev_recall=report.micro.recall,

@@ -431,8 +431,6 @@ class _RoundRunner:
         from cemr.pipeline import load_sentences
 
         self.cfg, self.layout, self.components, self.device, self.log = cfg, layout, components, device, log
-        self.dev = load_sentences(layout, "dev")
-        self.test = load_sentences(layout, "test")
         self.type_share = type_share_of(load_sentences(layout, "train")) if cfg.selftrain.class_balance else None
 
     def pseudo_label(self, state: RunState, r: int) -> tuple[Any, list[str], int]:
@@ -455,16 +453,13 @@ class _RoundRunner:
         return res, [res.kept_dir], res.kept_after_cap
 
     def evaluate(self, model_dir: str | os.PathLike) -> dict[str, Any]:
-        from cemr.pipeline import evaluate_predictor_on_sentences
+        """Dev and test of a round's model: the documents tagged whole, every gold span scored
+        (:func:`cemr.pipeline.evaluate_splits`, the path of ``cemr evaluate``)."""
+        from cemr.pipeline import evaluate_splits
         from cemr.predictor import Predictor
 
-        predictor = Predictor.load(model_dir, self.device, confidence=self.cfg.selftrain.confidence,
-                                   max_len=self.cfg.data.max_sentence_len)
-        out = {}
-        for name, sents in (("dev", self.dev), ("test", self.test)):
-            if sents:
-                out[name] = evaluate_predictor_on_sentences(predictor, sents, self.cfg.train.eval_batch_size).to_dict()
-        return out
+        predictor = Predictor.load(model_dir, self.device, confidence=self.cfg.selftrain.confidence)
+        return evaluate_splits(predictor, self.layout, self.cfg.train.eval_batch_size)
 
     def run(self, state: RunState, r: int) -> tuple[RoundRecord, dict[str, Any]]:
         """Round ``r``: (pseudo-label,) train, evaluate, score pseudo-labels. Returns the record

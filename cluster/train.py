@@ -319,7 +319,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
-    from cemr.pipeline import build_components, load_sentences, new_tagger
+    from cemr.pipeline import build_components, load_documents, load_sentences, new_tagger
     from cemr.training import train_tagger, unwrap
     from cluster.runtime import check_worker_device
 
@@ -371,7 +371,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     try:
         train_tagger(model, train, dev, train_cfg, device, collate=collate, labels=comps.labels,
                      on_epoch_end=on_epoch_end, sample_weights=None if all(w == 1.0 for w in weights) else weights,
-                     log=log, rank=rank, world_size=world, start_epoch=start)
+                     log=log, rank=rank, world_size=world, start_epoch=start,
+                     dev_documents=load_documents(layout, "dev"))
     except _EarlyStop:
         pass
     return {**summary, "book": json_safe(book.to_dict())}

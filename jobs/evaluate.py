@@ -1,10 +1,10 @@
 """``python -m jobs.evaluate [--model DIR] [--split dev|test | --format F --data PATH] [key=value ...]``:
 entity-level evaluation (exact span and type; micro and per type P/R/F1) with Ray Data inference.
 
-Either a prepared split of ``run_dir`` (``--split``, default ``test``; its sentences are tagged as
-they are and scored on document offsets, as the bootstrap rounds are) or a labeled corpus
-(``--format`` + ``--data``: whole documents, split into sentences of ``data.max_sentence_len``
-for tagging and mapped back). The model defaults to the best round of ``run_dir``. Prints the
+Either a prepared split of ``run_dir`` (``--split``, default ``test``: its documents whole, as
+the bootstrap rounds score them) or a labeled corpus (``--format`` + ``--data``). Documents are
+split as unseen text is (the model's recorded sentence length), tagged and mapped back; every
+gold span is scored on document offsets. The model defaults to the best round of ``run_dir``. Prints the
 table on stderr; the JSON report (also ``--out``) is the last line.
 """
 from __future__ import annotations
@@ -26,19 +26,18 @@ def _spans(preds: list[dict[str, Any]]):
 
 
 def evaluate_split(model_dir: Path, cfg: Any, split: str):
-    """Score the model on ``run_dir/data/<split>`` (sentences tagged as prepared)."""
-    from cemr.corpus.sentences import merge_predictions
+    """Score the model on the dev or test documents of ``run_dir`` (``data/documents/``), tagged
+    whole by the actors as ``cemr evaluate`` tags them, every gold span scored."""
     from cemr.metrics import evaluate
-    from cemr.pipeline import RunLayout, load_sentences
+    from cemr.pipeline import RunLayout, load_documents
 
     layout = RunLayout.of(cfg.run_dir)
-    sents = load_sentences(layout, split)
-    if not sents:
-        raise FileNotFoundError(f"{layout.split(split)}: no sentences (prepare the run first, or pass --data)")
-    preds = dict(tag_texts([(str(i), s.text) for i, s in enumerate(sents)], model_dir, cfg))
-    pred_docs = merge_predictions(sents, [_spans(preds[str(i)]) for i in range(len(sents))])
-    gold_docs = merge_predictions(sents, [s.spans for s in sents])
-    return evaluate(gold_docs, pred_docs), {"split": split, "sentences": len(sents)}
+    docs = load_documents(layout, split)
+    if not docs:
+        raise FileNotFoundError(f"{layout.data / 'documents' / (split + '.jsonl')}: no documents "
+                                f"(prepare the run first, or pass --data)")
+    preds = dict(tag_texts([(d.id, d.text) for d in docs], model_dir, cfg))
+    return evaluate(docs, {k: _spans(v) for k, v in preds.items()}), {"split": split, "documents": len(docs)}
 
 
 def evaluate_corpus(model_dir: Path, cfg: Any, fmt: str, data: str):
@@ -78,7 +77,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def parser() -> argparse.ArgumentParser:
     p = build_parser("jobs.evaluate", __doc__)
     p.add_argument("--model", help="model directory (default: the best round of run_dir)")
-    p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="prepared split of run_dir")
+    p.add_argument("--split", default="test", choices=("dev", "test"), help="prepared split of run_dir")
     p.add_argument("--format", default=None, help="format of --data (ccks2017, yidu, jsonl, brat, ...)")
     p.add_argument("--data", default=None, help="labeled corpus to evaluate on instead of a split")
     p.add_argument("--out", default=None, help="also write the JSON report here")

@@ -2,15 +2,16 @@
 batch inference with Ray Data.
 
 Documents are read on the driver with cemr's readers (``--input-format``: ``auto``, detected per
-input, ``text`` or a labeled format, whose labels are ignored; rejected records are counted in the summary, never silently
-dropped), handed to Ray Data (``from_items``: the corpus must fit in the driver's memory; for a
-larger pool, ``prepare`` it into shards and use the pseudo-labeling pipeline), tagged by a pool of
-actors (:class:`DocumentTagger`: one :class:`cemr.predictor.Predictor` per actor, long documents
-split into sentences of at most ``--max-len`` chars and mapped back), and written in input order
-as JSON lines (``{"id", "text", "entities": [{"start", "end", "type", "mention", "confidence"}]}``,
-document offsets, end exclusive) or as BRAT (``<id>.txt`` + ``<id>.ann``). The output is checked
-before anything is read (never an input; an existing one replaced only with ``--overwrite``) and
-appears complete or not at all.
+input, ``text`` or a labeled format, whose labels are ignored; rejected records are counted in the
+summary, never silently dropped), handed to Ray Data (``from_items``: the corpus must fit in the
+driver's memory; for a larger pool, ``prepare`` it into shards and use the pseudo-labeling
+pipeline), tagged by a pool of actors (:class:`DocumentTagger`: one
+:class:`cemr.predictor.Predictor` per actor; records split into sentences of at most ``--max-len``
+chars, by default the model's own, and mapped back: :func:`cemr.inference.tag_records`), and
+written in input order as JSON lines (``{"id", "text", "entities": [{"start", "end", "type",
+"mention", "confidence"}]}``, document offsets, end exclusive) or as BRAT (``<id>.txt`` +
+``<id>.ann``). The output is checked before anything is read (never an input; an existing one
+replaced only with ``--overwrite``) and appears complete or not at all.
 
 The model is ``--model DIR``, by default the best round's model of ``run_dir`` (its
 ``state.json``). Actors: ``cluster.actors`` x (``cluster.actor_num_cpus``, ``cluster.actor_num_gpus``
@@ -35,19 +36,26 @@ class DocumentTagger:
     """Ray Data callable class: ``{"id", "text"}`` batches -> ``{"id", "entities"}`` (a JSON list
     of predictions per document, document offsets)."""
 
-    def __init__(self, model_dir: str, device: str, confidence: str, max_len: int, batch_size: int = 64):
-        from cemr.predictor import Predictor
+    def __init__(self, model_dir: str, device: str, confidence: str, max_len: int | None = None,
+                 batch_size: int = 64):
+        import os
 
+        import ray
+
+        from cemr.predictor import Predictor
+        from cluster.runtime import assigned_device
+
+        if device != "cpu":  # the GPU Ray assigned this actor
+            device = assigned_device(device, ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.predictor = Predictor.load(model_dir, device, confidence=confidence, max_len=max_len,
                                         batch_size=batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cemr.corpus.document import Document
+        from cemr.inference import tag_records
 
         ids = [str(i) for i in batch["id"]]
-        docs = [Document(i, str(t)) for i, t in zip(ids, batch["text"])]
-        preds = self.predictor.predict_documents(docs)
-        entities = [json.dumps([p.to_dict() for p in preds[i]], ensure_ascii=False) for i in ids]
+        tagged = tag_records(self.predictor, [str(t) for t in batch["text"]])
+        entities = [json.dumps(preds, ensure_ascii=False) for preds in tagged]
         return {"id": np.array(ids, dtype=object), "entities": np.array(entities, dtype=object)}
 
 
@@ -104,7 +112,7 @@ def tag_texts(items: Sequence[tuple[str, str]], model_dir: str | Path, cfg: Any,
         DocumentTagger,
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "device": actor_device(res["num_gpus"]),
                                "confidence": cfg.selftrain.confidence,
-                               "max_len": int(max_len or cfg.data.max_sentence_len)},
+                               "max_len": int(max_len) if max_len else None},
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=batch,
         num_cpus=res["num_cpus"],
@@ -190,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON lines file, or a directory for BRAT (never an input)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--out-format", default="jsonl", choices=FORMATS_OUT)
-    p.add_argument("--max-len", type=int, default=None, help="sentence length for splitting (default data.max_sentence_len)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="sentence length for splitting (default: the one the model directory records)")
     return p
 
 

@@ -40,6 +40,10 @@ class FakePredictor:
             out.append([] if i < 0 else [FakePrediction(Span(i, i + len(self.keyword), "疾病和诊断"), 0.9)])
         return out
 
+    def predict_documents(self, docs, batch_size=None):
+        preds = self.predict_sentences([d.text for d in docs], batch_size)
+        return {d.id: p for d, p in zip(docs, preds)}
+
 
 @pytest.fixture(autouse=True)
 def _no_env_uri(monkeypatch):

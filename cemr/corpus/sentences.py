@@ -9,9 +9,15 @@ Records are split into pieces of at most ``max_len`` characters for the tagger:
 3. a piece still longer than ``max_len`` is cut after the last comma (``，,、``) that keeps it
    within ``max_len``, else at the last position that keeps it within ``max_len``.
 
-No cut falls strictly inside a protected span (a gold mention) unless that cannot be avoided: a
-span longer than ``max_len``, or overlapping spans chained past ``max_len``. Such spans are found
-by :func:`spans_cut`; :func:`split_document` drops them from both sides and counts them.
+Two ways to split a labeled document (:func:`split_document`):
+
+- ``guided=True`` (training text): no cut falls strictly inside a protected span (a gold mention)
+  unless that cannot be avoided (a span longer than ``max_len``, or overlapping spans chained past
+  ``max_len``); such spans are dropped from both sides and counted.
+- ``guided=False`` (evaluation and pool text): the cuts are the ones unseen text gets
+  (:meth:`cemr.predictor.Predictor.split`, the gold spans ignored); gold is mapped onto the
+  sentences afterwards, and a gold span a cut falls inside is counted (``spans_dropped``): it is
+  a miss when scored on the whole document, never dropped from the score.
 """
 from __future__ import annotations
 
@@ -202,15 +208,18 @@ def _containing(ranges: Sequence[tuple[int, int]], starts: list[int], span: Span
     return None
 
 
-def split_document(doc: Document, max_len: int, stats: SplitStats | None = None) -> list[Sentence]:
+def split_document(doc: Document, max_len: int, stats: SplitStats | None = None, *,
+                   guided: bool = True) -> list[Sentence]:
     """Split one document into :class:`Sentence` pieces carrying their (relative) spans.
 
-    A span that a cut falls inside (only when unavoidable) is dropped from both sides and counted
-    in ``stats`` (``spans_dropped``, ``dropped``); all other spans are kept exactly.
+    ``guided``: the gold spans protect the cuts (training text); False: the text is cut as unseen
+    text is, gold ignored (evaluation and pool text). A span that a cut falls inside is left out
+    of the sentences and counted in ``stats`` (``spans_dropped``, ``dropped``); all other spans
+    are kept exactly.
     """
     where = f"document {doc.id!r}" + (f" ({doc.source})" if doc.source else "")
     _check_spans(len(doc.text), doc.spans, where)
-    ranges = split_text(doc.text, max_len, protect=doc.spans)
+    ranges = split_text(doc.text, max_len, protect=doc.spans if guided else ())
     starts = [a for a, _ in ranges]
     sentences = [
         Sentence(doc.id, k, a, doc.text[a:b], []) for k, (a, b) in enumerate(ranges)
