@@ -2,7 +2,12 @@
 
 One :class:`Predictor` per process (per Ray Data actor): :meth:`Predictor.load` reads the model
 directory once; every call after that is plain inference (eval mode, ``inference_mode``). Texts
-are batched by length, so a call's output order is its input order whatever the batching.
+are bucketed by length (:func:`length_buckets`: a batch is padded only to lengths near its rows',
+however long the call), so a call's output order is its input order whatever the batching. Per
+batch, the CRF gives tags, marginals and path probabilities in one pass
+(:func:`cemr.confidence.crf_infer`), and spans and confidences are computed for the whole batch on
+numpy arrays (:func:`cemr.tags.bio_id_spans`, :func:`cemr.confidence.batch_confidences`) before
+the per-sentence objects are built (``benchmarks/bench_predictor.py`` compares with the old path).
 
 Confidences follow :mod:`cemr.confidence` (default: per entity, the minimum CRF marginal of its
 tags); each sentence also gets a sentence confidence and the probability of its decoded path.
@@ -16,7 +21,6 @@ spans are shifted back to exact document offsets.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,14 +29,37 @@ from typing import Any
 import numpy as np
 import torch
 
-from cemr.confidence import DEFAULT_METHOD, entity_confidences, normalize_method, sentence_confidence
+from cemr.confidence import DEFAULT_METHOD, batch_confidences, normalize_method
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, split_document
 from cemr.tagger import BiLMBNERTagger, make_collator
-from cemr.tags import LabelSet, bio_to_spans
+from cemr.tags import LabelSet, bio_id_spans
 from cemr.vocab import CharVocab
 
 DEFAULT_MAX_LEN = 256
+
+
+BUCKET_FILL = 0.75  # a bucket ends where a row would fill less than this share of its width
+BUCKET_MIN_ROWS = 16  # ... unless the bucket is still smaller than this (a step has a fixed cost)
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int, fill: float = BUCKET_FILL,
+                   min_rows: int = BUCKET_MIN_ROWS) -> list[list[int]]:
+    """Indices of the non-empty items, longest first, cut into batches of at most ``batch_size``
+    rows of similar length: a batch is padded to its first (longest) row, and a row shorter than
+    ``fill`` times that width starts a new batch once the current one has ``min_rows`` rows.
+    Every non-empty index appears exactly once; callers put results back by index."""
+    order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        cur = buckets[-1] if buckets else None
+        if cur is None or len(cur) >= batch_size or (
+            len(cur) >= min_rows and lengths[i] < fill * lengths[cur[0]]
+        ):
+            buckets.append([i])
+        else:
+            cur.append(i)
+    return buckets
 
 
 @dataclass(frozen=True)
@@ -150,27 +177,32 @@ class Predictor:
         """Entities (sentence offsets) with confidences for each text, in input order."""
         bs = batch_size or self.batch_size
         out: list[SentencePrediction] = [SentencePrediction() for _ in texts]
-        order = sorted((i for i, t in enumerate(texts) if t), key=lambda i: -len(texts[i]))
         with torch.inference_mode():
-            for b in range(0, len(order), bs):
-                idx = order[b : b + bs]
+            for idx in length_buckets([len(t) for t in texts], bs):
                 batch = self.collate.from_texts([texts[i] for i in idx]).to(self.device)
-                result = self.tagger.infer(batch)
-                marg = result.marginals.cpu().numpy()  # (B, T, K)
-                seq_prob = result.sequence_log_prob.exp().cpu().tolist()  # (B,)
-                for row, i in enumerate(idx):
-                    out[i] = self._sentence(result.tags[row], marg[row], seq_prob[row])
+                for i, pred in zip(idx, self._predict_batch(batch)):
+                    out[i] = pred
         return out
 
-    def _sentence(self, tags: list[int], marg, seq_prob: float) -> SentencePrediction:
-        spans = bio_to_spans(self.labels.from_ids(tags))
-        confs = entity_confidences(marg, spans, self.labels, self.method, sequence_prob=seq_prob)
-        conf = sentence_confidence(marg, tags, self.method, sequence_prob=seq_prob)
-        for c in (*confs, conf):
-            if not math.isfinite(c):
-                raise FloatingPointError(f"non-finite confidence {c} (emissions overflowed?)")
-        token_conf = marg[np.arange(len(tags)), np.asarray(tags, dtype=np.int64)].astype(float).tolist()
-        return SentencePrediction([Prediction(s, c) for s, c in zip(spans, confs)], conf, seq_prob, token_conf)
+    def _predict_batch(self, batch) -> list[SentencePrediction]:
+        """The predictions of one collated batch: CRF outputs to numpy, spans and confidences
+        computed for the whole batch, then one :class:`SentencePrediction` per row."""
+        result = self.tagger.infer(batch)
+        marg = result.marginals.cpu().numpy()  # (B, T, K)
+        tags = result.tag_ids.cpu().numpy()  # (B, T)
+        lengths = result.lengths.cpu().numpy()  # (B,)
+        seq_prob = result.sequence_log_prob.double().exp().cpu().numpy()  # (B,)
+        spans = bio_id_spans(tags, lengths)  # (row, start, end, type) arrays
+        conf = batch_confidences(marg, tags, lengths, spans, self.method, seq_prob)
+        if not (np.isfinite(conf.entity).all() and np.isfinite(conf.sentence).all()):
+            raise FloatingPointError("non-finite confidence (emissions overflowed?)")
+        types = self.labels.types
+        per_row: list[list[Prediction]] = [[] for _ in range(len(lengths))]
+        for r, a, e, t, c in zip(*(x.tolist() for x in spans), conf.entity.tolist()):
+            per_row[r].append(Prediction(Span(a, e, types[t]), c))
+        token, sentence, probs = conf.token, conf.sentence.tolist(), seq_prob.tolist()
+        return [SentencePrediction(per_row[r], sentence[r], probs[r], token[r, :n].tolist())
+                for r, n in enumerate(lengths.tolist())]
 
     # -- documents -----------------------------------------------------------------------------
 

@@ -32,14 +32,20 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchcrf import CRF
 
+from cemr.confidence import crf_infer, crf_partial_nll, crf_viterbi
 from cemr.config import ModelConfig
-from cemr.confidence import crf_marginals, crf_partial_nll, sequence_log_prob
 from cemr.corpus.sentences import Sentence
 from cemr.features.cache import FeatureCache, cached_features, elements_for_mb
-from cemr.features.dictionary import DICT_PAD_ID, DictionaryFeature, DictionaryTags, tags_for
+from cemr.features.dictionary import (
+    DICT_PAD_ID,
+    DictionaryFeature,
+    DictionaryTags,
+    tags_for,
+)
 from cemr.tags import LabelSet, spans_to_bio
 from cemr.vocab import PAD_ID, CharVocab
 
@@ -201,12 +207,19 @@ def is_frozen(module: nn.Module) -> bool:
 
 @dataclass
 class TaggerOutput:
-    """Decoded tags (one list of ids per sentence, its length), marginals ``(B, T, K)`` and
-    ``log P(tags | x)`` ``(B,)``."""
+    """Decoded tag ids ``(B, T)`` (0 at padding), marginals ``(B, T, K)`` (0 at padding),
+    ``log P(tags | x)`` ``(B,)`` and the sentence lengths ``(B,)``; ``tags``: the ids as one list
+    per sentence, its length."""
 
-    tags: list[list[int]]
+    tag_ids: Tensor
     marginals: Tensor
     sequence_log_prob: Tensor
+    lengths: Tensor
+
+    @property
+    def tags(self) -> list[list[int]]:
+        rows = self.tag_ids.cpu().tolist()
+        return [r[:n] for r, n in zip(rows, self.lengths.cpu().tolist())]
 
 
 class BiLMBNERTagger(nn.Module):
@@ -381,12 +394,28 @@ class BiLMBNERTagger(nn.Module):
             parts.append(self.dictionary(batch.dict_ids))  # (B, T, D_w)
         x = self.dropout(torch.cat(parts, dim=-1))  # (B, T, D_in)
         lengths = batch.mask.sum(dim=1).cpu()  # (B,)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        longest_first = bool((lengths[:-1] >= lengths[1:]).all())  # the predictor's buckets: no re-sort
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=longest_first)
         h, _ = self.gru(packed)
         h, _ = pad_packed_sequence(h, batch_first=True, total_length=t)  # (B, T, 2H)
-        a, _ = self.attention(h, h, h, key_padding_mask=~batch.mask, need_weights=False)  # (B, T, 2H)
-        h = self.norm(h + self.dropout(a))  # (B, T, 2H)
+        h = self.norm(h + self.dropout(self.self_attention(h, batch.mask)))  # (B, T, 2H)
         return self.output(self.dropout(h)).float()  # (B, T, K)
+
+    def self_attention(self, h: Tensor, mask: Tensor) -> Tensor:
+        """``self.attention(h, h, h)`` over the real chars (``mask (B, T)``): ``(B, T, 2H)``.
+
+        In eval mode the same weights are applied through ``F.scaled_dot_product_attention``
+        (equal to ``nn.MultiheadAttention`` within float32 rounding, faster on CPU than its fused
+        path); training keeps ``nn.MultiheadAttention`` (attention dropout, unchanged numerics)."""
+        mha = self.attention
+        if self.training:
+            return mha(h, h, h, key_padding_mask=~mask, need_weights=False)[0]
+        b, t, e = h.shape
+        heads = mha.num_heads
+        qkv = F.linear(h, mha.in_proj_weight, mha.in_proj_bias)  # (B, T, 3E)
+        q, k, v = qkv.view(b, t, 3, heads, e // heads).permute(2, 0, 3, 1, 4)  # (B, heads, T, E/heads) each
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, heads, T, E/heads)
+        return F.linear(a.transpose(1, 2).reshape(b, t, e), mha.out_proj.weight, mha.out_proj.bias)
 
     def nll(self, batch: Batch) -> Tensor:
         """Negative log-likelihood per sentence ``(B,)``; of the partial labeling
@@ -410,18 +439,17 @@ class BiLMBNERTagger(nn.Module):
     def decode(self, batch: Batch) -> list[list[int]]:
         """Viterbi tag ids per sentence (each list as long as its sentence)."""
         self.constrain_crf()
-        return self.crf.decode(self.emissions(batch), batch.mask)
+        tags = crf_viterbi(self.emissions(batch), batch.mask, self.crf).cpu().tolist()  # (B, T)
+        return [r[:n] for r, n in zip(tags, batch.lengths.cpu().tolist())]
 
     @torch.no_grad()
     def infer(self, batch: Batch) -> TaggerOutput:
-        """Viterbi tags, marginals ``(B, T, K)`` and ``log P(tags | x)`` ``(B,)`` in one pass."""
+        """Viterbi tags, marginals ``(B, T, K)`` and ``log P(tags | x)`` ``(B,)`` in one pass
+        (:func:`cemr.confidence.crf_infer`)."""
         self.constrain_crf()
         em = self.emissions(batch)  # (B, T, K)
-        tags = self.crf.decode(em, batch.mask)
-        marg = crf_marginals(em, batch.mask, self.crf)  # (B, T, K)
-        padded = _pad(tags, em.shape[1]).to(em.device)  # (B, T)
-        logp = sequence_log_prob(em, padded, batch.mask, self.crf)  # (B,)
-        return TaggerOutput(tags, marg, logp)
+        out = crf_infer(em, batch.mask, self.crf)
+        return TaggerOutput(out.tags, out.marginals, out.log_prob, out.lengths)
 
     def predict_with_confidence(self, batch: Batch) -> tuple[list[list[int]], Tensor]:
         """Viterbi tag ids per sentence and CRF marginals ``(B, T, K)`` (0 at padding)."""

@@ -203,3 +203,29 @@ class LabelSet:
     def allowed_start(self) -> np.ndarray:
         """Bool vector ``(num_tags,)``: True for tags that may begin a sequence (not ``I-X``)."""
         return np.array([not t.startswith(INSIDE) for t in self._tags], dtype=bool)
+
+
+def bio_id_spans(tag_ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bio_to_spans` for a whole batch of tag ids in :class:`LabelSet` layout (``0`` =
+    ``O``, ``2i + 1`` = ``B-<type i>``, ``2i + 2`` = ``I-<type i>``), on numpy arrays.
+
+    ``tag_ids (B, T)`` int, ``lengths (B,)``: positions at or past a row's length are ignored.
+    Returns ``(row, start, end, type_index)``, each ``(N,)`` int64, sorted by row then start;
+    the same (lenient) reading as :func:`bio_to_spans`: an ``I-X`` continues a mention only after
+    ``B-X`` / ``I-X``, otherwise it begins one. Negative ids or ids without a tag raise later in
+    the caller's label lookup; here only the layout above is assumed.
+    """
+    tag_ids = np.asarray(tag_ids, dtype=np.int64)
+    b, t_len = tag_ids.shape
+    valid = np.arange(t_len)[None, :] < np.asarray(lengths)[:, None]  # (B, T)
+    typ = np.where(valid & (tag_ids > 0), (tag_ids - 1) // 2, -1)  # (B, T) type index, -1 outside
+    inside = (tag_ids % 2 == 0) & (typ >= 0)  # (B, T) I- tags
+    cont = np.zeros_like(inside)
+    cont[:, 1:] = inside[:, 1:] & (typ[:, 1:] == typ[:, :-1])  # continues the mention before it
+    begins = (typ >= 0) & ~cont  # (B, T)
+    flat_begin = np.flatnonzero(begins)
+    breaks = np.flatnonzero(~cont.ravel())  # a mention ends at the first position not continuing it
+    breaks = np.append(breaks, b * t_len)
+    ends = breaks[np.searchsorted(breaks, flat_begin, side="right")]
+    row, start = np.divmod(flat_begin, t_len)
+    return row, start, ends - row * t_len, typ.ravel()[flat_begin]

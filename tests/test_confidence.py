@@ -239,3 +239,108 @@ def test_partial_nll_gradients_are_finite_and_zero_where_nothing_is_observed():
     assert em.grad[0].abs().max() > 1e-3
     with pytest.raises(TypeError, match="bool"):
         crf_partial_nll(em, tags, observed.long(), mask, start, end, trans)
+
+
+# ----------------------------------------------------------------------------------------------
+# crf_infer / crf_viterbi (the predictor's one-pass inference) and batch_confidences
+# ----------------------------------------------------------------------------------------------
+
+from cemr.confidence import batch_confidences, crf_infer, crf_viterbi  # noqa: E402
+from cemr.tags import bio_id_spans, bio_to_spans  # noqa: E402
+
+
+def _crf_module(k, seed, forbid=()):
+    torch.manual_seed(seed)
+    crf = CRF(k, batch_first=True)
+    with torch.no_grad():
+        crf.transitions.normal_(0.0, 2.0)
+        crf.start_transitions.normal_()
+        crf.end_transitions.normal_()
+        for i, j in forbid:
+            crf.transitions[i, j] = -1e4
+    return crf
+
+
+@pytest.mark.parametrize("k,lengths,seed", [(3, [4, 2, 1, 3], 0), (4, [3, 3], 1), (2, [1], 2), (3, [1, 4, 4, 2], 3)])
+def test_crf_infer_matches_brute_force(k, lengths, seed):
+    t = max(lengths)
+    em, mask, start, end, trans = _random_case(len(lengths), t, k, seed, lengths)
+    out = crf_infer(em.float(), mask, start.float(), end.float(), trans.float())
+    em32 = em.float().double()  # crf_infer sees float32 emissions
+    for b, n in enumerate(lengths):
+        log_z, marg, paths, scores = _brute_force(em32[b], n, start.float().double(), end.float().double(),
+                                                  trans.float().double())
+        best = int(scores.argmax())
+        assert out.tags[b, :n].tolist() == list(paths[best])
+        assert (out.tags[b, n:] == 0).all()
+        assert torch.allclose(out.marginals[b, :n].double(), marg, atol=1e-5)
+        assert (out.marginals[b, n:] == 0).all()
+        assert out.log_prob[b].item() == pytest.approx(float(scores[best] - log_z), abs=1e-5)
+    assert out.lengths.tolist() == lengths
+
+
+@pytest.mark.parametrize("b,t,scale,seed", [(7, 9, 3.0, 0), (40, 130, 12.0, 1), (33, 60, 25.0, 2)])
+def test_crf_infer_equals_pytorch_crf_decode_and_the_float64_references(b, t, scale, seed):
+    # scale 12-25 with 130 steps: log Z in the thousands, where float32 log-space sums lose digits
+    k = 7
+    crf = _crf_module(k, seed, forbid=[(0, 2), (3, 2), (1, 4)])
+    g = torch.Generator().manual_seed(seed)
+    em = torch.randn(b, t, k, generator=g) * scale
+    lengths = torch.randint(1, t + 1, (b,), generator=g)
+    lengths[b // 2] = t
+    mask = torch.arange(t)[None, :] < lengths[:, None]
+    out = crf_infer(em, mask, crf)
+    ref_tags = crf.decode(em, mask)
+    assert [out.tags[i, : int(n)].tolist() for i, n in enumerate(lengths)] == ref_tags
+    assert crf_viterbi(em, mask, crf).tolist() == out.tags.tolist()
+    ref_marg = crf_marginals(em.double(), mask, crf)
+    assert out.marginals.dtype == torch.float32
+    assert (out.marginals.double() - ref_marg).abs().max().item() < 1e-5
+    ref_logp = sequence_log_prob(em.double(), out.tags, mask, crf)
+    assert (out.log_prob.double() - ref_logp).abs().max().item() < 1e-4
+    assert (out.log_prob <= 0).all()
+
+
+def test_crf_infer_survives_emissions_that_underflow_the_scaled_pass(monkeypatch):
+    # gaps of thousands of nats: probability-space steps underflow, the float64 fallback answers
+    import cemr.confidence as conf
+
+    calls = []
+    monkeypatch.setattr(conf, "crf_marginals", lambda *a, **kw: calls.append(1) or crf_marginals(*a, **kw))
+    k = 3
+    crf = _crf_module(k, 4, forbid=[(1, 2), (2, 1)])
+    em = torch.zeros(2, 6, k)
+    em[:, ::2, 1] = 3000.0  # alternate strongly between tags that may not follow each other
+    em[:, 1::2, 2] = 3000.0
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    out = crf_infer(em, mask, crf)
+    assert calls, "the underflow guard did not fall back to the float64 reference"
+    assert torch.isfinite(out.marginals).all() and torch.isfinite(out.log_prob).all()
+    assert [out.tags[i, : int(n)].tolist() for i, n in enumerate(mask.sum(1))] == crf.decode(em, mask)
+    ref = crf_marginals(em.double(), mask, crf)
+    assert (out.marginals.double() - ref).abs().max().item() < 1e-5
+
+
+def test_batch_confidences_equal_the_per_sentence_functions():
+    labels = LabelSet(["A", "B"])
+    g = torch.Generator().manual_seed(5)
+    b, t, k = 30, 8, labels.num_tags
+    marg = torch.rand(b, t, k, generator=g).softmax(-1).numpy()
+    tags = torch.randint(0, k, (b, t), generator=g).numpy()  # any ids: lenient spans included
+    lengths = torch.randint(1, t + 1, (b,), generator=g).numpy()
+    seq_prob = torch.rand(b, generator=g).double().numpy()
+    spans = bio_id_spans(tags, lengths)
+    for method in ("entity_min_marginal", "entity_mean_marginal", "sequence_prob"):
+        got = batch_confidences(marg, tags, lengths, spans, method, seq_prob)
+        ent = iter(got.entity.tolist())
+        for r in range(b):
+            n = int(lengths[r])
+            row_spans = bio_to_spans(labels.from_ids(tags[r, :n]))
+            want = entity_confidences(marg[r], row_spans, labels, method, sequence_prob=seq_prob[r])
+            assert [next(ent) for _ in row_spans] == pytest.approx(want, abs=1e-12)
+            sent = sentence_confidence(marg[r], tags[r, :n].tolist(), method, sequence_prob=seq_prob[r])
+            assert got.sentence[r] == pytest.approx(sent, abs=1e-12)
+            assert got.token[r, :n].tolist() == [float(marg[r, i, tags[r, i]]) for i in range(n)]
+            assert (got.token[r, n:] == 0).all()
+        assert next(ent, None) is None

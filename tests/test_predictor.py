@@ -1,10 +1,18 @@
 """The predictor: sentence predictions with confidences, documents mapped back to exact offsets."""
 import pytest
+import torch
+from tagger_fakes import FakeFeaturizer, tiny_documents, trained_tiny_model
 
+from cemr.confidence import (
+    crf_marginals,
+    entity_confidences,
+    sentence_confidence,
+    sequence_log_prob,
+)
 from cemr.corpus.document import Document, Span
 from cemr.modeldir import save_model
-from cemr.predictor import Prediction, Predictor, SentencePrediction
-from tagger_fakes import FakeFeaturizer, tiny_documents, trained_tiny_model
+from cemr.predictor import Prediction, Predictor, SentencePrediction, length_buckets
+from cemr.tags import bio_to_spans
 
 FAKES = {"bert": FakeFeaturizer, "bilm": FakeFeaturizer}
 
@@ -111,3 +119,50 @@ def test_a_loaded_predictor_caches_no_featurizer_output_unless_asked(model_dir):
     assert all(len(cached.tagger.feature_cache(n)) == len(texts) for n in calls)
     with pytest.raises(ValueError, match="feature_cache_mb"):
         Predictor.load(model_dir, featurizer_classes=FAKES, feature_cache_mb=-1)
+
+
+def _reference_predictions(p: Predictor, texts):
+    """The predictor's output computed the plain way, one sentence at a time: pytorch-crf's
+    Viterbi, the float64 marginals and path probability, spans from tag strings."""
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            batch = p.collate.from_texts([text])
+            em = p.tagger.emissions(batch).double()
+            tags = p.tagger.crf.decode(em, batch.mask)[0]
+            marg = crf_marginals(em, batch.mask, p.tagger.crf)[0].numpy()
+            prob = sequence_log_prob(em, torch.tensor([tags]), batch.mask, p.tagger.crf).exp().item()
+            spans = bio_to_spans(p.labels.from_ids(tags))
+            confs = entity_confidences(marg, spans, p.labels, p.method, sequence_prob=prob)
+            out.append((spans, confs, sentence_confidence(marg, tags, p.method, sequence_prob=prob), prob,
+                        [float(marg[i, c]) for i, c in enumerate(tags)]))
+    return out
+
+
+@pytest.mark.parametrize("method", ["entity_min_marginal", "entity_mean_marginal", "sequence_prob"])
+def test_batched_predictions_equal_the_one_by_one_float64_reference(model_dir, method):
+    p = Predictor.load(model_dir, featurizer_classes=FAKES, confidence=method)
+    _, _, _, _, sents, _ = trained_tiny_model()
+    # mixed lengths in one call, several buckets, plus texts the model was not fitted to
+    texts = [s.text for s in sents] + ["糖尿病", "无", "患者有高血压和胃炎，服用阿司匹林。" * 3]
+    got = p.predict_sentences(texts, batch_size=64)
+    for pred, (spans, confs, sent, prob, token) in zip(got, _reference_predictions(p, texts)):
+        assert pred.spans == spans
+        assert [x.confidence for x in pred] == pytest.approx(confs, abs=1e-5)
+        assert pred.confidence == pytest.approx(sent, abs=1e-5)
+        assert pred.sequence_prob == pytest.approx(prob, abs=1e-5)
+        assert pred.token_confidence == pytest.approx(token, abs=1e-5)
+
+
+def test_length_buckets_cover_every_text_once_longest_first():
+    lengths = [5, 0, 40, 3, 40, 12, 0, 39, 1, 7, 30, 2]
+    buckets = length_buckets(lengths, batch_size=3, fill=0.75, min_rows=2)
+    flat = [i for b in buckets for i in b]
+    assert sorted(flat) == [i for i, n in enumerate(lengths) if n]  # each non-empty text once
+    assert [lengths[i] for i in flat] == sorted((n for n in lengths if n), reverse=True)
+    assert all(len(b) <= 3 for b in buckets)
+    for b in buckets:  # past min_rows rows, a row under 0.75 of the bucket's width starts another
+        assert all(lengths[i] >= 0.75 * lengths[b[0]] for i in b[2:])
+    assert [[lengths[i] for i in b] for b in buckets] == [[40, 40, 39], [30, 12], [7, 5], [3, 2], [1]]
+    assert length_buckets([4, 4, 4], batch_size=8) == [[0, 1, 2]]
+    assert length_buckets([0, 0], batch_size=8) == []

@@ -274,3 +274,21 @@ def test_partial_labels_do_not_teach_o_where_they_are_unsure():
     unsure = Sentence("p", 0, 0, target.text, [], [(span.start, span.end)])
     assert span in train(unsure)
     assert span not in train(as_o)
+
+
+def test_eval_attention_equals_multihead_attention_and_decode_equals_pytorch_crf():
+    tagger, collate, sents, _ = _model(with_features=True)
+    tagger.eval()
+    batch = collate(sents[:6])
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(len(batch), batch.mask.shape[1], tagger.output.in_features, generator=g)
+    want, _ = tagger.attention(h, h, h, key_padding_mask=~batch.mask, need_weights=False)
+    got = tagger.self_attention(h, batch.mask)
+    real = batch.mask.unsqueeze(2)  # outputs at padding are never read
+    assert torch.allclose(got * real, want * real, atol=1e-5)
+    with torch.no_grad():
+        em = tagger.emissions(batch)
+        assert tagger.decode(batch) == tagger.crf.decode(em, batch.mask)
+        out = tagger.infer(batch)
+    assert out.tags == tagger.crf.decode(em, batch.mask)
+    assert out.tag_ids.shape == batch.mask.shape and out.lengths.tolist() == batch.lengths.tolist()

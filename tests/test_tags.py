@@ -146,3 +146,23 @@ def test_allowed_sequences_are_exactly_the_strict_bio_ones(ids):
     tags = labels.from_ids(ids)
     strict = spans_to_bio(len(tags), bio_to_spans(tags)) == tags
     assert _is_allowed(labels, ids) == strict
+
+
+def test_bio_id_spans_reads_a_batch_like_bio_to_spans():
+    import random
+
+    from cemr.tags import bio_id_spans
+
+    labels = LabelSet(["A", "B", "C"])
+    rng = random.Random(0)
+    for _ in range(300):
+        b, t = rng.randint(1, 4), rng.randint(1, 8)
+        ids = np.array([[rng.randrange(labels.num_tags) for _ in range(t)] for _ in range(b)])
+        lengths = np.array([rng.randint(1, t) for _ in range(b)])
+        row, start, end, typ = bio_id_spans(ids, lengths)
+        got = [[] for _ in range(b)]
+        for r, a, e, ty in zip(row, start, end, typ):
+            got[r].append(Span(int(a), int(e), labels.types[ty]))
+        assert got == [bio_to_spans(labels.from_ids(ids[r, : lengths[r]])) for r in range(b)]
+    empty = bio_id_spans(np.zeros((2, 3), dtype=np.int64), np.array([3, 1]))
+    assert all(len(x) == 0 for x in empty)
