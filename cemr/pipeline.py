@@ -107,7 +107,8 @@ def load_sentences(layout: RunLayout, split: str) -> list[Sentence]:
 
 def load_documents(layout: RunLayout, split: str) -> list[Document]:
     """The dev or test documents whole, with every gold span (``data/documents/<split>.jsonl``,
-    written by prepare): what evaluation scores. ``[]`` for a split without documents."""
+    written by prepare for a non-empty split): what evaluation scores. ``[]`` for a split without
+    documents."""
     from cemr.corpus.readers import read_documents
     from cemr.prepare import DOCUMENTS_DIR
 

@@ -538,7 +538,7 @@ def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float = 0.9,
         info, sents, paths = _write_gold(docs, out / name, rows, d.max_sentence_len, guided=name == "train")
         report.splits[name] = info
         report.paths[name] = [str(p) for p in paths]
-        if name != "train":  # scored on whole documents: every gold span, cut or not
+        if name != "train" and docs:  # scored on whole documents: every gold span, cut or not
             info["entities_in_documents"] = sum(len(doc.spans) for doc in docs)
             report.paths[f"{name}_documents"] = [str(write_jsonl(docs, out / DOCUMENTS_DIR / f"{name}.jsonl"))]
         if name != "train":
