@@ -1,0 +1,151 @@
+"""Held-out figures with seeds: 10%-gold supervised, 100%-gold supervised and 10%-gold self-trained,
+each the TEST F1 of the dev-selected model, mean +- spread over seeds (split fixed, model seeds varied).
+
+    CEMR_DATA_DIR=../shared/data python benchmarks/bench_heldout.py \
+        --config ray_configs/experiments/yidu_s4k_lowres.yaml --seeds 1 2 3 --out DIR [key=value ...]
+
+The config is a low-resource experiment (``data.labeled_fraction < 1``: the rest of gold train is
+the pool's hidden gold). Per seed (``train.seed``; the dev/test split is ``data.split_seed``, the
+same for every seed):
+
+- **low supervised**: round 0 of the bootstrap run of the config (:func:`cluster.bootstrap.run_bootstrap`,
+  local Ray, MLflow in ``OUT/mlflow.db``): the tagger trained on the kept gold only, its epoch
+  selected on dev; its test F1.
+- **self-trained**: the round the same run selects by dev F1 (round 0 if no later round beats it);
+  its test F1.
+- **full supervised**: the config with ``data.labeled_fraction=1`` trained once on all gold train
+  (:func:`cemr.pipeline.train_from_config`, epoch selected on dev); its test F1.
+
+``gap_recovered`` = (self-trained - low) / (full - low), per seed and for the means. Every figure
+is a test figure; dev figures are printed beside them. The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+ARMS = ("low", "self", "full")
+
+
+def micro_f1(report: dict | None) -> float | None:
+    """The micro F1 of an evaluation report dict (``None`` when there is none)."""
+    if not report:
+        return None
+    return float(report["micro"]["f1"])
+
+
+def selected_rounds(state) -> dict:
+    """Round 0 and the dev-selected round of a bootstrap run: their dev and test F1."""
+    from cemr.selftrain import best_round
+
+    if not state or not state.rounds or state.rounds[0].round != 0:
+        raise ValueError("the run has no round 0")
+    r0, best = state.rounds[0], best_round(state.rounds)
+    return {
+        "low_dev": r0.dev_f1, "low_test": micro_f1(r0.extra.get("test")),
+        "self_dev": best.dev_f1, "self_test": micro_f1(best.extra.get("test")), "self_round": best.round,
+        "rounds": [{"round": r.round, "dev_f1": round(r.dev_f1, 4), "test_f1": micro_f1(r.extra.get("test")),
+                    "pseudo_kept": r.pseudo_sentences,
+                    "pseudo_precision": (r.pseudo_prf or {}).get("precision")} for r in state.rounds],
+    }
+
+
+def gap_recovered(low: float, self_: float, full: float) -> float | None:
+    """The share of the gap between low and full supervision that self-training closes."""
+    gap = full - low
+    if abs(gap) < 1e-9:
+        return None
+    return (self_ - low) / gap
+
+
+def mean_spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value), min and max."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Mean +- spread of each arm's test (and dev) F1 over seeds, and the gap recovered."""
+    out = {f"{arm}_{split}": mean_spread([s[f"{arm}_{split}"] for s in per_seed])
+           for arm in ARMS for split in ("test", "dev")}
+    out["gap_recovered_per_seed"] = mean_spread([s["gap_recovered"] for s in per_seed])
+    means = {arm: out[f"{arm}_test"]["mean"] for arm in ARMS}
+    out["gap_recovered_of_means"] = (gap_recovered(means["low"], means["self"], means["full"])
+                                     if None not in means.values() else None)
+    return out
+
+
+def run_seed(config: str, overrides: list[str], seed: int, out: Path, log) -> dict:
+    from cemr.config import load_config
+    from cemr.pipeline import train_from_config
+    from cemr.selftrain import load_state
+    from cluster.bootstrap import run_bootstrap
+
+    common = [*overrides, f"train.seed={seed}", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db"]
+    low_dir, full_dir = out / f"seed{seed}_low", out / f"seed{seed}_full"
+    cfg = load_config(config, [*common, f"run_dir={low_dir}"])
+    if cfg.data.labeled_fraction >= 1:
+        raise SystemExit(f"{config}: data.labeled_fraction is {cfg.data.labeled_fraction}; the protocol needs < 1")
+    t0 = time.perf_counter()
+    run_bootstrap(cfg, resume=(low_dir / "state.json").exists(), log=log)
+    row = selected_rounds(load_state(low_dir))
+    t1 = time.perf_counter()
+    full_cfg = load_config(config, [*common, f"run_dir={full_dir}", "data.labeled_fraction=1.0"])
+    report = train_from_config(full_cfg, full_dir, log=log)
+    row.update(full_dev=micro_f1(report.get("dev")), full_test=micro_f1(report.get("test")),
+               seed=seed, seconds_low=round(t1 - t0, 1), seconds_full=round(time.perf_counter() - t1, 1))
+    if row["full_test"] is None or row["low_test"] is None:
+        raise SystemExit(f"{config}: no test split (data.test_fraction or data.test): no held-out figure")
+    row["gap_recovered"] = gap_recovered(row["low_test"], row["self_test"], row["full_test"])
+    return row
+
+
+def _fmt(ms: dict) -> str:
+    return "-" if ms["mean"] is None else f"{ms['mean']:.4f} +- {ms['std']:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="a low-resource experiment config")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="train.seed values")
+    ap.add_argument("--out", default=None, help="directory of the runs (default: a new temporary one)")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench_heldout_")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    per_seed = [run_seed(args.config, args.overrides, s, out, log) for s in args.seeds]
+    summary = summarize(per_seed)
+
+    print("| seed | low test | self test (round) | full test | gap recovered | low / self / full dev |")
+    print("|---|---|---|---|---|---|")
+    for s in per_seed:
+        gap = "-" if s["gap_recovered"] is None else f"{s['gap_recovered']:.2f}"
+        print(f"| {s['seed']} | {s['low_test']:.4f} | {s['self_test']:.4f} ({s['self_round']}) | {s['full_test']:.4f} | "
+              f"{gap} | {s['low_dev']:.4f} / {s['self_dev']:.4f} / {s['full_dev']:.4f} |")
+    print(f"test F1 over {len(per_seed)} seed(s): low {_fmt(summary['low_test'])}, self-trained "
+          f"{_fmt(summary['self_test'])}, full {_fmt(summary['full_test'])}; gap recovered "
+          f"{summary['gap_recovered_of_means'] if summary['gap_recovered_of_means'] is None else round(summary['gap_recovered_of_means'], 3)}")
+    print(json.dumps({"bench": "heldout", "config": args.config, "overrides": args.overrides, "seeds": args.seeds,
+                      "per_seed": per_seed, **summary, "out": str(out),
+                      "wall_s": round(time.perf_counter() - t0, 1), "cpu_count": os.cpu_count(),
+                      "load_avg_1m": round(os.getloadavg()[0], 2)}, ensure_ascii=False, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

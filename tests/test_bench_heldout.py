@@ -1,0 +1,37 @@
+"""benchmarks/bench_heldout.py: the held-out figures are test figures of dev-selected models."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from cemr.selftrain import RoundRecord, RunState
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_heldout", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_heldout.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _rec(r, dev, test):
+    return RoundRecord(round=r, dev_f1=dev, dev_precision=dev, dev_recall=dev, threshold=None if r == 0 else 0.7,
+                       train_sentences=10, extra={"test": {"micro": {"f1": test}}})
+
+
+def test_the_self_trained_figure_is_the_test_f1_of_the_round_dev_selects():
+    state = RunState(rounds=[_rec(0, 0.80, 0.70), _rec(1, 0.85, 0.74), _rec(2, 0.84, 0.90)])
+    row = bench.selected_rounds(state)
+    # round 2 has the best test F1 but dev selects round 1: its test figure is reported
+    assert row["self_round"] == 1 and row["self_test"] == 0.74 and row["low_test"] == 0.70
+
+
+def test_gap_recovered_and_spread():
+    assert bench.gap_recovered(0.70, 0.76, 0.80) == pytest.approx(0.6)
+    assert bench.gap_recovered(0.8, 0.8, 0.8) is None
+    rows = [dict(low_test=0.70, self_test=0.76, full_test=0.80, low_dev=0, self_dev=0, full_dev=0,
+                 gap_recovered=0.6),
+            dict(low_test=0.72, self_test=0.76, full_test=0.82, low_dev=0, self_dev=0, full_dev=0,
+                 gap_recovered=0.4)]
+    s = bench.summarize(rows)
+    assert s["low_test"]["mean"] == pytest.approx(0.71) and s["low_test"]["std"] == pytest.approx(0.0141421, 1e-4)
+    assert s["gap_recovered_of_means"] == pytest.approx((0.76 - 0.71) / (0.81 - 0.71))
+    assert s["gap_recovered_per_seed"]["mean"] == pytest.approx(0.5)
