@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from cemr.config import flatten, load_config
     from cemr.pipeline import RunLayout
     from cemr.selftrain import load_state
-    from cluster.bootstrap import check_resume_config, run_bootstrap, seed_member
+    from cluster.bootstrap import check_resume_config, run_bootstrap
+    from cluster.sweep import seed_member
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_lowres_"))
     out = out.resolve()

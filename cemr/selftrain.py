@@ -1,9 +1,12 @@
 """Self-training (bootstrapping) logic: pure functions and the persisted run state. No Ray here.
 
-The loop (driven by ``jobs/bootstrap``) is: round 0 trains on gold only; each later round predicts
-the unlabeled pool, keeps the confident candidates (:func:`select_sentence`), optionally caps them
-(:func:`cap_pseudo_labels`), retrains on gold + pseudo-labels and evaluates on dev. It stops at
-``max_rounds`` or when dev F1 has not improved for ``patience`` rounds (:func:`should_stop`).
+The loop (driven by :func:`cluster.bootstrap.run_bootstrap`, ``jobs.bootstrap``) is: round 0 trains
+on gold only; each later round predicts the unlabeled pool with the best model so far, keeps the
+confident candidates (:func:`select_sentence`, with :func:`unsure_ranges` in ``partial`` mode),
+optionally caps them (:func:`cap_pseudo_labels`), retrains on gold + pseudo-labels and evaluates
+on dev (and test). It stops at ``max_rounds`` or when dev F1 has not improved for ``patience``
+rounds (:func:`should_stop`); the best round is the one with the highest dev F1
+(:func:`best_round`).
 
 Selection modes (``selftrain.selection``):
 
@@ -23,10 +26,10 @@ Selection modes (``selftrain.selection``):
   ``benchmarks/bench_lowres.py``: the ``O`` given to missed and unsure mentions is what cost the
   other two modes their recall.
 
-Bookkeeping modes (``selftrain.mode``): ``rederive`` trains round ``r`` on gold + the pseudo-labels
-derived in round ``r`` only (the newest model relabels everything); ``accumulate`` keeps every
-sentence once it was pseudo-labeled, with the label of the round that first kept it
-(:func:`merge_pseudo_rounds`).
+Bookkeeping modes (``selftrain.mode``, :data:`BOOKKEEPING_MODES`): ``rederive`` trains round ``r``
+on gold + the pseudo-labels derived in round ``r`` only (the newest model relabels everything);
+``accumulate`` keeps every sentence once it was pseudo-labeled, with the label of the round that
+first kept it (the sets are merged on disk: ``cluster.pseudosets.merge_pseudo_dirs``).
 
 Sentences are identified by a key ``(doc_id, sent_id)`` (:func:`sentence_key`).
 """
@@ -94,9 +97,11 @@ def select_sentence(
     """Decide what of one predicted sentence becomes a pseudo-label.
 
     ``preds``: the sentence's predicted entities (``.span``, ``.confidence``); ``threshold`` in
-    [0, 1] (kept when confidence >= threshold); ``mode``: ``sentence`` or ``entity`` (see the
-    module docstring); ``sentence_confidence``: the predictor's confidence in the whole decoded
-    sentence, ``O`` tags included, or None.
+    [0, 1] (kept when confidence >= threshold); ``mode``: ``sentence``, ``entity`` or ``partial``
+    (see the module docstring; ``partial`` selects entities as ``entity`` does, and its unsure
+    characters come from :func:`unsure_ranges`); ``sentence_confidence``: the predictor's
+    confidence in the whole decoded sentence, ``O`` tags included, or None (used by ``sentence``
+    mode only).
 
     Returns ``(kept_spans, status, reason)``: ``kept_spans`` sorted (empty unless ``status`` is
     ``kept``), ``status`` one of ``kept`` / ``below_threshold``, and a short human-readable
@@ -326,6 +331,9 @@ class RoundRecord:
     ``pseudo_counts``: sentences per status of the pseudo-labeling that fed this round's training
     (empty for round 0); ``pseudo_entities``: kept entities per type; ``pseudo_prf``: precision /
     recall / F1 of the pseudo-labels against hidden gold (low-resource protocol), when known.
+    ``extra``: the rest of the round's report, as ``cluster.bootstrap`` writes it: ``dev`` /
+    ``test`` (evaluation reports), ``times``, ``pseudo`` (the pseudo-labeling result),
+    ``pseudo_metrics`` (its flat ``pseudo/*`` metrics) and ``train``.
     """
 
     round: int
@@ -406,42 +414,6 @@ def should_stop(
             f"dev F1 has not improved for {waited} round(s) (best {best.dev_f1:.4f} in round {best.round})",
         )
     return StopDecision(False, f"continue (best {best.dev_f1:.4f} in round {best.round})")
-
-
-def merge_pseudo_rounds(
-    mode: str, rounds: Sequence[Mapping[Hashable, Sequence[Span]]]
-) -> dict[Hashable, tuple[int, list[Span]]]:
-    """The pseudo-labels to train on, given each round's kept set (oldest first).
-
-    Returns ``{key: (round index in rounds, spans)}``. ``rederive``: the newest round's set only.
-    ``accumulate``: the union; a sentence keeps the labels of the first round that kept it.
-    """
-    if mode not in BOOKKEEPING_MODES:
-        raise ValueError(f"unknown self-training mode {mode!r}; choose one of {', '.join(BOOKKEEPING_MODES)}")
-    if not rounds:
-        return {}
-    if mode == "rederive":
-        last = len(rounds) - 1
-        return {k: (last, list(v)) for k, v in rounds[-1].items()}
-    out: dict[Hashable, tuple[int, list[Span]]] = {}
-    for i, kept in enumerate(rounds):
-        for key, spans in kept.items():
-            out.setdefault(key, (i, list(spans)))
-    return out
-
-
-def pseudo_dirs_for_training(mode: str, history: Sequence[RoundRecord]) -> list[str]:
-    """Kept-set directories the next training reads: the newest (rederive) or all (accumulate).
-
-    With ``accumulate``, duplicate sentences across the directories must be resolved with
-    :func:`merge_pseudo_rounds` (first round wins) when they are loaded.
-    """
-    if mode not in BOOKKEEPING_MODES:
-        raise ValueError(f"unknown self-training mode {mode!r}; choose one of {', '.join(BOOKKEEPING_MODES)}")
-    dirs = [r.pseudo_dir for r in history if r.pseudo_dir]
-    if mode == "rederive":
-        return dirs[-1:]
-    return dirs
 
 
 def score_pseudo_labels(

@@ -451,11 +451,6 @@ class BiLMBNERTagger(nn.Module):
         out = crf_infer(em, batch.mask, self.crf)
         return TaggerOutput(out.tags, out.marginals, out.log_prob, out.lengths)
 
-    def predict_with_confidence(self, batch: Batch) -> tuple[list[list[int]], Tensor]:
-        """Viterbi tag ids per sentence and CRF marginals ``(B, T, K)`` (0 at padding)."""
-        out = self.infer(batch)
-        return out.tags, out.marginals
-
 
 # ----------------------------------------------------------------------------------------------
 # Building from the config

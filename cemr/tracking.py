@@ -1,9 +1,10 @@
 """Experiment tracking: every MLflow call of cemr lives here (model code never logs).
 
-:class:`Tracker` wraps one parent run per bootstrap run, with one nested child run per round (or
-step-indexed metrics on the parent), params, metrics, artifacts, figures and the model directory
-logged as an MLflow pyfunc model (and registered). A disabled tracker accepts every call and
-does nothing, so callers need no ``if``.
+:class:`Tracker` wraps one MLflow run per bootstrap run (``cluster.bootstrap``): params, metrics
+per round as steps of that run (step = round), artifacts, figures and the model directory logged
+as an MLflow pyfunc model (and registered). The runs of a threshold sweep nest under the sweep's
+run through the ``mlflow.parentRunId`` tag given to :meth:`Tracker.start_parent`. A disabled
+tracker accepts every call and does nothing, so callers need no ``if``.
 
 Where runs go: ``MLFLOW_TRACKING_URI`` (environment) wins, then ``tracking_uri``, else a sqlite
 store ``sqlite:///<store_dir>/mlflow.db`` (MLflow 3.17 refuses the old ``./mlruns`` file store).
@@ -11,7 +12,8 @@ A new experiment gets an explicit artifact location (``<store_dir>/mlartifacts/<
 otherwise MLflow would write artifacts relative to the current directory.
 
 Patient data: raw EMR text is never logged by this module unless ``log_samples=True``
-(:meth:`Tracker.log_text_samples`); params, metrics and figures carry numbers only. Callers that
+(``tracking.log_samples``; :meth:`Tracker.log_text_samples`, which the bootstrap uses for a few
+pseudo-labeled sentences per round); params, metrics and figures carry numbers only. Callers that
 log their own files with :meth:`Tracker.log_artifact` are responsible for their content.
 
 MLflow is imported lazily (importing it costs seconds), so ``import cemr.tracking`` is cheap.
@@ -23,9 +25,8 @@ import math
 import os
 import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 DEFAULT_DB = "mlflow.db"
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
@@ -208,11 +209,14 @@ def __getattr__(name: str) -> Any:
 
 
 class Tracker:
-    """One MLflow parent run (the bootstrap run) with nested child runs (rounds).
+    """One MLflow run (a bootstrap run, or a sweep's run), started or reopened, and what is logged
+    to it.
 
     ``tracking_uri``: None = env ``MLFLOW_TRACKING_URI`` or sqlite under ``store_dir``;
     ``experiment``: created on first use with ``artifact_location`` (default
-    ``<store_dir>/mlartifacts/<experiment>``); ``enabled=False``: every call is a no-op.
+    ``<store_dir>/mlartifacts/<experiment>``); ``enabled=False``: every call is a no-op;
+    ``log_samples``: whether :meth:`log_text_samples` logs raw text. The run is ``parent_id``
+    (every call without a ``run_id`` logs to it; the runs of a sweep nest under it).
     """
 
     def __init__(
@@ -235,7 +239,6 @@ class Tracker:
         self.log_samples = log_samples
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
-        self._children: list[str] = []
         self._client = None
 
     @classmethod
@@ -279,13 +282,8 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         return self.experiment_id
 
-    @property
-    def active_run_id(self) -> str | None:
-        """The innermost open run: the current child, else the parent."""
-        return self._children[-1] if self._children else self.parent_id
-
     def _run(self, run_id: str | None) -> str:
-        run_id = run_id or self.active_run_id
+        run_id = run_id or self.parent_id
         if run_id is None:
             raise TrackingError("no run started: call start_parent() first")
         return run_id
@@ -343,32 +341,6 @@ class Tracker:
                       f"resume/resume_{k}.json", run_id=run_id)
         return k
 
-    @contextmanager
-    def child(self, run_name: str, params: Mapping[str, Any] | None = None) -> Iterator[str | None]:
-        """A nested run under the parent (e.g. ``round_2``); ended FAILED if the block raises."""
-        if not self.enabled:
-            yield None
-            return
-        parent = self._run(None)
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        run = self.client.create_run(
-            self._experiment_id(), run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent}
-        )
-        run_id = run.info.run_id
-        self._children.append(run_id)
-        status = "FINISHED"
-        try:
-            if params:
-                self.log_params(params, run_id=run_id)
-            yield run_id
-        except BaseException:
-            status = "FAILED"
-            raise
-        finally:
-            self._children.pop()
-            self.client.set_terminated(run_id, status=status)
-
     def end(self, status: str = "FINISHED") -> None:
         """End the parent run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
         if self.enabled and self.parent_id is not None:
@@ -395,7 +367,7 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, run_id: str | None = None) -> None:
-        """Log numeric metrics at ``step`` (e.g. the round) to ``run_id`` or the active run."""
+        """Log numeric metrics at ``step`` (e.g. the round) to ``run_id`` or the parent run."""
         if not self.enabled:
             return
         from mlflow.entities import Metric

@@ -8,15 +8,24 @@ storage every node of the cluster sees)::
     components              on the driver (labels, vocabulary written once to components/)
     round 0                 Ray Train on gold train only
     round r >= 1            Ray Data pseudo-labeling of data/unlabeled with the best model so far
-                            (selftrain.threshold) -> retrain a fresh tagger on gold + pseudo-labels
-                            (rederive: this round's; accumulate: every round's, first round wins)
+                            (selftrain.threshold, cluster.pseudolabel) -> Ray Train on gold +
+                            pseudo-labels (rederive: this round's; accumulate: every round's, first
+                            round wins: cluster.pseudosets), a new tagger or, with
+                            selftrain.warm_start, one starting from the model that pseudo-labeled
     after every round       dev + test evaluation (micro and per type) with the Predictor,
                             pseudo-label precision/recall against data/heldout when present,
-                            metrics on the parent run at step = round, a report JSON artifact,
-                            state.json saved (atomically)
+                            metrics on the parent run at step = round (cluster.round_metrics), a
+                            report JSON artifact, with tracking.log_samples a few of the round's
+                            pseudo-labeled sentences (samples/round_<r>.json), state.json saved
+                            (atomically)
     stop                    selftrain.max_rounds or selftrain.patience (cemr.selftrain.should_stop)
-    end                     F1-vs-round plot; the best round's model logged as an MLflow pyfunc
-                            model and registered (tracking.register_model)
+    end                     F1-vs-round plot; best_round, best_dev_f1 and best_test_f1 (the test F1
+                            of the dev-selected round); that round's model logged as an MLflow
+                            pyfunc model and registered (tracking.register_model)
+
+GPUs are asked for exactly as configured (``cluster.use_gpu``, ``cluster.actor_num_gpus``) and
+waited for; when they do not come the run stops, or with ``cluster.cpu_fallback`` runs on the CPU
+and records it (:mod:`cluster.runtime`). The threshold sweep over such runs is :mod:`cluster.sweep`.
 
 Resume (``resume=True``): completed rounds recorded in ``state.json`` are not redone; the loop
 continues with the next round and reopens the MLflow parent run whose id the state holds
@@ -45,33 +54,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-import pyarrow.parquet as pq
+from typing import Any, Callable, Mapping, Sequence
 
 from cemr.config import Config, ConfigError, flatten
-from cemr.corpus.document import Span
-from cemr.corpus.shards import UNSURE_FIELD, ShardWriter, count_rows, iter_records, iter_sentences, shard_files
 from cemr.outputs import atomic_write_text
 from cemr.pipeline import RunLayout
-from cemr.selftrain import (
-    KEPT,
-    RoundRecord,
-    RunState,
-    best_round,
-    load_state,
-    save_state,
-    score_pseudo_labels,
-    sentence_key,
-    should_stop,
-)
+from cemr.selftrain import KEPT, RoundRecord, RunState, best_round, load_state, save_state, should_stop
+from cluster.pseudosets import entity_counts, merge_pseudo_dirs, pseudo_samples, score_against_heldout, type_share_of
+from cluster.round_metrics import final_metrics, round_metrics, round_test_f1, stage_metrics
 
 Log = Callable[[str], None]
 
@@ -101,64 +95,6 @@ class ResumeConfigError(BootstrapError, ConfigError):
 # ----------------------------------------------------------------------------------------------
 # Pure helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def metric_key(*parts: str) -> str:
-    """An MLflow metric name from parts joined by ``/`` (characters MLflow refuses become ``_``)."""
-    return "/".join(re.sub(r"[^\w.\- :]", "_", str(p)) for p in parts)
-
-
-def _prf_metrics(prefix: str, report: Mapping[str, Any] | None) -> dict[str, float]:
-    """``<prefix>_f1`` etc. (micro) and ``<prefix>/<type>/f1`` etc. from an EvalReport dict."""
-    if not report:
-        return {}
-    out: dict[str, float] = {}
-    micro = report.get("micro", {})
-    for k in ("precision", "recall", "f1"):
-        if k in micro:
-            out[f"{prefix}_{k}"] = float(micro[k])
-    for t, prf in report.get("per_type", {}).items():
-        for k in ("precision", "recall", "f1"):
-            if k in prf:
-                out[metric_key(prefix, t, k)] = float(prf[k])
-    return out
-
-
-def round_metrics(record: RoundRecord) -> dict[str, float]:
-    """Every number of a completed round, as flat MLflow metrics (logged at step = round)."""
-    ex = record.extra or {}
-    out: dict[str, float] = {
-        "dev_f1": record.dev_f1,
-        "dev_precision": record.dev_precision,
-        "dev_recall": record.dev_recall,
-        "train_sentences": float(record.train_sentences),
-        "pseudo_sentences": float(record.pseudo_sentences),
-        "time/round_s": float(record.seconds),
-    }
-    if record.threshold is not None:
-        out["threshold"] = float(record.threshold)
-    out.update(_prf_metrics("dev", ex.get("dev")))
-    out.update(_prf_metrics("test", ex.get("test")))
-    for status, n in record.pseudo_counts.items():
-        out[metric_key("pseudo", status)] = float(n)
-    for t, n in record.pseudo_entities.items():
-        out[metric_key("pseudo", "kept_entities", t)] = float(n)
-    for t, n in (ex.get("pseudo_proposed_entities") or {}).items():
-        out[metric_key("pseudo", "proposed_entities", t)] = float(n)
-    if record.pseudo_prf:
-        for k in ("precision", "recall", "f1"):
-            if k in record.pseudo_prf:
-                out[f"pseudo/{k}"] = float(record.pseudo_prf[k])
-    for k, v in (ex.get("times") or {}).items():
-        out[metric_key("time", f"{k}_s")] = float(v)
-    for k in ("sentences_per_s", "kept_after_cap", "input_rows", "kept_chars", "unsure_chars"):
-        if k in (ex.get("pseudo") or {}):
-            out[f"pseudo/{k}"] = float(ex["pseudo"][k])
-    train = ex.get("train") or {}
-    for k in ("best_epoch", "epochs_run", "train_rows", "resumed_from_epoch"):
-        if k in train:
-            out[f"train/{k}"] = float(train[k])
-    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def _matches(key: str, patterns: Sequence[str]) -> bool:
@@ -203,81 +139,6 @@ def selftrain_started(state: RunState, layout: RunLayout) -> bool:
         state.next_round >= 1 and layout.round_dir(state.next_round).exists())
 
 
-def thresholds_of(start: float, stop: float, step: float) -> list[float]:
-    """``start, start + step, ..., <= stop`` (inclusive, rounded to 6 decimals)."""
-    if step <= 0:
-        raise ValueError(f"sweep.step must be > 0, got {step}")
-    if stop < start:
-        raise ValueError(f"sweep.stop {stop} < sweep.start {start}")
-    n = int(math.floor((stop - start) / step + 1e-9)) + 1
-    out = [round(start + i * step, 6) for i in range(n)]
-    bad = [t for t in out if not 0.0 <= t <= 1.0]
-    if bad:
-        raise ValueError(f"thresholds must be in [0, 1], got {bad}")
-    return out
-
-
-def type_share_of(sentences: Iterable[Any]) -> dict[str, float]:
-    """Entities per type of the gold sentences (the class-balance target)."""
-    counts: Counter = Counter(sp.type for s in sentences for sp in s.spans)
-    return {t: float(n) for t, n in sorted(counts.items())}
-
-
-# ----------------------------------------------------------------------------------------------
-# Pseudo-label sets on disk (streamed with pyarrow; only keys are held in memory)
-# ----------------------------------------------------------------------------------------------
-
-
-def entity_counts(directory: str | os.PathLike, status: str | None = KEPT) -> dict[str, int]:
-    """Entities per type in a pseudo-labeling output directory (rows of ``status``; all rows when
-    None)."""
-    counts: Counter = Counter()
-    for file in shard_files(directory):
-        pf = pq.ParquetFile(file)
-        cols = ["spans"] + (["status"] if status is not None and "status" in pf.schema_arrow.names else [])
-        for batch in pf.iter_batches(columns=cols, batch_size=4096):
-            spans = batch.column("spans").to_pylist()
-            statuses = batch.column("status").to_pylist() if "status" in cols else [status] * len(spans)
-            for st, cell in zip(statuses, spans):
-                if status is None or st == status:
-                    counts.update(sp["type"] for sp in cell or ())
-    return dict(sorted(counts.items()))
-
-
-def merge_pseudo_dirs(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                      rows_per_shard: int = 2000) -> int:
-    """Union of kept sets (oldest first) into ``out_dir``: a sentence keeps the labels of the
-    first round that kept it (``selftrain.mode: accumulate``). Returns the rows written."""
-    seen: set[tuple[str, int]] = set()
-    with ShardWriter(out_dir, rows_per_shard=rows_per_shard, overwrite=True,
-                     extra_fields=[UNSURE_FIELD]) as writer:
-        for d in dirs:
-            for sent, extra in iter_records(d):  # sent.unsure read from partial pseudo-labels
-                key = sentence_key(sent.doc_id, sent.sent_id)
-                if key in seen:
-                    continue
-                seen.add(key)
-                writer.write(sent, extra["source"])
-    return len(seen)
-
-
-def score_against_heldout(kept_dir: str | os.PathLike, heldout_dir: str | os.PathLike) -> dict[str, float] | None:
-    """Precision / recall / F1 of a kept set against the hidden gold of ``data/heldout``; None
-    when there is no held-out gold."""
-    if not Path(heldout_dir).exists() or count_rows(heldout_dir) == 0:
-        return None
-    gold: dict[tuple[str, int], list[Span]] = {
-        sentence_key(s.doc_id, s.sent_id): s.spans for s in iter_sentences(heldout_dir)}
-    kept = {}
-    for s in iter_sentences(kept_dir):
-        key = sentence_key(s.doc_id, s.sent_id)
-        if key in gold:
-            kept[key] = s.spans
-    prf = score_pseudo_labels(kept, gold)
-    return {"precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "tp": prf.tp, "fp": prf.fp,
-            "fn": prf.fn, "scored_sentences": len(gold), "kept_scored_sentences": len(kept)}
-
-
 # ----------------------------------------------------------------------------------------------
 # Stages (prepare + pretrain in one Ray task)
 # ----------------------------------------------------------------------------------------------
@@ -305,8 +166,9 @@ def _stages(cfg: Config, run_dir: str) -> dict[str, Any]:
 
 
 def run_stages(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
-    """Prepare and pretrain as one Ray task (``cluster.cpus_per_worker`` CPUs, a GPU when
-    ``cluster.use_gpu`` and the cluster has one); read back when both are already done for this
+    """Prepare and pretrain as one Ray task (``cluster.cpus_per_worker`` CPUs, and a GPU with
+    ``cluster.use_gpu``: asked for and waited for as :func:`cluster.runtime.worker_resources` says,
+    the CPU only with ``cluster.cpu_fallback``); read back when both are already done for this
     config. A stage made from another config stops the run here, on the driver
     (:class:`cemr.fingerprint.StaleStageError`): the run directory and the data inputs must be
     visible from the driver."""
@@ -325,23 +187,6 @@ def run_stages(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, An
     return out | {"skipped": False}
 
 
-def split_sentences(prepare_report: Mapping[str, Any]) -> dict[str, int]:
-    """Sentences per split from a ``prepare_report.json`` dict."""
-    return {split: int(info["sentences"]) for split, info in (prepare_report.get("splits") or {}).items()
-            if isinstance(info, Mapping) and isinstance(info.get("sentences"), int)}
-
-
-def stage_metrics(stages: Mapping[str, Any]) -> dict[str, float]:
-    """Stage times, sentences per split and pretraining metrics (step 0)."""
-    out = {metric_key("time", f"{k}_s"): float(v) for k, v in stages.get("times", {}).items()}
-    for split, n in split_sentences(stages.get("prepare") or {}).items():
-        out[metric_key("data", "sentences", split)] = float(n)
-    for k, v in (stages.get("pretrain") or {}).items():
-        if isinstance(v, (int, float)) and math.isfinite(float(v)):
-            out[metric_key("pretrain", k)] = float(v)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
@@ -355,6 +200,7 @@ class BootstrapSummary:
     rounds: list[dict[str, Any]]
     best_round: int | None
     best_dev_f1: float
+    best_test_f1: float | None  # the test F1 of the dev-selected round
     best_test: dict[str, Any] | None
     best_model_dir: str | None
     stop_reason: str | None
@@ -420,12 +266,16 @@ def _open_tracker(cfg: Config, layout: RunLayout, state: RunState, parent_run_id
 
 
 def _log_round(tracker: Any, record: RoundRecord, report: Mapping[str, Any]) -> None:
+    """A round's metrics (step = round) and report; with ``tracking.log_samples`` the first
+    sentences of its pseudo-label set (raw text: never otherwise)."""
     tracker.log_metrics(round_metrics(record), step=record.round)
     tracker.log_dict(report, f"rounds/round_{record.round:03d}.json")
+    if tracker.log_samples and record.pseudo_dir:
+        tracker.log_text_samples(pseudo_samples(record.pseudo_dir), f"samples/round_{record.round:03d}.json")
 
 
 class _RoundRunner:
-    """The per-round work of one run (kept together: config, layout, components, tracker)."""
+    """The per-round work of one run (kept together: config, layout, components, device)."""
 
     def __init__(self, cfg: Config, layout: RunLayout, components: Any, device: Any, log: Log):
         from cemr.pipeline import load_sentences
@@ -470,7 +320,7 @@ class _RoundRunner:
         times: dict[str, float] = {}
         train_dirs = [str(self.layout.split("train"))]
         weights = [1.0]
-        pseudo, pseudo_rows, pseudo_prf, proposed = None, 0, None, {}
+        pseudo, pseudo_rows, pseudo_prf, proposed = None, 0, None, None
         threshold = None
         if r > 0:
             threshold = float(self.cfg.selftrain.threshold)
@@ -481,7 +331,7 @@ class _RoundRunner:
                 self.log(f"round {r}: no sentence reached threshold {threshold}: training on gold only")
             train_dirs += dirs
             weights += [float(self.cfg.selftrain.pseudo_weight)] * len(dirs)
-            proposed = entity_counts(pseudo.all_dir, KEPT)
+            proposed = entity_counts(pseudo.all_dir, KEPT)  # before the caps
             pseudo_prf = score_against_heldout(pseudo.kept_dir, self.layout.split("heldout"))
         init_model = None
         if r > 0 and self.cfg.selftrain.warm_start:
@@ -512,8 +362,8 @@ class _RoundRunner:
                 "dev": evals.get("dev"),
                 "test": evals.get("test"),
                 "times": times,
-                "pseudo": _pseudo_summary(pseudo),
-                "pseudo_proposed_entities": proposed,
+                "pseudo": pseudo.to_dict() if pseudo else None,
+                "pseudo_metrics": pseudo.metrics(proposed, pseudo_prf) if pseudo else {},
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
                           "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
                           "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,
@@ -525,26 +375,18 @@ class _RoundRunner:
         return record, report
 
 
-def _pseudo_summary(pseudo: Any) -> dict[str, Any] | None:
-    if pseudo is None:
-        return None
-    d = pseudo.to_dict()
-    return {k: d[k] for k in ("input_rows", "counts", "entities_kept", "kept_after_cap", "capped", "seconds",
-                              "sentences_per_s", "actors", "blocks", "batch_size", "cap_reasons",
-                              "rows_per_labeler", "kept_chars", "unsure_chars") if k in d}
-
-
 def _finish_summary(state: RunState, layout: RunLayout, resumed_from: int | None,
                     rounds_run: list[int], started: float, model_uri: str | None) -> BootstrapSummary:
     best = state.best
     run_id = state.paths.get(MLFLOW_RUN_KEY, "")
     return BootstrapSummary(
         run_dir=str(layout.root),
-        rounds=[{"round": r.round, "dev_f1": r.dev_f1, "test_f1": ((r.extra.get("test") or {}).get("micro") or {}).get("f1"),
+        rounds=[{"round": r.round, "dev_f1": r.dev_f1, "test_f1": round_test_f1(r),
                  "threshold": r.threshold, "pseudo_sentences": r.pseudo_sentences, "pseudo_prf": r.pseudo_prf,
                  "model_dir": r.model_dir} for r in state.rounds],
         best_round=best.round if best else None,
         best_dev_f1=best.dev_f1 if best else 0.0,
+        best_test_f1=round_test_f1(best) if best else None,
         best_test=(best.extra.get("test") if best else None),
         best_model_dir=best.model_dir if best else None,
         stop_reason=state.stop_reason,
@@ -648,8 +490,7 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
         summary = _finish_summary(state, layout, resumed_from, rounds_run, started, model_uri)
         atomic_write_text(layout.root / "summary.json",
                           json.dumps(summary.to_dict(), ensure_ascii=False, indent=1, default=str))
-        tracker.log_metrics({"best_round": float(state.best.round), "best_dev_f1": state.best.dev_f1},
-                            step=state.best.round)
+        tracker.log_metrics(final_metrics(state.best), step=state.best.round)
         tracker.log_dict(summary.to_dict(), "summary.json")
         tracker.set_tags({"cemr.stop_reason": decision.reason, "cemr.best_round": state.best.round})
         state.finished = True
@@ -678,117 +519,3 @@ def failure_tags(exc: BaseException) -> dict[str, str]:
         if value:
             tags[f"cemr.error.{attr}"] = json.dumps(value, ensure_ascii=False, default=str)[:4000]
     return tags
-
-
-# ----------------------------------------------------------------------------------------------
-# Threshold sweep
-# ----------------------------------------------------------------------------------------------
-
-SWEEP_STATE = "sweep_state.json"
-SHARED_DIRS = ("data", "pretrain", "components")
-
-
-def member_dir(root: str | os.PathLike, threshold: float) -> Path:
-    return Path(root) / f"threshold_{threshold:.2f}"
-
-
-def member_config(cfg: Config, root: Path, threshold: float, tracking_uri: str | None) -> Config:
-    """The bootstrap config of one threshold: its own run dir, the sweep's MLflow store, nothing
-    registered (the sweep registers the overall best)."""
-    return dataclasses.replace(
-        cfg,
-        run_dir=str(member_dir(root, threshold)),
-        selftrain=dataclasses.replace(cfg.selftrain, threshold=float(threshold)),
-        tracking=dataclasses.replace(cfg.tracking, tracking_uri=tracking_uri, run_name=f"threshold_{threshold:.2f}",
-                                     register_model=None),
-    )
-
-
-def seed_member(member_cfg: Config, base: RunLayout, base_state: RunState) -> RunState:
-    """Start a sweep member from the shared base: ``data/``, ``pretrain/``, ``components/`` are
-    links to the base's, and its state holds the base's round 0 (gold only, the same for every
-    threshold), so the member continues with round 1. An existing member state is kept."""
-    layout = RunLayout.of(member_cfg.run_dir)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    for name in SHARED_DIRS:
-        link, target = layout.root / name, base.root / name
-        if not link.exists() and target.exists():
-            link.symlink_to(target, target_is_directory=True)
-    state = load_state(layout.root)
-    if state is None:
-        state = RunState(rounds=[r for r in base_state.rounds if r.round == 0], config=flatten(member_cfg))
-        state.paths["seeded_from"] = str(base.root)
-        save_state(layout.root, state)
-    return state
-
-
-def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, Any]:
-    """Bootstrap once per threshold ``sweep.start..stop`` (step ``sweep.step``), each a nested MLflow
-    run under one sweep run, in ``<run_dir>/threshold_<t>``; round 0 and the stages are shared
-    (``<run_dir>/base``). Logs the F1-vs-threshold plot and registers the best threshold's model."""
-    from cemr.tracking import Tracker
-    from cluster.runtime import shutdown_if_owned
-
-    root = RunLayout.of(cfg.run_dir).root
-    root.mkdir(parents=True, exist_ok=True)
-    thresholds = thresholds_of(cfg.sweep.start, cfg.sweep.stop, cfg.sweep.step)
-    state_path = root / SWEEP_STATE
-    sweep_state: dict[str, Any] = {}
-    if state_path.exists():
-        if not resume:
-            raise BootstrapError(f"{state_path}: this directory already holds a sweep; pass --resume or choose another run_dir")
-        sweep_state = json.loads(state_path.read_text(encoding="utf-8"))
-    ctx = connect(cfg, log)
-    tracker = Tracker.from_config(cfg.tracking, root)
-    status = "FAILED"
-    try:
-        if sweep_state.get("mlflow_run_id"):
-            tracker.uri = sweep_state.get("tracking_uri") or tracker.uri
-            tracker.resume_parent(sweep_state["mlflow_run_id"])
-        else:
-            tracker.start_parent(params={**flatten(cfg), "sweep.thresholds": thresholds},
-                                 tags={"cemr.kind": "sweep", "cemr.name": cfg.name, "cemr.run_dir": str(root)})
-            sweep_state = {"mlflow_run_id": tracker.parent_id, "tracking_uri": tracker.uri, "results": {}}
-            atomic_write_text(state_path, json.dumps(sweep_state, indent=1))
-        uri = sweep_state.get("tracking_uri") or tracker.uri
-        base_cfg = dataclasses.replace(
-            member_config(cfg, root, 0.0, uri), run_dir=str(root / "base"),
-            selftrain=dataclasses.replace(cfg.selftrain, max_rounds=0),
-            tracking=dataclasses.replace(cfg.tracking, tracking_uri=uri, run_name="gold_only", register_model=None))
-        run_bootstrap(base_cfg, resume=True, log=log, parent_run_id=tracker.parent_id, kind="sweep_base")
-        base = RunLayout.of(base_cfg.run_dir)
-        base_state = load_state(base.root)
-        results: dict[str, Any] = dict(sweep_state.get("results", {}))
-        for t in thresholds:
-            mcfg = member_config(cfg, root, t, uri)
-            seed_member(mcfg, base, base_state)
-            log(f"sweep: threshold {t:.2f}")
-            summary = run_bootstrap(mcfg, resume=True, log=log, parent_run_id=tracker.parent_id, kind="sweep_member")
-            state = load_state(summary.run_dir)
-            best = state.best
-            test_f1 = ((best.extra.get("test") or {}).get("micro") or {}).get("f1")
-            results[f"{t:.2f}"] = {"threshold": t, "best_round": best.round, "best_dev_f1": best.dev_f1,
-                                   "best_test_f1": test_f1, "model_dir": best.model_dir,
-                                   "run_dir": summary.run_dir, "stop_reason": state.stop_reason}
-            step = int(round(t * 100))
-            tracker.log_metrics({"sweep/best_dev_f1": best.dev_f1, "sweep/threshold": t,
-                                 **({"sweep/best_test_f1": float(test_f1)} if test_f1 is not None else {})}, step=step)
-            sweep_state["results"] = results
-            atomic_write_text(state_path, json.dumps(sweep_state, indent=1, ensure_ascii=False, default=str))
-        ordered = [results[f"{t:.2f}"] for t in thresholds]
-        tracker.plot_f1_vs_threshold([r["threshold"] for r in ordered], [r["best_dev_f1"] for r in ordered])
-        winner = max(ordered, key=lambda r: (r["best_dev_f1"], -r["threshold"]))
-        model_uri = tracker.log_model_dir(winner["model_dir"], cfg.tracking.register_model)
-        out = {"run_dir": str(root), "thresholds": thresholds, "results": ordered, "best": winner,
-               "mlflow_run_id": sweep_state["mlflow_run_id"], "tracking_uri": uri, "model_uri": model_uri}
-        tracker.log_dict(out, "sweep_summary.json")
-        tracker.set_tags({"cemr.best_threshold": winner["threshold"]})
-        atomic_write_text(root / "sweep_summary.json", json.dumps(out, ensure_ascii=False, indent=1, default=str))
-        status = "FINISHED"
-        return out
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(status)
-        shutdown_if_owned(ctx)

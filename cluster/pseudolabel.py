@@ -57,7 +57,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -84,6 +84,7 @@ from cemr.selftrain import (
     unpack_prediction,
     unsure_ranges,
 )
+from cluster.round_metrics import PRF_KEYS, metric_key
 from cluster.runtime import actor_device, actor_resources, assigned_device
 
 log = logging.getLogger(__name__)
@@ -377,16 +378,29 @@ class PseudoLabelResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def metrics(self) -> dict[str, float]:
-        """Flat numbers for tracking (``pseudo/kept``, ``pseudo/entities/<type>`` ...)."""
+    def metrics(self, proposed_entities: Mapping[str, int] | None = None,
+                heldout: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Every number of this pass as flat tracking metrics, the one source of the ``pseudo/*``
+        metrics of a round (:func:`cluster.round_metrics.round_metrics`).
+
+        ``pseudo/<status>`` (sentences per status), ``pseudo/input_rows``, ``pseudo/kept_after_cap``,
+        ``pseudo/capped``, ``pseudo/sentences_per_s``, ``pseudo/kept_chars``, ``pseudo/unsure_chars``,
+        ``pseudo/cpu_fallback``, ``pseudo/kept_entities/<type>`` (the kept set, after the caps) and
+        ``pseudo/failed/<error type>``; with ``proposed_entities`` (entities of the rows that passed
+        the threshold, before the caps: :func:`cluster.pseudosets.entity_counts`)
+        ``pseudo/proposed_entities/<type>``; with ``heldout`` (the kept set scored against hidden gold:
+        :func:`cluster.pseudosets.score_against_heldout`) ``pseudo/precision``, ``pseudo/recall``
+        and ``pseudo/f1``.
+        """
         out: dict[str, float] = {f"pseudo/{s}": float(self.counts.get(s, 0)) for s in STATUSES}
-        out["pseudo/kept_after_cap"] = float(self.kept_after_cap)
-        out["pseudo/sentences_per_s"] = float(self.sentences_per_s)
-        out["pseudo/kept_chars"] = float(self.kept_chars)
-        out["pseudo/unsure_chars"] = float(self.unsure_chars)
-        out["pseudo/cpu_fallback"] = float(self.cpu_fallback)
-        out.update({f"pseudo/entities/{t}": float(n) for t, n in self.entities_kept.items()})
-        out.update({f"pseudo/failed/{kind}": float(n) for kind, n in self.failures.items()})
+        for name in ("input_rows", "kept_after_cap", "capped", "sentences_per_s", "kept_chars", "unsure_chars",
+                     "cpu_fallback"):
+            out[f"pseudo/{name}"] = float(getattr(self, name))
+        out.update({metric_key("pseudo", "kept_entities", t): float(n) for t, n in self.entities_kept.items()})
+        out.update({metric_key("pseudo", "failed", kind): float(n) for kind, n in self.failures.items()})
+        out.update({metric_key("pseudo", "proposed_entities", t): float(n)
+                    for t, n in (proposed_entities or {}).items()})
+        out.update({f"pseudo/{k}": float(heldout[k]) for k in PRF_KEYS if k in (heldout or {})})
         return out
 
 

@@ -15,7 +15,8 @@ from jobs._common import build_parser, load_job_config, log_line, run_job
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from cemr.pipeline import RunLayout, stages_done
-    from cluster.bootstrap import connect, run_stages, split_sentences
+    from cluster.bootstrap import connect, run_stages
+    from cluster.round_metrics import split_sentences
     from cluster.runtime import shutdown_if_owned
 
     cfg = load_job_config(args)

@@ -4,7 +4,7 @@ One bootstrap per threshold ``sweep.start, start + step, ..., sweep.stop`` (the 
 0.1..1.0 by 0.1), each in ``RUN_DIR/threshold_<t>`` and as a nested MLflow run under one sweep
 run; data, pretraining and the gold-only round 0 are shared (``RUN_DIR/base``). The sweep run gets
 the F1-vs-threshold plot and the best threshold's model (registered). ``--resume`` skips finished
-thresholds and continues the others.
+thresholds and continues the others. See :mod:`cluster.sweep`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from jobs._common import build_parser, load_job_config, log_line, run_job
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    from cluster.bootstrap import run_sweep
+    from cluster.sweep import run_sweep
 
     return run_sweep(load_job_config(args), resume=args.resume, log=log_line)
 

@@ -15,13 +15,10 @@ from cemr.selftrain import (
     cap_pseudo_labels,
     load_predictor,
     load_state,
-    merge_pseudo_rounds,
-    pseudo_dirs_for_training,
     resolve_factory,
     save_state,
     score_pseudo_labels,
     select_sentence,
-    sentence_key,
     should_stop,
     type_caps,
     unpack_prediction,
@@ -180,24 +177,6 @@ def test_best_round_prefers_the_earliest_on_ties():
     assert best_round(_hist(0.5, 0.7, 0.7)).round == 1
     with pytest.raises(ValueError):
         best_round([])
-
-
-def test_merge_rederive_vs_accumulate():
-    r0 = {sentence_key("a", 0): [A], sentence_key("a", 1): [B]}
-    r1 = {sentence_key("a", 0): [C], sentence_key("b", 0): [A]}
-    assert merge_pseudo_rounds("rederive", [r0, r1]) == {("a", 0): (1, [C]), ("b", 0): (1, [A])}
-    acc = merge_pseudo_rounds("accumulate", [r0, r1])
-    assert acc == {("a", 0): (0, [A]), ("a", 1): (0, [B]), ("b", 0): (1, [A])}
-    assert merge_pseudo_rounds("accumulate", []) == {}
-    with pytest.raises(ValueError, match="mode"):
-        merge_pseudo_rounds("mix", [r0])
-
-
-def test_pseudo_dirs_for_training():
-    hist = [RoundRecord(0, 0.5), RoundRecord(1, 0.6, pseudo_dir="p1"), RoundRecord(2, 0.7, pseudo_dir="p2")]
-    assert pseudo_dirs_for_training("rederive", hist) == ["p2"]
-    assert pseudo_dirs_for_training("accumulate", hist) == ["p1", "p2"]
-    assert pseudo_dirs_for_training("rederive", hist[:1]) == []
 
 
 # --- pseudo-label quality ---------------------------------------------------------------------

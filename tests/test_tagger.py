@@ -90,7 +90,8 @@ def test_shapes_loss_and_decode_with_all_features():
     tagger.eval()
     tags = tagger.decode(batch)
     assert [len(x) for x in tags] == [len(s.text) for s in sents[:4]]
-    tags2, marg = tagger.predict_with_confidence(batch)
+    out = tagger.infer(batch)
+    tags2, marg = out.tags, out.marginals
     assert tags2 == tags and marg.shape == (b, t, labels.num_tags)
     assert torch.allclose(marg.sum(-1)[batch.mask], torch.ones(int(batch.mask.sum())), atol=1e-5)
 

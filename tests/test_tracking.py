@@ -80,9 +80,8 @@ def test_disabled_tracker_does_nothing(tmp_path):
     store = tmp_path
     t = Tracker(experiment="off", enabled=False, store_dir=store)
     assert t.start_parent({"a": 1}) is None
-    with t.child("round_1") as run_id:
-        assert run_id is None
-        t.log_metrics({"f1": 0.5}, step=1)
+    t.log_metrics({"f1": 0.5}, step=1)
+    assert t.log_text_samples([{"text": "患者发热"}], "samples.json") is False
     t.log_dict({"a": 1}, "a.json")
     t.plot_f1_vs_round([RoundRecord(0, 0.5)])
     assert t.log_model_dir(store, "m") is None
@@ -96,18 +95,14 @@ def test_calls_before_start_are_refused(store):
         t.log_metrics({"f1": 0.5})
 
 
-def test_round_trip_params_metrics_children_artifacts(store):
+def test_round_trip_params_metrics_artifacts(store):
     t = Tracker(experiment="cemr-test", run_name="demo", store_dir=store)
     params = {"selftrain.threshold": 0.7, "data.types": ["A", "B"], "model.bert.checkpoint": None}
     parent = t.start_parent(params)
     history = []
     for rnd, f1 in enumerate([0.61, 0.66]):
-        with t.child(f"round_{rnd}", params={"round": rnd}) as child_id:
-            assert t.active_run_id == child_id
-            t.log_metrics({"dev_f1": f1, "pseudo/kept": 10 * rnd}, step=rnd)
-        t.log_metrics({"dev_f1": f1}, step=rnd)  # step-indexed on the parent too
+        t.log_metrics({"dev_f1": f1, "pseudo/kept": 10 * rnd}, step=rnd)  # one run, step = round
         history.append(RoundRecord(rnd, f1, pseudo_prf={"f1": 0.5 + rnd / 10} if rnd else None))
-    assert t.active_run_id == parent
     t.log_dict({"rounds": len(history)}, "summary.json")
     report = store / "report.txt"
     report.write_text("numbers only\n", encoding="utf-8")
@@ -127,13 +122,11 @@ def test_round_trip_params_metrics_children_artifacts(store):
     assert run.data.params["data.types"] == '["A", "B"]'
     assert run.data.params["model.bert.checkpoint"] == "None"
     assert [(m.step, m.value) for m in client.get_metric_history(parent, "dev_f1")] == [(0, 0.61), (1, 0.66)]
+    assert [(m.step, m.value) for m in client.get_metric_history(parent, "pseudo/kept")] == [(0, 0.0), (1, 10.0)]
 
     exp = client.get_experiment_by_name("cemr-test")
     assert exp.artifact_location == (store / "mlartifacts" / "cemr-test").resolve().as_uri()
-    children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert sorted(c.info.run_name for c in children) == ["round_0", "round_1"]
-    r1 = next(c for c in children if c.info.run_name == "round_1")
-    assert r1.data.metrics == {"dev_f1": 0.66, "pseudo/kept": 10.0} and r1.data.params == {"round": "1"}
+    assert [r.info.run_id for r in client.search_runs([exp.experiment_id])] == [parent]  # no run per round
 
     top = {a.path for a in client.list_artifacts(parent)}
     assert {"summary.json", "reports", "plots"} <= top
@@ -145,16 +138,17 @@ def test_round_trip_params_metrics_children_artifacts(store):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_child_run_failing_is_marked_failed(store):
+def test_a_block_that_raises_ends_the_run_failed(store):
     t = Tracker(experiment="fail", store_dir=store)
-    t.start_parent()
+    run_id = t.start_parent()
     with pytest.raises(RuntimeError):
-        with t.child("round_1") as child_id:
+        with t:
             raise RuntimeError("boom")
-    assert _client(t).get_run(child_id).info.status == "FAILED"
+    assert _client(t).get_run(run_id).info.status == "FAILED" and t.parent_id is None
+    done = t.start_parent()
     with t:
         pass
-    assert t.parent_id is None
+    assert _client(t).get_run(done).info.status == "FINISHED" and t.parent_id is None
 
 
 def test_text_samples_only_when_asked(store):

@@ -14,20 +14,9 @@ import pytest
 
 from cemr.corpus.document import Span
 from cemr.corpus.sentences import Sentence
-from cemr.corpus.shards import iter_sentences, write_shards
+from cemr.corpus.shards import write_shards
 from cemr.selftrain import RoundRecord, RunState, load_state, save_state
-from cluster.bootstrap import (
-    BootstrapError,
-    check_resume_config,
-    entity_counts,
-    merge_pseudo_dirs,
-    metric_key,
-    round_metrics,
-    score_against_heldout,
-    seed_member,
-    split_sentences,
-    thresholds_of,
-)
+from cluster.bootstrap import BootstrapError, check_resume_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "ray_configs" / "experiments" / "demo.yaml"
@@ -38,36 +27,6 @@ TINY = [*fakes.TINY_RUN, "train.epochs=2", "cluster.actor_num_cpus=0.5", "selftr
 # ----------------------------------------------------------------------------------------------
 # Pure parts
 # ----------------------------------------------------------------------------------------------
-
-
-def test_round_metrics_flatten_every_number_of_a_round():
-    rec = RoundRecord(
-        round=2, dev_f1=0.5, dev_precision=0.6, dev_recall=0.4, threshold=0.7, train_sentences=10,
-        pseudo_sentences=4, pseudo_counts={"kept": 4, "below_threshold": 6, "failed": 0},
-        pseudo_entities={"疾病和诊断": 3}, pseudo_prf={"precision": 0.9, "recall": 0.3, "f1": 0.45},
-        seconds=12.0,
-        extra={"dev": {"micro": {"precision": 0.6, "recall": 0.4, "f1": 0.5},
-                       "per_type": {"疾病和诊断": {"precision": 1.0, "recall": 0.5, "f1": 0.667}}},
-               "test": {"micro": {"precision": 0.5, "recall": 0.5, "f1": 0.5}, "per_type": {}},
-               "times": {"train": 3.0, "pseudo_label": 2.0},
-               "pseudo": {"sentences_per_s": 100.0, "kept_chars": 40, "unsure_chars": 7},
-               "pseudo_proposed_entities": {"疾病和诊断": 5},
-               "train": {"best_epoch": 2, "epochs_run": 3}},
-    )
-    m = round_metrics(rec)
-    assert m["dev_f1"] == 0.5 and m["threshold"] == 0.7 and m["test_f1"] == 0.5
-    assert m["dev/疾病和诊断/f1"] == 0.667
-    assert m["pseudo/kept"] == 4 and m["pseudo/below_threshold"] == 6
-    assert m["pseudo/kept_entities/疾病和诊断"] == 3 and m["pseudo/proposed_entities/疾病和诊断"] == 5
-    assert m["pseudo/precision"] == 0.9 and m["pseudo/sentences_per_s"] == 100.0
-    assert m["pseudo/kept_chars"] == 40 and m["pseudo/unsure_chars"] == 7
-    assert m["time/train_s"] == 3.0 and m["time/round_s"] == 12.0 and m["train/epochs_run"] == 3
-    assert "threshold" not in round_metrics(RoundRecord(round=0, dev_f1=0.1))
-
-
-def test_metric_key_replaces_what_mlflow_refuses():
-    assert metric_key("dev", "疾病和诊断", "f1") == "dev/疾病和诊断/f1"
-    assert metric_key("dev", "a(b)*", "f1") == "dev/a_b__/f1"
 
 
 def test_resume_allows_only_the_keys_documented_as_safe(tmp_path):
@@ -159,68 +118,36 @@ def test_a_resume_with_a_safe_change_is_recorded_on_the_mlflow_run(tmp_path, mon
     assert load_state(tmp_path / "run").config["selftrain.max_rounds"] == 1
 
 
-def test_thresholds_are_inclusive_and_checked():
-    assert thresholds_of(0.1, 1.0, 0.1) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    assert thresholds_of(0.6, 0.6, 0.1) == [0.6]
-    with pytest.raises(ValueError, match="step must be > 0"):
-        thresholds_of(0.1, 0.2, 0)
-    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        thresholds_of(0.5, 1.5, 0.5)
+def test_round_samples_reach_mlflow_only_with_log_samples(tmp_path, monkeypatch):
+    """Raw text goes to MLflow only with tracking.log_samples: then the first sentences of the
+    round's pseudo-label set, as samples/round_<r>.json; without it a round logs numbers and its
+    report only."""
+    from mlflow.tracking import MlflowClient
 
+    from cemr.tracking import Tracker
+    from cluster import bootstrap
 
-def _sent(doc, i, spans=()):
-    return Sentence(doc, i, 0, "患者头痛三天" + str(i), list(spans))
-
-
-def test_accumulate_merge_keeps_the_first_rounds_labels(tmp_path):
-    a, b = tmp_path / "r1", tmp_path / "r2"
-    write_shards([_sent("u1", 0, [Span(2, 4, "症状和体征")]), _sent("u1", 1)], a, source="pseudo:r1")
-    write_shards([_sent("u1", 0, [Span(0, 2, "身体部位")]), _sent("u2", 0)], b, source="pseudo:r2")
-    assert merge_pseudo_dirs([str(a), str(b)], tmp_path / "merged") == 3
-    got = {(s.doc_id, s.sent_id): s.spans for s in iter_sentences(tmp_path / "merged")}
-    assert got == {("u1", 0): [Span(2, 4, "症状和体征")], ("u1", 1): [], ("u2", 0): []}
-
-
-def test_entity_counts_and_heldout_scoring(tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     kept = tmp_path / "kept"
-    write_shards([_sent("h1", 0, [Span(2, 4, "症状和体征")]), _sent("h1", 1, [Span(0, 2, "身体部位")]),
-                  _sent("x", 0, [Span(0, 1, "身体部位")])], kept, source="pseudo:r1")
-    assert entity_counts(kept, status=None) == {"症状和体征": 1, "身体部位": 2}
-    heldout = tmp_path / "heldout"
-    write_shards([_sent("h1", 0, [Span(2, 4, "症状和体征")]), _sent("h1", 1, [Span(0, 3, "身体部位")]),
-                  _sent("h2", 0, [Span(1, 2, "治疗")])], heldout, source="heldout_gold")
-    prf = score_against_heldout(kept, heldout)
-    assert (prf["tp"], prf["fp"], prf["fn"]) == (1, 1, 2)  # "x" has no gold: not scored
-    assert prf["precision"] == pytest.approx(0.5) and prf["recall"] == pytest.approx(1 / 3)
-    write_shards([], tmp_path / "empty")
-    assert score_against_heldout(kept, tmp_path / "empty") is None
-    assert score_against_heldout(kept, tmp_path / "missing") is None
-
-
-def test_split_sentences_reads_the_prepare_report():
-    report = {"splits": {"train": {"sentences": 5}, "dev": {"sentences": 2}, "odd": "x"}}
-    assert split_sentences(report) == {"train": 5, "dev": 2}
-
-
-def test_seed_member_links_shared_stages_and_starts_after_round_0(tmp_path):
-    from cemr.config import load_config
-    from cemr.pipeline import RunLayout
-    from cluster.bootstrap import member_config
-
-    base = RunLayout.of(tmp_path / "sweep" / "base")
-    for d in ("data", "pretrain", "components"):
-        (base.root / d).mkdir(parents=True)
-    base_state = RunState(rounds=[RoundRecord(round=0, dev_f1=0.4, model_dir=str(base.model_dir(0)))])
-    cfg = load_config(DEMO, [f"run_dir={tmp_path / 'sweep'}"])
-    mcfg = member_config(cfg, tmp_path / "sweep", 0.6, "sqlite:///x.db")
-    assert mcfg.selftrain.threshold == 0.6 and mcfg.tracking.register_model is None
-    state = seed_member(mcfg, base, base_state)
-    root = Path(mcfg.run_dir)
-    assert root.name == "threshold_0.60" and (root / "data").resolve() == base.data.resolve()
-    assert state.next_round == 1 and load_state(root).rounds[0].model_dir == str(base.model_dir(0))
-    state.rounds[0].dev_f1 = 0.9
-    save_state(root, state)
-    assert seed_member(mcfg, base, base_state).rounds[0].dev_f1 == 0.9  # an existing member is kept
+    write_shards([Sentence("u1", i, 0, f"患者头痛{i}天", [Span(2, 4, "症状和体征")]) for i in range(30)], kept,
+                 source="pseudo:r1")
+    rec = RoundRecord(round=1, dev_f1=0.5, pseudo_dir=str(kept))
+    runs = {}
+    for log_samples in (False, True):
+        tracker = Tracker(experiment="samples", store_dir=tmp_path, log_samples=log_samples)
+        runs[log_samples] = tracker.start_parent()
+        bootstrap._log_round(tracker, rec, {"round": rec.to_dict()})
+        bootstrap._log_round(tracker, RoundRecord(round=0, dev_f1=0.4), {})  # no pseudo-labels: no samples
+        tracker.end()
+    client = MlflowClient(tracking_uri=tracker.uri)
+    for log_samples, run_id in runs.items():
+        files = {f.path for d in ("rounds", "samples") for f in client.list_artifacts(run_id, d)}
+        assert files == {"rounds/round_000.json", "rounds/round_001.json",
+                         *(["samples/round_001.json"] if log_samples else [])}
+    local = Path(client.download_artifacts(runs[True], "samples/round_001.json", str(tmp_path / "dl")))
+    samples = json.loads(local.read_text(encoding="utf-8"))["samples"]
+    assert len(samples) == 20 and samples[0]["text"] == "患者头痛0天"
+    assert samples[0]["spans"] == [{"start": 2, "end": 4, "type": "症状和体征"}]
 
 
 def test_a_finished_run_with_nothing_left_returns_without_ray(tmp_path, monkeypatch):
@@ -319,7 +246,13 @@ def test_mlflow_parent_run_has_params_round_metrics_and_artifacts(two_phase_run)
     assert steps[1] == pytest.approx(state.rounds[1].dev_f1)
     assert [m.step for m in client.get_metric_history(mrun.info.run_id, "threshold")] == [1]
     assert client.get_metric_history(mrun.info.run_id, "pseudo/kept")
-    assert client.get_metric_history(mrun.info.run_id, "test_f1")
+    assert client.get_metric_history(mrun.info.run_id, "pseudo/input_rows")
+    assert [m.step for m in client.get_metric_history(mrun.info.run_id, "test_f1")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(mrun.info.run_id, "test_recall")] == [0, 1]
+    best = state.best
+    assert mrun.data.metrics["best_dev_f1"] == pytest.approx(best.dev_f1)
+    assert mrun.data.metrics["best_test_f1"] == pytest.approx(best.extra["test"]["micro"]["f1"])
+    assert run["second"].best_test_f1 == pytest.approx(best.extra["test"]["micro"]["f1"])
 
     def paths(path=None):
         out = []
