@@ -97,11 +97,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_files(
         args.model, args.inputs, args.out, input_format=args.input_format, out_format=args.out_format,
         device=args.device, column=args.column, overwrite=args.overwrite, max_len=args.max_len,
+        low_confidence=args.low_confidence,
     )
     brief = {"documents": summary["documents"], "out": summary["out"],
              "inputs": {k: {n: v[n] for n in ("format", "read", "kept", "rejected", "reasons")}
                         for k, v in summary["inputs"].items()}}
     print(json.dumps(brief, ensure_ascii=False), file=sys.stderr)
+    return 0
+
+
+def _types(value: str | None) -> list[str]:
+    return [t.strip() for t in (value or "").split(",") if t.strip()]
+
+
+def cmd_review_export(args: argparse.Namespace) -> int:
+    from cemr.review.export import export_review
+
+    summary = export_review(args.out, args.format, round_dir=args.round_dir, predictions=args.predictions,
+                            limit=args.limit, threshold=args.threshold, model=args.model, device=args.device,
+                            types=_types(args.types), overwrite=args.overwrite)
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
+def cmd_review_import(args: argparse.Namespace) -> int:
+    from cemr.outputs import check_output
+    from cemr.review.imports import import_reviewed
+
+    check_output(args.out, [args.path], overwrite=args.overwrite)
+    summary = import_reviewed(args.format, args.path, args.out, types=set(_types(args.types)) or None,
+                              overlap_policy=args.overlap_policy, max_rejected=args.max_rejected,
+                              strict=args.strict)
+    data = summary["data"]
+    _log(f"{args.path}: {data['read']} task(s) read, {data['kept']} kept, {data['rejected']} rejected "
+         f"({summary['not_reviewed']} not reviewed yet); {data['spans_kept']} entities kept, "
+         f"{data['spans_dropped']} dropped")
+    print(json.dumps(summary if args.json else {k: v for k, v in summary.items() if k != "data"},
+                     ensure_ascii=False, indent=1))
     return 0
 
 
@@ -169,12 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", help="text column / JSON field for text inputs")
     p.add_argument("--out", required=True,
                    help="output file (jsonl; - writes standard output) or directory (brat); never an input")
-    p.add_argument("--out-format", default="jsonl", choices=["jsonl", "brat"], help="output format")
+    p.add_argument("--out-format", default="jsonl", choices=["jsonl", "brat", "html"],
+                   help="output format; html: one self-contained page, entities highlighted by type")
+    p.add_argument("--low-confidence", type=float, default=0.7,
+                   help="html: entities below this confidence are marked (dashed, '?')")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--max-len", type=int, default=None,
                    help="sentence length documents are split into (default: the one the model records)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_predict)
+
+    _add_review_parser(sub)
 
     p = sub.add_parser("demo", help="write the embedded synthetic demo corpus to disk")
     p.add_argument("--out", required=True)
@@ -183,6 +220,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_demo)
     return ap
+
+
+def _add_review_parser(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    review = sub.add_parser("review", help="the review loop: export what the model is least sure of to an "
+                                           "annotation tool, import the reviewed annotations as gold")
+    rsub = review.add_subparsers(dest="review_command", required=True)
+
+    p = rsub.add_parser("export", formatter_class=fmt,
+                        help="below-threshold sentences, most uncertain first, deduplicated, with the model's "
+                             "predictions as pre-annotations -> Label Studio / doccano / BRAT tasks")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--round-dir", help="a self-training round (RUN_DIR/rounds/round_NNN): its pseudo/all shards")
+    src.add_argument("--predictions", help="a cemr predict JSON-lines output (records with an entity below "
+                                           "--threshold)")
+    p.add_argument("--out", required=True, help="tasks file (labelstudio: JSON, plus OUT.label_config.xml beside "
+                                                "it; doccano: JSON lines) or directory (brat)")
+    p.add_argument("--format", default="labelstudio", choices=["labelstudio", "doccano", "brat"],
+                   help="annotation tool the tasks are for")
+    p.add_argument("--limit", type=int, default=200, help="most tasks to export (the most uncertain)")
+    p.add_argument("--threshold", type=float, default=0.7,
+                   help="--predictions: a record is exported when an entity's confidence is below this")
+    p.add_argument("--model", help="model directory whose predictions pre-annotate the tasks when the round's "
+                                   "shards keep none (the model that pseudo-labeled the round); also gives the "
+                                   "entity types")
+    p.add_argument("--types", help="comma-separated entity types of the labeling config; none given: the model's, "
+                                   "else those predicted")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (with --model)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_review_export)
+
+    p = rsub.add_parser("import", formatter_class=fmt,
+                        help="reviewed annotations (Label Studio JSON export, doccano JSON lines, BRAT) -> cemr "
+                             "JSON lines gold, provenance in meta.review")
+    p.add_argument("--format", required=True, choices=["labelstudio", "doccano", "brat"],
+                   help="what the annotation tool exported")
+    p.add_argument("path", help="the export file (labelstudio, doccano) or directory (brat, doccano)")
+    p.add_argument("--out", required=True, help="cemr JSON-lines file to write (data.train can read it)")
+    p.add_argument("--types", help="comma-separated allowed entity types (others are dropped and counted); "
+                                   "none given: any type")
+    p.add_argument("--overlap-policy", default="keep_longest", choices=["keep_longest", "keep_first", "error"],
+                   help="what to do with overlapping annotations")
+    p.add_argument("--max-rejected", type=float, default=0.0,
+                   help="fraction of the reviewed tasks that may be rejected before the import stops (tasks "
+                        "not reviewed yet do not count)")
+    p.add_argument("--strict", action="store_true", help="any rejected reviewed task is an error")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--json", action="store_true", help="print the reader's whole accounting too")
+    p.set_defaults(func=cmd_review_import)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -12,7 +12,7 @@ Inputs are checked before anything is written:
 - the input format is detected from the data (``auto``) or checked against it, and an input from
   which no document could be read is an error, never "0 documents".
 
-Outputs appear complete or not at all (JSON lines through :func:`cemr.outputs.atomic_open`, BRAT
+Outputs appear complete or not at all (JSON lines and HTML through :func:`cemr.outputs.atomic_open`, BRAT
 directories through :func:`cemr.outputs.atomic_dir`). Every input record is accounted for in the
 summary: read, kept, rejected (with reasons), per input.
 """
@@ -34,7 +34,7 @@ from cemr.outputs import STDIO, OutputError, atomic_dir, atomic_open, check_outp
 
 Log = Callable[[str], None]
 
-OUT_FORMATS = ("jsonl", "brat")
+OUT_FORMATS = ("jsonl", "brat", "html")
 STDIN_NAME = "stdin"
 
 
@@ -129,9 +129,10 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
                   input_format: str = "auto", out_format: str = "jsonl", device: str = "auto",
                   column: str | None = None, overwrite: bool = False, chunk: int = 256,
                   max_len: int | None = None, stdin: Any = None, stdout: Any = None,
-                  log: Log = _stderr) -> dict[str, Any]:
+                  low_confidence: float | None = None, log: Log = _stderr) -> dict[str, Any]:
     """``cemr predict``: tag documents from files in chunks; JSON lines (spans with confidence, on
-    document offsets) or BRAT. Returns the summary: documents written, the output, and per input
+    document offsets), BRAT, or one self-contained HTML page (:mod:`cemr.review.html`; entities
+    below ``low_confidence`` marked). Returns the summary: documents written, the output, and per input
     its format and accounting. Raises before writing anything for a bad output, duplicate ids,
     an input that does not fit its format, or an unreadable model directory."""
     from cemr.modeldir import check_model_dir
@@ -141,6 +142,11 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
         raise OutputError(f"--out-format {out_format!r}: expected one of {', '.join(OUT_FORMATS)}")
     if out_format == "brat" and str(out) == STDIO:
         raise OutputError("--out -: BRAT output is a directory; standard output takes jsonl only")
+    if out_format == "html" and str(out) == STDIO:
+        raise OutputError("--out -: the HTML view is written to a file (open it in a browser); standard output "
+                          "takes jsonl only")
+    if low_confidence is not None and not 0 <= low_confidence <= 1:
+        raise OutputError(f"--low-confidence {low_confidence}: expected a confidence in [0, 1]")
     check_output(out, inputs, overwrite=overwrite, kind="dir" if out_format == "brat" else "file")
     check_model_dir(model_dir)
     with stdin_as_file(inputs, stdin) as read_paths:
@@ -165,6 +171,13 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
 
             with atomic_dir(out, overwrite=overwrite) as tmp:
                 n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged()), tmp)
+        elif out_format == "html":
+            from cemr.review.html import DEFAULT_LOW_CONFIDENCE, write_html
+
+            low = DEFAULT_LOW_CONFIDENCE if low_confidence is None else low_confidence
+            title = f"cemr predict: {', '.join(map(str, inputs))}"
+            with atomic_open(out, "w") as fh:
+                n = write_html(tagged(), fh, predictor.labels.types, low_confidence=low, title=title)
         elif str(out) == STDIO:
             n = _write_jsonl(tagged(), stdout if stdout is not None else sys.stdout)
         else:

@@ -1,7 +1,6 @@
 """The ``cemr`` command line end to end: stats on the real data sets, and train -> evaluate -> predict on a
 tiny demo corpus with every feature switched on (small dims)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -2,9 +2,7 @@
 through ``cemr stats``, ``evaluate``, ``predict`` and ``prepare``: never a traceback, exit status 0
 (every record accounted for: read = kept + rejected) or 2 (one line naming the problem)."""
 import json
-import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
