@@ -43,7 +43,8 @@ offset, text, spans, source``; ``source = "pseudo:r<round>"``) then ``unsure`` (
 left untagged by a ``partial`` pseudo-label, read into ``Sentence.unsure``), ``confidence`` (the score
 compared with the threshold: the sentence score in sentence mode, the best entity otherwise;
 null when failed or nothing to score), ``status``, ``reason``, ``predicted`` (entities predicted),
-``round`` and ``labeler`` (which actor labeled the row). ``cemr.corpus.shards.iter_sentences``
+``predictions`` (every predicted entity with its confidence, kept or not: a reviewer's
+pre-annotations, :mod:`cemr.review`), ``round`` and ``labeler`` (which actor labeled the row). ``cemr.corpus.shards.iter_sentences``
 reads it (extra columns ignored).
 """
 from __future__ import annotations
@@ -90,12 +91,18 @@ from cluster.runtime import actor_device, actor_resources, assigned_device
 log = logging.getLogger(__name__)
 
 INPUT_COLUMNS = ["doc_id", "sent_id", "offset", "text"]
+PREDICTIONS_FIELD = pa.field("predictions", pa.list_(pa.struct([
+    pa.field("start", pa.int32()), pa.field("end", pa.int32()), pa.field("type", pa.string()),
+    pa.field("confidence", pa.float32())])))
 OUTPUT_SCHEMA = sentence_schema([
     UNSURE_FIELD,
     CONFIDENCE_FIELD,
     pa.field("status", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("predicted", pa.int32()),
+    # every predicted entity of the row with its confidence, kept or not: what a reviewer is
+    # shown for a below-threshold row (cemr.review.select)
+    PREDICTIONS_FIELD,
     pa.field("round", pa.int32()),
     pa.field("labeler", pa.string()),
 ])
@@ -168,7 +175,7 @@ def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, An
     """Status of one sentence given the predictor's output ``item`` for it (pure, no Ray).
 
     Returns ``{"spans": [dict], "unsure": [dict], "status", "reason", "confidence",
-    "predicted"}``; anything invalid becomes ``failed`` with the reason. ``unsure`` (character
+    "predicted", "predictions": [dict with confidence]}``; anything invalid becomes ``failed`` with the reason. ``unsure`` (character
     ranges left untagged) is filled for kept rows in ``partial`` mode only, from the dropped
     mentions and the predictor's ``token_confidence`` when it gives one.
     """
@@ -193,10 +200,11 @@ def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, An
             "reason": reason,
             "confidence": score,
             "predicted": len(preds),
+            "predictions": [{**p.span.to_dict(), "confidence": float(p.confidence)} for p in preds],
         }
     except Exception as exc:  # noqa: BLE001 - recorded per row, never lost
         return {"spans": [], "unsure": [], "status": FAILED, "reason": _error_text(exc), "confidence": None,
-                "predicted": 0}
+                "predicted": 0, "predictions": []}
 
 
 class PseudoLabeler:
@@ -256,7 +264,7 @@ class PseudoLabeler:
         for text, item in zip(texts, self._predict(texts, _row_id(batch))):
             if isinstance(item, BaseException):
                 rows.append({"spans": [], "unsure": [], "status": FAILED, "reason": _error_text(item),
-                             "confidence": None, "predicted": 0})
+                             "confidence": None, "predicted": 0, "predictions": []})
             else:
                 rows.append(label_row(text, item, self.threshold, self.mode))
         n = len(texts)
@@ -273,6 +281,7 @@ class PseudoLabeler:
                 "reason": pa.array([r["reason"] for r in rows], type=pa.string()),
                 "confidence": pa.array([r["confidence"] for r in rows], type=CONFIDENCE_FIELD.type),
                 "predicted": pa.array([r["predicted"] for r in rows], type=pa.int32()),
+                "predictions": pa.array([r["predictions"] for r in rows], type=PREDICTIONS_FIELD.type),
                 "round": pa.array([self.round] * n, type=pa.int32()),
                 "labeler": pa.array([self.labeler] * n, type=pa.string()),
             },

@@ -51,7 +51,10 @@ def test_label_row_with_the_real_prediction_types():
     row = label_row("既往高血压", sent, 0.7, "sentence")
     assert row["status"] == "kept" and row["spans"] == [{"start": 2, "end": 5, "type": "疾病和诊断"}]
     assert row["confidence"] == pytest.approx(0.8) and row["predicted"] == 1
-    assert label_row("既往高血压", sent, 0.85, "sentence")["status"] == "below_threshold"
+    below = label_row("既往高血压", sent, 0.85, "sentence")
+    assert below["status"] == "below_threshold" and below["spans"] == []
+    # the model's predictions stay with the row (a reviewer's pre-annotations), kept or not
+    assert below["predictions"] == [{"start": 2, "end": 5, "type": "疾病和诊断", "confidence": 0.9}]
     assert label_row("既往高血压", sent, 0.85, "entity")["status"] == "kept"
 
 
@@ -213,6 +216,9 @@ def test_pipeline_accounts_for_every_row(ray_local, unlabeled, tmp_path):
             assert r["status"] == "kept" and r["spans"] == [{"start": 2, "end": 5, "type": fakes.DISEASE}]
         elif i % 10 == 7:
             assert r["status"] == "below_threshold" and r["spans"] == [] and "0.400 < 0.70" in r["reason"]
+            # "高血压伴头痛": both predictions stay with the row, the unsure one included
+            assert [(p["start"], p["end"], p["type"], round(p["confidence"], 2)) for p in r["predictions"]] == \
+                [(0, 3, fakes.DISEASE, 0.95), (4, 6, fakes.SYMPTOM, 0.4)]
 
     # kept/ is the pseudo-labeled set, readable by the shard reader
     kept = list(iter_sentences(res.kept_dir))
