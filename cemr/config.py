@@ -28,8 +28,6 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-DEFAULT_DATA_DIR = "../shared/data"
-
 
 class ConfigError(ValueError):
     """A configuration problem, naming the file (when known) and the dotted key.
@@ -97,6 +95,8 @@ OVERLAP_POLICIES = _code_choices("cemr.corpus.validate", "POLICIES")
 CORPUS_FORMATS = _code_choices("cemr.corpus.readers", "INPUT_FORMATS")
 LEXICON_FORMATS = _code_choices("cemr.lexicon.sources", "FORMATS")
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
+BERT_AUTOCAST = ("off", "bf16", "fp16")  # cemr.features.bert.AUTOCAST_DTYPES
+AMP_DTYPES = ("float16", "bfloat16")  # cemr.training.AMP_DTYPES
 
 
 @dataclass(frozen=True)
@@ -341,6 +341,12 @@ class BertConfig:
     pretrain_max_sentences: int | None = opt(20000, "Pretrain on at most this many pieces (a seeded sample; "
                                              "null: all)", **POSITIVE)
     mask_prob: float = opt(0.15, "Share of chars chosen for masking (at least one per piece)", gt=0.0, le=1.0)
+    autocast: str = opt("off", "BERT's forward passes (features while training, dev, prediction, pseudo-"
+                        "labeling) under torch.autocast: bf16 (GPU; CPU too), fp16 (GPU); off: float32. "
+                        "Recorded in the model directory", choices=BERT_AUTOCAST, kind="an autocast setting")
+    window_batch_size: int = opt(64, "Windows (of up to model.bert.window chars) per BERT forward pass: "
+                                 "bounds BERT's activation memory on a GPU (recorded in the model directory)",
+                                 **POSITIVE)
 
 
 @dataclass
@@ -386,7 +392,17 @@ class TrainConfig:
     seed: int = opt(42, "Seed of initialisation, dropout, batch order and pretraining")
     device: str = opt("auto", "Torch device; auto: cuda when available, else cpu", pattern=DEVICE_PATTERN,
                       allowed="auto, cpu, cuda or cuda:N")
-    amp: bool = opt(False, "Mixed precision on CUDA (ignored, with a warning, on CPU)")
+    amp: bool = opt(False, "Mixed precision training: the forward pass under torch.autocast of "
+                    "train.amp_dtype (float16 on CPU: ignored, with a warning)")
+    amp_dtype: str = opt("float16", "train.amp's dtype: float16 (CUDA only, with a gradient scaler) or "
+                         "bfloat16 (CUDA, and CPU; no scaler)", choices=AMP_DTYPES, kind="an amp dtype")
+    bert_lr: float | None = opt(3e-5, "Learning rate of a fine-tuned BERT (model.bert.freeze false) at its "
+                                "top layer; null: train.lr", gt=0.0)
+    bert_warmup: float = opt(0.1, "Fine-tuned BERT: its learning rate rises linearly from 0 over this "
+                             "share of the training steps of a call (then follows train.lr_decay)", **UNIT)
+    bert_layer_decay: float = opt(1.0, "Fine-tuned BERT: layer-wise learning-rate decay; layer i of L "
+                                  "gets bert_lr * decay ** (L - i), the embeddings decay ** L; 1: none",
+                                  gt=0.0, le=1.0)
     max_train_sentences: int | None = opt(None, "Train on at most this many sentences (a seeded sample; "
                                           "null: all)", **POSITIVE)
     eval_batch_size: int = opt(64, "Sentences per batch when evaluating on dev", **POSITIVE)
@@ -603,6 +619,8 @@ class _Marks:
 # ----------------------------------------------------------------------------------------------
 
 _BAD = object()  # a value that failed its type check (reported; the default is used meanwhile)
+# a number in exponent notation without a dot (1e-4, 3E5): a string to YAML 1.1, a float to YAML 1.2
+_YAML11_EXPONENT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -650,6 +668,8 @@ def _coerce(tp: Any, value: Any, key: str, marks: _Marks, out: list[Problem]) ->
         ok = isinstance(value, int) and not isinstance(value, bool)
         return value if ok else bad(f"expected an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            return float(value)  # 3e-5: YAML 1.1 (PyYAML) reads it as a string, everyone means the number
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return float(value) if ok else bad(f"expected a number, got {value!r}")
     if tp is str:

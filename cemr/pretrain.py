@@ -107,7 +107,8 @@ def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | 
     """``{"char_vectors": CharVectors, "bilm": BiLMFeaturizer | None, "bert": BertFeaturizer | None}``.
 
     Disabled featurizers are None; an enabled one that pretraining did not write is an error.
-    BERT is frozen unless ``model.bert.freeze`` is false; its window/stride come from the config.
+    BERT is frozen unless ``model.bert.freeze`` is false; its window, stride, autocast and window
+    batch size come from the config (``model.bert.*``).
     """
     out = Path(out_dir)
     if not (out / WORD2VEC_DIR).is_dir():
@@ -120,6 +121,8 @@ def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | 
             )
         result["bilm"] = BiLMFeaturizer.load(out / BILM_DIR, device=device)
     if model_cfg.bert.enabled:
-        result["bert"] = BertFeaturizer.load(bert_source(out, model_cfg), device=device, freeze=model_cfg.bert.freeze,
-                                             window=model_cfg.bert.window, stride=model_cfg.bert.stride)
+        bert_cfg = model_cfg.bert
+        result["bert"] = BertFeaturizer.load(bert_source(out, model_cfg), device=device, freeze=bert_cfg.freeze,
+                                             window=bert_cfg.window, stride=bert_cfg.stride,
+                                             autocast=bert_cfg.autocast, window_batch_size=bert_cfg.window_batch_size)
     return result

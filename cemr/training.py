@@ -9,15 +9,25 @@ with the same (synchronised) weights, so all take the same early-stopping decisi
 
 Per epoch: batches of similar length (indices shuffled with the seed, pooled ``50 * batch_size``
 at a time, sorted by length inside a pool, cut into batches, batch order shuffled), Adam, the
-model's dropout, gradient clipping, the learning rate ``lr * lr_decay ** (epoch - 1)``, optional AMP (float16 + GradScaler, CUDA only); then dev
+model's dropout, gradient clipping, the learning rate ``lr * lr_decay ** (epoch - 1)``, optional AMP
+(``train.amp``: the forward pass under ``torch.autocast`` of ``train.amp_dtype``; float16 with a
+GradScaler on CUDA only, bfloat16 on CUDA or CPU); then dev
 entity-level micro F1 (exact span and type, :func:`cemr.metrics.evaluate`; on document offsets
 against every gold span when the dev documents are given, else on sentence offsets).
 The weights of the best dev F1 are kept (on CPU); training stops after ``patience`` epochs without
 improvement (``patience <= 0``: never), and the model ends holding the best weights. Seeded: the same seed, data and device
 give the same result.
+
+A fine-tuned BERT (a trainable featurizer with ``layer_parameters``, e.g.
+:class:`cemr.features.bert.BertFeaturizer` with ``freeze=False``) gets its own optimizer groups
+(:func:`param_groups`): the learning rate ``train.bert_lr`` at the top layer, times
+``train.bert_layer_decay ** (L - depth)`` below it, a linear warmup over the first
+``train.bert_warmup`` share of the call's steps, and the same per-epoch ``lr_decay``; the rest of
+the tagger keeps ``train.lr`` without warmup.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +43,7 @@ from cemr.metrics import evaluate
 from cemr.tags import LabelSet, bio_to_spans
 
 POOL_FACTOR = 50
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}  # train.amp_dtype
 
 
 @dataclass
@@ -99,6 +110,14 @@ def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[
         raise ValueError(f"rank {rank} outside [0, {world_size})")
     usable = len(batches) // world_size * world_size
     return batches[:usable][rank::world_size]
+
+
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Steps per epoch of one worker: ``len(shard_batches(length_batches(n lengths, ...)))``,
+    without drawing the batches (pools of ``POOL_FACTOR * batch_size``, the last one partial)."""
+    pool = POOL_FACTOR * batch_size
+    full, rest = divmod(n, pool)
+    return (full * POOL_FACTOR + math.ceil(rest / batch_size)) // world_size
 
 
 def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -186,6 +205,58 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     return float(cfg.lr) * float(cfg.lr_decay) ** (epoch - 1)
 
 
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: ``tagger`` (every trainable parameter outside a fine-tuned
+    BERT: ``train.lr``, no warmup), then one group per depth of a fine-tuned BERT (embeddings
+    first): ``train.bert_lr`` (null: ``train.lr``) times ``train.bert_layer_decay ** (L - depth)``
+    (never above the top layer's), warmed up. Each group carries ``name``, ``base_lr`` and
+    ``warmup``; the model may be DDP-wrapped (its parameters are the same objects)."""
+    tagger = unwrap(model)
+    bert = getattr(tagger, "bert", None)
+    groups: list[dict[str, Any]] = []
+    if bert is not None and hasattr(bert, "layer_parameters"):
+        layers = int(bert.model.config.num_hidden_layers)
+        top = float(cfg.bert_lr) if cfg.bert_lr is not None else float(cfg.lr)
+        for depth, params in bert.layer_parameters():
+            scale = float(cfg.bert_layer_decay) ** max(layers - depth, 0)
+            groups.append({"params": params, "name": f"bert.depth{depth}", "base_lr": top * scale, "warmup": True})
+    in_bert = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_bert]
+    return [{"params": rest, "name": "tagger", "base_lr": float(cfg.lr), "warmup": False}, *groups]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warmup: ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps (from 0),
+    then 1; ``warmup_steps <= 0``: always 1."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def set_learning_rates(opt: torch.optim.Optimizer, epoch_factor: float, step: int, warmup_steps: int) -> None:
+    """Every group's ``lr``: its ``base_lr`` times ``epoch_factor`` (``lr_decay ** (epoch - 1)``),
+    times :func:`warmup_factor` for the warmed-up groups."""
+    for group in opt.param_groups:
+        warm = warmup_factor(step, warmup_steps) if group.get("warmup") else 1.0
+        group["lr"] = group["base_lr"] * epoch_factor * warm
+
+
+def amp_settings(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool, str | None]:
+    """``(autocast dtype or None, use a GradScaler, warning or None)`` of ``train.amp`` /
+    ``train.amp_dtype`` on ``device``: float16 needs CUDA (elsewhere: float32 and a warning),
+    bfloat16 runs on CUDA and CPU without a scaler."""
+    if not cfg.amp:
+        return None, False, None
+    dtype = AMP_DTYPES[cfg.amp_dtype]
+    if dtype is torch.float16 and device.type != "cuda":
+        return None, False, ("train: amp float16 requested but the device is not CUDA: training in float32 "
+                             "(train.amp_dtype=bfloat16 runs on the CPU)")
+    return dtype, dtype is torch.float16, None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device``'s type with ``dtype``; a no-op for None."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 def train_tagger(
     model: nn.Module,
     train: Sequence[Sentence],
@@ -235,13 +306,22 @@ def train_tagger(
     tagger = unwrap(model)
     if tagger is model:
         model.to(device)
-    use_amp = bool(cfg.amp) and device.type == "cuda"
-    if cfg.amp and not use_amp:
-        say("train: amp requested but the device is not CUDA: training in float32")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    amp_dtype, use_scaler, amp_warning = amp_settings(cfg, device)
+    if amp_warning:
+        say(amp_warning)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    groups = param_groups(model, cfg)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fine_tuning_bert = len(groups) > 1
     lengths = [len(s.text) for s in train]
+    warmup_steps = 0
+    if fine_tuning_bert:
+        total_steps = cfg.epochs * batches_per_epoch(len(train), cfg.batch_size, world_size)
+        warmup_steps = math.ceil(float(cfg.bert_warmup) * total_steps)
+        say(f"train: fine-tuning BERT: lr {groups[-1]['base_lr']:g} at the top layer, layer decay "
+            f"{cfg.bert_layer_decay:g}, warmup {warmup_steps} of {total_steps} steps")
+    step = 0
     if not dev:
         say("train: no dev sentences: no early stopping, the last epoch's weights are kept")
 
@@ -251,8 +331,7 @@ def train_tagger(
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = epoch_lr(cfg, start_epoch + epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        epoch_factor = float(cfg.lr_decay) ** (start_epoch + epoch - 1)
         model.train()
         batches = shard_batches(length_batches(lengths, cfg.batch_size, gen), rank, world_size)
         total, seen_sents, seen_chars = 0.0, 0, 0
@@ -264,7 +343,8 @@ def train_tagger(
                 batch = collate(sents, weights=[sample_weights[i] for i in idx])
             batch = batch.to(device)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            set_learning_rates(opt, epoch_factor, step, warmup_steps)
+            with autocast(device, amp_dtype):
                 loss = model(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}: the training loss became {float(loss)}")
@@ -274,6 +354,7 @@ def train_tagger(
                 nn.utils.clip_grad_norm_(params, cfg.clip_norm)
             scaler.step(opt)
             scaler.update()
+            step += 1
             total += float(loss.detach()) * len(idx)
             seen_sents += len(idx)
             seen_chars += sum(lengths[i] for i in idx)
@@ -286,6 +367,8 @@ def train_tagger(
             "train_seconds": train_s,
             "train_chars_per_s": seen_chars / train_s if train_s > 0 else 0.0,
         }
+        if fine_tuning_bert:
+            metrics["bert_lr"] = float(opt.param_groups[-1]["lr"])  # the top layer's, at the epoch's last step
         if dev:
             report = evaluate_sentences(model, dev, collate, labels, device, cfg.eval_batch_size,
                                         documents=dev_documents)

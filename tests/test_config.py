@@ -260,3 +260,27 @@ def test_a_dumped_config_loads_back_unchanged(tmp_path):
     p = tmp_path / "config.yaml"
     p.write_text(dump_config(cfg), encoding="utf-8")
     assert load_config(p) == cfg
+
+
+def test_config_checks_the_fine_tuning_and_amp_keys():
+    from cemr.config import ConfigError, load_config
+
+    cfg = load_config(None, ["train.amp_dtype=bfloat16", "train.bert_lr=null", "train.bert_layer_decay=0.8"])
+    assert (cfg.train.amp_dtype, cfg.train.bert_lr, cfg.train.bert_layer_decay) == ("bfloat16", None, 0.8)
+    for bad, key in ((["train.amp_dtype=bf16"], "train.amp_dtype"), (["train.bert_warmup=1.5"], "train.bert_warmup"),
+                     (["train.bert_layer_decay=0"], "train.bert_layer_decay"), (["train.bert_lr=0"], "train.bert_lr"),
+                     (["model.bert.autocast=half"], "model.bert.autocast"),
+                     (["model.bert.window_batch_size=0"], "model.bert.window_batch_size")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(None, bad)
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads 3e-5 as a string; a learning rate written so is still a number,
+    in a file and in an override; a word is still refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  bert_lr: 3e-5\n  lr: 1.5E-3\n", encoding="utf-8")
+    cfg = load_config(path, ["train.weight_decay=1e-2"])
+    assert (cfg.train.bert_lr, cfg.train.lr, cfg.train.weight_decay) == (3e-5, 1.5e-3, 0.01)
+    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'fast'"):
+        load_config(None, ["train.lr=fast"])

@@ -164,3 +164,103 @@ def test_config_refuses_a_bad_learning_rate_schedule():
     for bad in (["train.lr_decay=0"], ["train.lr_decay=1.5"], ["train.lr=0"]):
         with pytest.raises(ConfigError, match="lr"):
             load_config(None, bad)
+
+
+# -- fine-tuning BERT: its own learning rate, warmup, layer-wise decay; amp --------------------
+
+
+def _bert_setup(freeze=False, layers=2):
+    from cemr.features.bert import BertFeaturizer
+    from cemr.features.chartokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    sents, labels, vocab = tiny_setup()
+    bert = BertFeaturizer.from_scratch(CharTokenizer.build(s.text for s in sents), hidden_size=8, layers=layers,
+                                       heads=2, intermediate_size=16, max_position=64, freeze=freeze, seed=0)
+    mcfg = tiny_model_config()
+    mcfg.bert.enabled, mcfg.bert.freeze = True, freeze
+    tagger = build_tagger(mcfg, labels, vocab, bert=bert)
+    return tagger, make_collator(tagger, vocab, labels, tiny_lexicon()), sents, labels
+
+
+def test_a_fine_tuned_bert_gets_its_own_learning_rate_per_layer():
+    from cemr.training import param_groups
+
+    tagger, _, _, _ = _bert_setup(layers=2)
+    groups = param_groups(tagger, _cfg(lr=0.01, bert_lr=1e-4, bert_layer_decay=0.5))
+    assert [g["name"] for g in groups] == ["tagger", "bert.depth0", "bert.depth1", "bert.depth2"]
+    assert [g["base_lr"] for g in groups] == pytest.approx([0.01, 2.5e-5, 5e-5, 1e-4])
+    assert [g["warmup"] for g in groups] == [False, True, True, True]
+    flat = [id(p) for g in groups for p in g["params"]]
+    assert sorted(flat) == sorted(id(p) for p in tagger.parameters() if p.requires_grad)
+    assert len(set(flat)) == len(flat)
+    assert not any(id(p) in set(map(id, groups[0]["params"])) for p in tagger.bert.parameters())
+    # bert_lr null: train.lr; a frozen BERT: one group, the old single learning rate
+    assert param_groups(tagger, _cfg(lr=0.01, bert_lr=None))[-1]["base_lr"] == pytest.approx(0.01)
+    frozen, _, _, _ = _bert_setup(freeze=True)
+    assert [g["name"] for g in param_groups(frozen, _cfg())] == ["tagger"]
+
+
+def test_warmup_rises_linearly_then_holds():
+    from cemr.training import set_learning_rates, warmup_factor
+
+    assert [warmup_factor(s, 4) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    assert warmup_factor(0, 0) == 1.0
+    opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))], "base_lr": 0.1, "warmup": False},
+                            {"params": [torch.nn.Parameter(torch.zeros(1))], "base_lr": 0.01, "warmup": True}])
+    set_learning_rates(opt, 0.5, 1, 4)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.0025])
+
+
+def test_steps_per_epoch_are_known_before_the_batches_are_drawn():
+    from cemr.training import batches_per_epoch
+
+    for n, bs, world in [(1, 4, 1), (10, 4, 1), (10, 4, 2), (199, 4, 1), (200, 4, 3), (201, 4, 2), (1000, 3, 4)]:
+        drawn = shard_batches(length_batches([1] * n, bs, torch.Generator().manual_seed(0)), 0, world)
+        assert batches_per_epoch(n, bs, world) == len(drawn), (n, bs, world)
+
+
+def test_fine_tuning_trains_bert_with_warmup_and_reports_its_learning_rate():
+    tagger, collate, sents, _ = _bert_setup()
+    before = {k: v.clone() for k, v in tagger.bert.state_dict().items()}
+    lines = []
+    cfg = _cfg(epochs=2, bert_lr=1e-3, bert_warmup=1.0)  # warmup over both epochs
+    r = train_tagger(tagger, sents[:8], sents[8:10], cfg, "cpu", collate=collate, log=lines.append)
+    assert [h["bert_lr"] for h in r.history] == pytest.approx([5e-4, 1e-3])  # half-way, then full
+    assert any("fine-tuning BERT: lr 0.001 at the top layer" in m and "warmup 4 of 4 steps" in m for m in lines)
+    changed = [k for k, v in tagger.bert.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("model.encoder.layer.1.") for k in changed)
+    assert any(k.startswith("bert.") for k in r.best_state_dict)  # fine-tuned weights are checkpointed
+
+
+def test_amp_bfloat16_trains_on_cpu_close_to_float32():
+    losses = {}
+    for amp in (False, True):
+        tagger, collate, sents, _ = _bert_setup()
+        cfg = _cfg(epochs=2, amp=amp, amp_dtype="bfloat16")
+        seen = []
+        if amp:
+            hook = tagger.output.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        r = train_tagger(tagger, sents[:8], [], cfg, "cpu", collate=collate, log=lambda m: None)
+        if amp:
+            hook.remove()
+            assert torch.bfloat16 in seen  # the forward really ran under CPU autocast
+        losses[amp] = [h["train_loss"] for h in r.history]
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)
+    assert losses[True] != losses[False]
+
+
+def test_amp_float16_off_cuda_warns_and_trains_in_float32():
+    from cemr.training import amp_settings
+
+    assert amp_settings(_cfg(amp=False), torch.device("cpu")) == (None, False, None)
+    assert amp_settings(_cfg(amp=True, amp_dtype="bfloat16"), torch.device("cpu"))[:2] == (torch.bfloat16, False)
+    assert amp_settings(_cfg(amp=True, amp_dtype="float16"), torch.device("cuda"))[:2] == (torch.float16, True)
+    tagger, collate, sents, _ = _setup()
+    lines = []
+    r16 = train_tagger(tagger, sents[:6], [], _cfg(epochs=1, amp=True), "cpu", collate=collate, log=lines.append)
+    assert any("amp float16 requested but the device is not CUDA" in m for m in lines)
+    tagger, collate, sents, _ = _setup()
+    r32 = train_tagger(tagger, sents[:6], [], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
+    assert r16.history[0]["train_loss"] == r32.history[0]["train_loss"]
+

@@ -5,6 +5,12 @@ id is refused, never fetched. Texts are mapped to ids char by char (:class:`Char
 token i+1 (after ``[CLS]``) is char i. Texts longer than the model's positions are windowed:
 windows of ``window`` chars every ``stride`` chars (the last one aligned to the text's end), and
 each char takes its vector from the window in which it is most central. Nothing is truncated.
+
+Any local ``BertModel`` directory with a char-level vocab loads: a bert-base-chinese copy or a
+medical BERT (12 layers, 768 wide, 21,128 tokens), or a small one pretrained here. BERT's forward
+passes can run under autocast (``autocast``: ``bf16`` on GPU and CPU, ``fp16``; ``off``: float32);
+the featurizer's output is float32 either way. ``featurizer.json`` records window, stride,
+autocast and window batch size, so a model directory predicts as it was configured.
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ from cemr.features.chartokenizer import VOCAB_FILE, CharTokenizer
 
 FEATURIZER_FILE = "featurizer.json"
 IGNORE = -100
+# model.bert.autocast -> the dtype of torch.autocast (None: off, float32)
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_WINDOW_BATCH_SIZE = 64
 
 Log = Callable[[str], None]
 
@@ -61,6 +70,33 @@ def local_checkpoint_dir(path: str | Path) -> Path:
     if not (p / VOCAB_FILE).is_file():
         raise FileNotFoundError(f"{p / VOCAB_FILE}: missing (a BERT vocab.txt is needed for char ids)")
     return p
+
+
+def autocast_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype of an autocast setting (``off`` -> None); anything else is a ValueError."""
+    if name not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast {name!r}: expected one of {', '.join(AUTOCAST_DTYPES)}")
+    return AUTOCAST_DTYPES[name]
+
+
+def autocast_context(device: torch.device, name: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device``'s type with the dtype of ``name`` (a no-op for ``off``)."""
+    dtype = autocast_dtype(name)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """Depth of a ``BertModel`` parameter for layer-wise learning-rate decay: 0 for the
+    embeddings, ``i + 1`` for ``encoder.layer.i``, ``num_layers + 1`` for anything above (the
+    pooler, when present)."""
+    parts = name.split(".")
+    if parts[0] == "embeddings":
+        return 0
+    if parts[:2] == ["encoder", "layer"] and len(parts) > 2 and parts[2].isdigit():
+        return int(parts[2]) + 1
+    return num_layers + 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,11 +172,14 @@ class BertFeaturizer(nn.Module):
     ``freeze=True``: no grads and eval mode, kept even when a parent calls ``.train()``;
     ``freeze=False``: fine-tuned with whatever model contains it. ``window`` (chars) is capped at
     the model's positions minus 2 (default: that cap); ``stride`` at ``window`` (default: half).
-    ``window_batch_size`` windows go through BERT at a time.
+    ``window_batch_size`` windows go through BERT at a time (its activations, and so the GPU
+    memory of a pass, grow with it). ``autocast``: ``off``, ``bf16`` or ``fp16``, BERT's passes
+    under ``torch.autocast`` of that dtype on the model's device.
     """
 
     def __init__(self, model: BertModel, tokenizer: CharTokenizer, window: int | None = None,
-                 stride: int | None = None, freeze: bool = True, window_batch_size: int = 64):
+                 stride: int | None = None, freeze: bool = True,
+                 window_batch_size: int = DEFAULT_WINDOW_BATCH_SIZE, autocast: str = "off"):
         super().__init__()
         max_chars = model.config.max_position_embeddings - 2
         if len(tokenizer) > model.config.vocab_size:
@@ -150,6 +189,10 @@ class BertFeaturizer(nn.Module):
         window = max_chars if window is None else min(window, max_chars)
         stride = max(1, window // 2) if stride is None else min(stride, window)
         plan_windows(window + 1, window, stride)  # validates window/stride
+        autocast_dtype(autocast)  # validates the name
+        if window_batch_size < 1:
+            raise ValueError(f"window_batch_size must be >= 1, got {window_batch_size}")
+        self.autocast = autocast
         self.model = model
         self.tokenizer = tokenizer
         self.window = window
@@ -176,7 +219,8 @@ class BertFeaturizer(nn.Module):
             raise ValueError(f"a text of {T} chars exceeds the model's {limit} positions: use forward() (windowed)")
         ids, mask = self.tokenizer.batch(texts)  # (B, T+2)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T+2, H)
+        with autocast_context(self.device, self.autocast):
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T+2, H)
         # char i is token i+1; it is a real char iff token i+2 is still inside the text ([SEP] at len+1)
         return hidden[:, 1:T + 1] * mask[:, 2:T + 2].unsqueeze(-1).to(hidden.dtype)  # (B, T, H)
 
@@ -213,39 +257,63 @@ class BertFeaturizer(nn.Module):
             model = BertModel(config, add_pooling_layer=False)
         return cls(model, tokenizer, window, stride, freeze)
 
+    def layer_parameters(self) -> list[tuple[int, list[nn.Parameter]]]:
+        """``(depth, parameters)`` per depth of :func:`layer_depth` (embeddings first), trainable
+        parameters only: the groups of layer-wise learning-rate decay."""
+        layers = int(self.model.config.num_hidden_layers)
+        by_depth: dict[int, list[nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                by_depth.setdefault(layer_depth(name, layers), []).append(p)
+        return sorted(by_depth.items())
+
     def save(self, directory: str | Path) -> None:
-        """``save_pretrained`` files + ``vocab.txt`` + ``featurizer.json`` (window, stride)."""
+        """``save_pretrained`` files + ``vocab.txt`` + ``featurizer.json`` (window, stride,
+        autocast, window batch size)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         with quiet_transformers():
             self.model.save_pretrained(d)
         self.tokenizer.save(d)
-        write_featurizer_json(d, self.window, self.stride)
+        write_featurizer_json(d, self.window, self.stride, self.autocast, self.window_batch_size)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu", freeze: bool = True,
-             window: int | None = None, stride: int | None = None) -> "BertFeaturizer":
-        """Any local BERT checkpoint directory (ours, or e.g. a bert-base-chinese download).
+             window: int | None = None, stride: int | None = None, autocast: str | None = None,
+             window_batch_size: int | None = None) -> "BertFeaturizer":
+        """Any local ``BertModel`` checkpoint directory with a char-level ``vocab.txt`` (ours, a
+        bert-base-chinese copy, a medical BERT; ``BertForMaskedLM`` files load too, the MLM head
+        left out).
 
-        ``window``/``stride`` default to the directory's ``featurizer.json``, else the model's
-        positions and half of that.
+        ``window``/``stride``/``autocast``/``window_batch_size`` default to the directory's
+        ``featurizer.json``, else the model's positions and half of that, ``off`` and 64.
         """
         d = local_checkpoint_dir(directory)
         saved = read_featurizer_json(d)
         window = saved.get("window") if window is None else window
         stride = saved.get("stride") if stride is None else stride
+        autocast = saved.get("autocast", "off") if autocast is None else autocast
+        if window_batch_size is None:
+            window_batch_size = saved.get("window_batch_size", DEFAULT_WINDOW_BATCH_SIZE)
         tokenizer = CharTokenizer.from_vocab_file(d / VOCAB_FILE)
         with quiet_transformers():
             model = BertModel.from_pretrained(str(d), local_files_only=True, add_pooling_layer=False)
         model.to(device)
-        return cls(model, tokenizer, window, stride, freeze)
+        try:
+            return cls(model, tokenizer, window, stride, freeze, window_batch_size, autocast)
+        except ValueError as exc:
+            raise ValueError(f"{d}: {exc}") from exc
 
 
-def write_featurizer_json(directory: Path, window: int, stride: int) -> None:
-    (directory / FEATURIZER_FILE).write_text(json.dumps({"window": window, "stride": stride}), encoding="utf-8")
+def write_featurizer_json(directory: Path, window: int, stride: int, autocast: str = "off",
+                          window_batch_size: int = DEFAULT_WINDOW_BATCH_SIZE) -> None:
+    data = {"window": window, "stride": stride, "autocast": autocast, "window_batch_size": window_batch_size}
+    (directory / FEATURIZER_FILE).write_text(json.dumps(data), encoding="utf-8")
 
 
-def read_featurizer_json(directory: Path) -> dict[str, int]:
+def read_featurizer_json(directory: Path) -> dict[str, Any]:
+    """The settings of ``featurizer.json`` (``{}`` when there is none; older files have only
+    window and stride). A malformed file or value is a ValueError naming the file."""
     path = directory / FEATURIZER_FILE
     if not path.is_file():
         return {}
@@ -255,7 +323,13 @@ def read_featurizer_json(directory: Path) -> dict[str, int]:
         raise ValueError(f"{path}: invalid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    return {k: int(v) for k, v in data.items() if k in ("window", "stride") and v is not None}
+    out: dict[str, Any] = {k: int(data[k]) for k in ("window", "stride", "window_batch_size")
+                           if data.get(k) is not None}
+    if data.get("autocast") is not None:
+        if data["autocast"] not in AUTOCAST_DTYPES:
+            raise ValueError(f"{path}: autocast {data['autocast']!r}: expected one of {', '.join(AUTOCAST_DTYPES)}")
+        out["autocast"] = data["autocast"]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,7 +505,8 @@ def pretrain_bert_mlm(
         with quiet_transformers():
             model.save_pretrained(out)
         tokenizer.save(out)
-        write_featurizer_json(out, min(cfg.window, max_chars), min(cfg.stride, max_chars))
+        write_featurizer_json(out, min(cfg.window, max_chars), min(cfg.stride, max_chars), cfg.autocast,
+                              cfg.window_batch_size)
     return {
         "mlm_loss_before": before["loss"],
         "mlm_loss_after": after["loss"],

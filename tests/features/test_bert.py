@@ -5,10 +5,13 @@ from transformers import BertModel
 from cemr.config import BertConfig
 from cemr.corpus.document import CorpusError
 from cemr.features.bert import (
+    AUTOCAST_DTYPES,
+    FEATURIZER_FILE,
     IGNORE,
     BertFeaturizer,
     bert_model_args,
     hf_config,
+    layer_depth,
     mask_tokens,
     plan_windows,
     pretrain_bert_mlm,
@@ -179,6 +182,77 @@ def test_any_local_checkpoint_with_a_vocab_txt_loads(tmp_path):
     feat = BertFeaturizer.load(tmp_path, window=10, stride=5)
     assert feat.tokenizer.tokens == tokens
     assert feat(["患者头痛 CT"]).shape == (1, 7, 16)
+
+
+def test_a_masked_lm_checkpoint_loads_as_its_bert_without_the_head(tmp_path):
+    """A bert-base-chinese download holds BertForMaskedLM weights (``bert.``-prefixed, an MLM
+    head): the featurizer gets exactly the encoder's weights."""
+    from transformers import BertForMaskedLM
+
+    tokens = write_chinese_style_vocab(tmp_path / "vocab.txt")
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(hf_config(len(tokens), 0, **TINY))
+    mlm.save_pretrained(tmp_path)
+    feat = BertFeaturizer.load(tmp_path)
+    theirs = mlm.bert.state_dict()
+    for k, v in feat.model.state_dict().items():
+        torch.testing.assert_close(v, theirs[k], rtol=0, atol=0, msg=k)
+
+
+def test_autocast_bf16_on_cpu_runs_and_stays_close_to_float32():
+    feat = tiny_bert(window=8, stride=4)
+    texts = ["患者头痛三天" * 3, "查体"]
+    ref = feat(texts)
+    feat.autocast = "bf16"
+    seen = []
+    hook = feat.model.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda _m, _i, out: seen.append(out.dtype))
+    low = feat(texts)
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # BERT really ran in bf16
+    assert low.dtype == torch.float32  # the feature stays float32 (cached and fused as such)
+    torch.testing.assert_close(low, ref, rtol=0.05, atol=0.05)
+    assert not torch.equal(low, ref)
+    assert (low[1, 2:] == 0).all()  # padding still zero
+
+
+def test_autocast_and_window_batch_are_saved_and_can_be_overridden(tmp_path):
+    feat = tiny_bert(window=8, stride=4)
+    feat.autocast, feat.window_batch_size = "bf16", 3
+    feat.save(tmp_path / "bert")
+    back = BertFeaturizer.load(tmp_path / "bert")
+    assert (back.autocast, back.window_batch_size, back.window) == ("bf16", 3, 8)
+    assert BertFeaturizer.load(tmp_path / "bert", autocast="off", window_batch_size=7).window_batch_size == 7
+    # a featurizer.json from before these settings: the defaults
+    (tmp_path / "bert" / FEATURIZER_FILE).write_text('{"window": 8, "stride": 4}', encoding="utf-8")
+    old = BertFeaturizer.load(tmp_path / "bert")
+    assert (old.autocast, old.window_batch_size) == ("off", 64)
+    (tmp_path / "bert" / FEATURIZER_FILE).write_text('{"autocast": "half"}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"featurizer.json: autocast 'half': expected one of off, bf16, fp16"):
+        BertFeaturizer.load(tmp_path / "bert")
+    (tmp_path / "bert" / FEATURIZER_FILE).unlink()
+    with pytest.raises(ValueError, match="bert: autocast 'fp8': expected one of"):
+        BertFeaturizer.load(tmp_path / "bert", autocast="fp8")
+
+
+def test_autocast_names_match_the_config_choices():
+    from cemr.config import BERT_AUTOCAST
+
+    assert tuple(AUTOCAST_DTYPES) == BERT_AUTOCAST
+
+
+def test_layer_groups_cover_every_trainable_weight_by_depth():
+    assert layer_depth("embeddings.word_embeddings.weight", 12) == 0
+    assert layer_depth("encoder.layer.0.attention.self.query.weight", 12) == 1
+    assert layer_depth("encoder.layer.11.output.dense.bias", 12) == 12
+    assert layer_depth("pooler.dense.weight", 12) == 13
+    tok = CharTokenizer.build(TEXTS)
+    feat = BertFeaturizer.from_scratch(tok, **{**TINY, "layers": 3}, freeze=False)
+    groups = feat.layer_parameters()
+    assert [d for d, _ in groups] == [0, 1, 2, 3]
+    flat = [id(p) for _, ps in groups for p in ps]
+    assert sorted(flat) == sorted(id(p) for p in feat.parameters()) and len(set(flat)) == len(flat)
+    assert tiny_bert().layer_parameters() == []  # frozen: nothing to train
 
 
 def test_hub_ids_are_refused_never_fetched():
