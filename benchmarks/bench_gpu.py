@@ -226,7 +226,7 @@ def bf16_closeness(tagger, texts, device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     ap.add_argument("--tiny", action="store_true", help="a 2 x 64 BERT and a few sentences (smoke run)")
     ap.add_argument("--checkpoint", help="a local BERT directory to use instead of the random bert-base-shaped one")

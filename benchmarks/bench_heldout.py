@@ -1,4 +1,4 @@
-"""Held-out figures with seeds: 10%-gold supervised, 100%-gold supervised and 10%-gold self-trained,
+r"""Held-out figures with seeds: 10%-gold supervised, 100%-gold supervised and 10%-gold self-trained,
 each the TEST F1 of the dev-selected model, mean +- spread over seeds (split fixed, model seeds varied).
 
     CEMR_DATA_DIR=../shared/data python benchmarks/bench_heldout.py \

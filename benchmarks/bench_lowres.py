@@ -1,4 +1,4 @@
-"""Low-resource self-training gain: a bootstrap run with ``data.labeled_fraction < 1``, round by round.
+r"""Low-resource self-training gain: a bootstrap run with ``data.labeled_fraction < 1``, round by round.
 
     CEMR_DATA_DIR=../shared/data python benchmarks/bench_lowres.py \
         [--config ray_configs/experiments/yidu_s4k_lowres.yaml] [--out DIR] [--pretrain RUN_DIR]
