@@ -37,7 +37,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cemr.config import TrainConfig  # noqa: E402
-from cemr.corpus.document import Span  # noqa: E402
 from cemr.corpus.sentences import Sentence  # noqa: E402
 from cemr.features.bert import BertFeaturizer, quiet_transformers  # noqa: E402
 from cemr.features.chartokenizer import SPECIALS, VOCAB_FILE  # noqa: E402

@@ -18,7 +18,8 @@ arithmetic, identical tags), marginals and ``log P(path)`` in one float32 pass w
 forward-backward is renormalised at every step (so no large logs cancel), within 1e-5 of the
 float64 references, and recomputed by them when a step underflows.
 
-Confidence methods (the self-training threshold is applied to these numbers):
+Confidence methods (the self-training threshold is applied to these numbers; their names and
+:func:`normalize_method` are :mod:`cemr.selection`'s):
 
 - ``entity_min_marginal`` (**the default**): for a predicted entity of type ``t`` on
   ``[start, end)``, the minimum over its characters of the marginal probability of its tag
@@ -47,20 +48,10 @@ import torch
 from torch import Tensor
 
 from cemr.corpus.document import Span
+
+# the method names belong to the selection policy (torch-free there); read here by cemr.config too
+from cemr.selection import ALIASES, DEFAULT_METHOD, METHODS, normalize_method  # noqa: F401
 from cemr.tags import LabelSet
-
-DEFAULT_METHOD = "entity_min_marginal"
-METHODS = ("entity_min_marginal", "entity_mean_marginal", "sequence_prob")
-ALIASES = {"min_marginal": "entity_min_marginal", "mean_marginal": "entity_mean_marginal"}
-
-
-def normalize_method(method: str) -> str:
-    """Canonical method name (``min_marginal`` -> ``entity_min_marginal`` ...); ValueError if unknown."""
-    name = ALIASES.get(method, method)
-    if name not in METHODS:
-        raise ValueError(f"unknown confidence method {method!r}; choose one of {', '.join(METHODS)}")
-    return name
-
 
 # ----------------------------------------------------------------------------------------------
 # CRF parameters and masks

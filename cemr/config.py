@@ -87,8 +87,8 @@ def _labeled_formats() -> tuple[str, ...]:
     return ("demo", *(f for f in INPUT_FORMATS if f != "text"))
 
 
-CONFIDENCE_METHODS = _code_choices("cemr.confidence", "METHODS", "ALIASES")
-SELECTION_MODES = _code_choices("cemr.selftrain", "SELECTION_MODES")
+CONFIDENCE_METHODS = _code_choices("cemr.selection", "METHODS", "ALIASES")
+SELECTION_MODES = _code_choices("cemr.selection", "SELECTION_MODES")
 BOOKKEEPING_MODES = _code_choices("cemr.selftrain", "BOOKKEEPING_MODES")
 LEXICON_PRESETS = _code_choices("cemr.lexicon", "PRESETS")
 OVERLAP_POLICIES = _code_choices("cemr.corpus.validate", "POLICIES")
@@ -413,10 +413,10 @@ class SelfTrainConfig:
     """The bootstrap loop: pseudo-label the pool, keep the confident part, retrain."""
 
     threshold: float = opt(0.7, "Confidence a pseudo-label must reach to be kept", **UNIT)
-    confidence: str = opt("entity_min_marginal", "How confidence is measured (see cemr.confidence)",
+    confidence: str = opt("entity_min_marginal", "How confidence is measured (see cemr.selection and cemr.confidence)",
                           choices=CONFIDENCE_METHODS, kind="a confidence method")
     selection: str = opt("sentence", "What is kept: whole sentences, confident entities, or entities "
-                         "with unsure chars trained as partial labels (see cemr.selftrain)",
+                         "with unsure chars trained as partial labels (see cemr.selection)",
                          choices=SELECTION_MODES, kind="a selection mode")
     mode: str = opt("rederive", "rederive: a round trains on gold + its own pseudo-labels; accumulate: "
                     "every sentence once kept stays", choices=BOOKKEEPING_MODES, kind="a bookkeeping mode")

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cemr.confidence import DEFAULT_METHOD, batch_confidences, normalize_method
+from cemr.confidence import batch_confidences
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, split_document
+from cemr.selection import DEFAULT_METHOD, normalize_method
 from cemr.tagger import BiLMBNERTagger, make_collator
 from cemr.tags import LabelSet, bio_id_spans
 from cemr.vocab import CharVocab

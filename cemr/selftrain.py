@@ -2,29 +2,10 @@
 
 The loop (driven by :func:`cluster.bootstrap.run_bootstrap`, ``jobs.bootstrap``) is: round 0 trains
 on gold only; each later round predicts the unlabeled pool with the best model so far, keeps the
-confident candidates (:func:`select_sentence`, with :func:`unsure_ranges` in ``partial`` mode),
-optionally caps them (:func:`cap_pseudo_labels`), retrains on gold + pseudo-labels and evaluates
-on dev (and test). It stops at ``max_rounds`` or when dev F1 has not improved for ``patience``
-rounds (:func:`should_stop`); the best round is the one with the highest dev F1
-(:func:`best_round`).
-
-Selection modes (``selftrain.selection``):
-
-- ``sentence``: a sentence is kept whole (all its predicted entities, and its ``O`` characters as
-  negatives) when its confidence reaches the threshold. Its confidence is the minimum of the
-  predictor's sentence confidence (when given) and of every entity confidence, so one unsure
-  mention sinks the sentence. A sentence with no predicted entity is kept only when a sentence
-  confidence says the model is sure of its ``O`` tags.
-- ``entity``: every entity at or above the threshold is kept, the others are dropped; the sentence
-  is kept when at least one entity survives. Dropped mentions become ``O`` in training (possible
-  false negatives): cheaper in recall, richer in entities.
-- ``partial``: entity selection, but nothing the model is unsure of is trained as ``O``: the
-  characters of dropped mentions, and every other character whose decoded tag's marginal
-  (``token_confidence``) is below the threshold, are written as ``unsure`` ranges
-  (:func:`unsure_ranges`) and the CRF loss sums over all tags there (partial-label training,
-  :func:`cemr.confidence.crf_partial_nll`). Confident ``O`` characters stay negatives. Measured in
-  ``benchmarks/bench_lowres.py``: the ``O`` given to missed and unsure mentions is what cost the
-  other two modes their recall.
+confident candidates and optionally caps them (the selection policy and its modes:
+:mod:`cemr.selection`), retrains on gold + pseudo-labels and evaluates on dev (and test). It stops
+at ``max_rounds`` or when dev F1 has not improved for ``patience`` rounds (:func:`should_stop`);
+the best round is the one with the highest dev F1 (:func:`best_round`).
 
 Bookkeeping modes (``selftrain.mode``, :data:`BOOKKEEPING_MODES`): ``rederive`` trains round ``r``
 on gold + the pseudo-labels derived in round ``r`` only (the newest model relabels everything);
@@ -36,35 +17,21 @@ Sentences are identified by a key ``(doc_id, sent_id)`` (:func:`sentence_key`).
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from cemr.corpus.document import Span
 from cemr.metrics import PRF, match_counts
 from cemr.outputs import atomic_write_text
 
-KEPT = "kept"
-BELOW_THRESHOLD = "below_threshold"
-FAILED = "failed"
-STATUSES = (KEPT, BELOW_THRESHOLD, FAILED)
-SELECTION_MODES = ("sentence", "entity", "partial")
 BOOKKEEPING_MODES = ("rederive", "accumulate")
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 
 SentenceKey = tuple[str, int]
-
-
-class ScoredSpan(Protocol):
-    """What a predictor returns per entity (``cemr.predictor.Prediction`` satisfies it)."""
-
-    span: Span
-    confidence: float
 
 
 class StateError(ValueError):
@@ -74,114 +41,6 @@ class StateError(ValueError):
 def sentence_key(doc_id: str, sent_id: int) -> SentenceKey:
     """The key of one sentence: ``(doc_id, sent_id)``, hashable and JSON-friendly."""
     return (str(doc_id), int(sent_id))
-
-
-# ----------------------------------------------------------------------------------------------
-# Selection
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_confidence(value: float, what: str) -> float:
-    value = float(value)
-    if math.isnan(value) or not 0.0 <= value <= 1.0 + 1e-6:
-        raise ValueError(f"{what} must be a probability in [0, 1], got {value!r}")
-    return min(value, 1.0)
-
-
-def select_sentence(
-    preds: Sequence[ScoredSpan],
-    threshold: float,
-    mode: str = "sentence",
-    sentence_confidence: float | None = None,
-) -> tuple[list[Span], str, str]:
-    """Decide what of one predicted sentence becomes a pseudo-label.
-
-    ``preds``: the sentence's predicted entities (``.span``, ``.confidence``); ``threshold`` in
-    [0, 1] (kept when confidence >= threshold); ``mode``: ``sentence``, ``entity`` or ``partial``
-    (see the module docstring; ``partial`` selects entities as ``entity`` does, and its unsure
-    characters come from :func:`unsure_ranges`); ``sentence_confidence``: the predictor's
-    confidence in the whole decoded sentence, ``O`` tags included, or None (used by ``sentence``
-    mode only).
-
-    Returns ``(kept_spans, status, reason)``: ``kept_spans`` sorted (empty unless ``status`` is
-    ``kept``), ``status`` one of ``kept`` / ``below_threshold``, and a short human-readable
-    ``reason``. Raises ``ValueError`` for a bad threshold, mode or confidence value (the caller
-    records those as ``failed``).
-    """
-    if mode not in SELECTION_MODES:
-        raise ValueError(f"unknown selection mode {mode!r}; choose one of {', '.join(SELECTION_MODES)}")
-    threshold = _check_confidence(threshold, "threshold")
-    confs = [_check_confidence(p.confidence, f"confidence of {p.span}") for p in preds]
-    if sentence_confidence is not None:
-        sentence_confidence = _check_confidence(sentence_confidence, "sentence confidence")
-    spans = [p.span for p in preds]
-
-    if mode in ("entity", "partial"):
-        kept = sorted(s for s, c in zip(spans, confs) if c >= threshold)
-        if kept:
-            return kept, KEPT, f"{len(kept)}/{len(spans)} entities >= {threshold:.2f}"
-        if not spans:
-            return [], BELOW_THRESHOLD, "no entity predicted"
-        return [], BELOW_THRESHOLD, f"0/{len(spans)} entities >= {threshold:.2f} (max {max(confs):.3f})"
-
-    candidates = confs + ([sentence_confidence] if sentence_confidence is not None else [])
-    if not candidates:
-        return [], BELOW_THRESHOLD, "no entity predicted and no sentence confidence"
-    score = min(candidates)
-    if score >= threshold:
-        return sorted(spans), KEPT, f"sentence confidence {score:.3f} >= {threshold:.2f}"
-    return [], BELOW_THRESHOLD, f"sentence confidence {score:.3f} < {threshold:.2f}"
-
-
-def unsure_ranges(
-    length: int,
-    preds: Sequence[ScoredSpan],
-    kept: Sequence[Span],
-    threshold: float,
-    token_confidence: Sequence[float] | None = None,
-) -> list[tuple[int, int]]:
-    """The characters a partial pseudo-label leaves untagged, as sorted, merged ``(start, end)``
-    ranges of a sentence of ``length`` characters.
-
-    Unsure: every character of a predicted entity that was not ``kept``, and every character
-    outside the kept entities whose ``token_confidence`` (marginal of its decoded tag; None: not
-    used) is below ``threshold``. Characters of kept entities are never unsure.
-    """
-    if token_confidence is not None and len(token_confidence) != length:
-        raise ValueError(f"{len(token_confidence)} token confidences for a sentence of {length} chars")
-    unsure = [False] * length
-    kept_set = set(kept)
-    for p in preds:
-        if p.span not in kept_set:
-            for i in range(p.span.start, min(p.span.end, length)):
-                unsure[i] = True
-    if token_confidence is not None:
-        for i, c in enumerate(token_confidence):
-            if float(c) < threshold:
-                unsure[i] = True
-    for span in kept:
-        for i in range(span.start, min(span.end, length)):
-            unsure[i] = False
-    out: list[tuple[int, int]] = []
-    i = 0
-    while i < length:
-        if unsure[i]:
-            j = i
-            while j < length and unsure[j]:
-                j += 1
-            out.append((i, j))
-            i = j
-        else:
-            i += 1
-    return out
-
-
-def sentence_score(preds: Sequence[ScoredSpan], sentence_confidence: float | None = None) -> float | None:
-    """The number sentence-mode selection compares with the threshold (None when there is none)."""
-    values = [float(p.confidence) for p in preds]
-    if sentence_confidence is not None:
-        values.append(float(sentence_confidence))
-    return min(values) if values else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,90 +92,6 @@ def unpack_prediction(item: Any) -> tuple[list[Any], float | None]:
     if isinstance(item, (list, tuple)):
         return list(item), None
     raise TypeError(f"unexpected predictor output for one sentence: {type(item).__name__}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Capping and class balance
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A sentence that passed the threshold: its key, confidence and entity count per type."""
-
-    key: Hashable
-    confidence: float
-    type_counts: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class CapResult:
-    """What :func:`cap_pseudo_labels` selected (in confidence order) and why the rest was dropped."""
-
-    selected: list[Hashable]
-    dropped: dict[Hashable, str]
-    type_caps: dict[str, int] = field(default_factory=dict)
-
-
-def type_caps(candidate_counts: Mapping[str, int], type_share: Mapping[str, float]) -> dict[str, int]:
-    """Entity budget per type so the pseudo-labels follow the gold type distribution.
-
-    ``candidate_counts``: entities per type among the candidates; ``type_share``: the gold share
-    of each type (any positive weights; normalised here). The scale ``N`` is the largest total
-    such that every type present among the candidates can supply ``N * share``; a type's cap is
-    ``ceil(N * share)``. A predicted type with no gold share gets cap 0.
-    """
-    total = sum(w for w in type_share.values() if w > 0)
-    if total <= 0:
-        raise ValueError("type_share must have at least one positive weight")
-    share = {t: w / total for t, w in type_share.items() if w > 0}
-    present = [t for t in share if candidate_counts.get(t, 0) > 0]
-    if not present:
-        return {t: 0 for t in set(share) | set(candidate_counts)}
-    scale = min(candidate_counts[t] / share[t] for t in present)
-    caps = {t: int(math.ceil(scale * share[t] - 1e-9)) for t in share}
-    for t in candidate_counts:
-        caps.setdefault(t, 0)
-    return caps
-
-
-def cap_pseudo_labels(
-    candidates: Iterable[Candidate],
-    max_sentences: int | None = None,
-    type_share: Mapping[str, float] | None = None,
-) -> CapResult:
-    """Keep the most confident candidates within a sentence cap and, optionally, type caps.
-
-    Candidates are visited by confidence (highest first, then key, so the result is
-    deterministic). ``max_sentences`` (None = no cap) limits the kept sentences; ``type_share``
-    (None = no class balance) limits entities per type to :func:`type_caps`: a sentence whose
-    entities would exceed a type's remaining budget is skipped. Every candidate ends up either in
-    ``selected`` or in ``dropped`` with its reason.
-    """
-    if max_sentences is not None and max_sentences < 0:
-        raise ValueError(f"max_sentences must be >= 0, got {max_sentences}")
-    ordered = sorted(candidates, key=lambda c: (-float(c.confidence), str(c.key)))
-    caps: dict[str, int] = {}
-    if type_share is not None:
-        counts: Counter = Counter()
-        for c in ordered:
-            counts.update({t: n for t, n in c.type_counts.items() if n > 0})
-        caps = type_caps(counts, type_share)
-    used: Counter = Counter()
-    selected: list[Hashable] = []
-    dropped: dict[Hashable, str] = {}
-    for c in ordered:
-        if max_sentences is not None and len(selected) >= max_sentences:
-            dropped[c.key] = f"over max_pseudo_per_round={max_sentences}"
-            continue
-        if type_share is not None:
-            over = sorted(t for t, n in c.type_counts.items() if n > 0 and used[t] + n > caps.get(t, 0))
-            if over:
-                dropped[c.key] = "class balance cap reached for " + ", ".join(over)
-                continue
-            used.update({t: n for t, n in c.type_counts.items() if n > 0})
-        selected.append(c.key)
-    return CapResult(selected=selected, dropped=dropped, type_caps=caps)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,7 +63,8 @@ from typing import Any, Callable, Mapping, Sequence
 from cemr.config import Config, ConfigError, flatten
 from cemr.outputs import atomic_write_text
 from cemr.pipeline import RunLayout
-from cemr.selftrain import KEPT, RoundRecord, RunState, best_round, load_state, save_state, should_stop
+from cemr.selection import KEPT
+from cemr.selftrain import RoundRecord, RunState, best_round, load_state, save_state, should_stop
 from cluster.pseudosets import entity_counts, merge_pseudo_dirs, pseudo_samples, score_against_heldout, type_share_of
 from cluster.round_metrics import final_metrics, round_metrics, round_test_f1, stage_metrics
 

@@ -8,7 +8,7 @@ Pipeline (streaming end to end, the corpus never gathered on the driver)::
                      num_cpus=actor_num_cpus, num_gpus=actor_num_gpus, batch_format="pyarrow")
       -> write_parquet(out_dir/all)            every input row, with its status and reason
     read_parquet(out_dir/all) -> aggregate(counts by status, entity type, actor)   (Ray Data aggregate)
-    [cap configured: (key, confidence, types) of kept rows -> cemr.selftrain.cap_pseudo_labels]
+    [cap configured: (key, confidence, types) of kept rows -> SelectionPolicy.cap]
     read_parquet(out_dir/all) -> keep status == kept (and the cap) -> write_parquet(out_dir/kept)
 
 Input rows are counted from the Parquet footers; the statuses must add up to that count and
@@ -21,9 +21,11 @@ CUDA device Ray assigned it (:func:`cluster.runtime.assigned_device`).
 
 Only the sentence columns are read: hidden gold spans of the low-resource protocol, if the shards
 carry them, never reach the actors. Each actor loads the predictor once (``__init__``) and labels
-batches (``__call__``). Every input row comes out exactly once with ``status``:
+batches (``__call__``). The selection rule is :class:`cemr.selection.SelectionPolicy`, built from
+``selftrain`` (:func:`cemr.selection.policy_from_config`) on the driver; the actors apply it
+(:func:`label_row`), the driver caps. Every input row comes out exactly once with ``status``:
 
-- ``kept``: passed the threshold (``cemr.selftrain.select_sentence``); ``spans`` = its pseudo-labels;
+- ``kept``: passed the threshold (``SelectionPolicy.decide``); ``spans`` = its pseudo-labels;
 - ``below_threshold``: predicted but not confident enough (``spans`` empty);
 - ``failed``: the predictor raised on it or returned something invalid; ``reason`` says what.
 
@@ -34,18 +36,19 @@ are counted by error type (``PseudoLabelResult.failures``); when more than
 and the first errors) stops the round after ``out_dir/all`` is written, instead of a round
 trained on what little was labeled.
 ``kept_after_cap`` (``out_dir/kept``) applies ``selftrain.max_pseudo_per_round`` and
-``selftrain.class_balance`` (``cemr.selftrain.cap_pseudo_labels``); ``out_dir/all`` keeps the
+``selftrain.class_balance`` (``SelectionPolicy.cap``); ``out_dir/all`` keeps the
 threshold decision of every row. :class:`PseudoLabelResult` checks that the statuses add up to
 the input rows.
 
 Output schema (``OUTPUT_SCHEMA``): ``cemr.corpus.shards.SENTENCE_SCHEMA`` (``doc_id, sent_id,
 offset, text, spans, source``; ``source = "pseudo:r<round>"``) then ``unsure`` (character ranges
 left untagged by a ``partial`` pseudo-label, read into ``Sentence.unsure``), ``confidence`` (the score
-compared with the threshold: the sentence score in sentence mode, the best entity otherwise;
-null when failed or nothing to score), ``status``, ``reason``, ``predicted`` (entities predicted),
-``predictions`` (every predicted entity with its confidence, kept or not: a reviewer's
-pre-annotations, :mod:`cemr.review`), ``round`` and ``labeler`` (which actor labeled the row). ``cemr.corpus.shards.iter_sentences``
-reads it (extra columns ignored).
+compared with the threshold, ``SelectionPolicy.score``: the sentence score in sentence mode, the
+best entity otherwise; null when failed or nothing to score; what the cap ranks by), ``status``,
+``reason``, ``predicted`` (entities predicted), ``predictions`` (every predicted entity with its
+confidence, kept or not: a reviewer's pre-annotations, :mod:`cemr.review`), ``round`` and
+``labeler`` (which actor labeled the row). ``cemr.corpus.shards.iter_sentences`` reads it (extra
+columns ignored).
 """
 from __future__ import annotations
 
@@ -73,18 +76,15 @@ from cemr.corpus.shards import (
     ranges_to_struct,
     sentence_schema,
 )
-from cemr.selftrain import (
+from cemr.selection import (
     FAILED,
     KEPT,
     STATUSES,
     Candidate,
-    cap_pseudo_labels,
-    load_predictor,
-    select_sentence,
-    sentence_score,
-    unpack_prediction,
-    unsure_ranges,
+    SelectionPolicy,
+    policy_from_config,
 )
+from cemr.selftrain import load_predictor, unpack_prediction
 from cluster.round_metrics import PRF_KEYS, metric_key
 from cluster.runtime import actor_device, actor_resources, assigned_device
 
@@ -172,33 +172,30 @@ def check_prediction_spans(text: str, preds: list[Any]) -> None:
 
 
 def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, Any]:
-    """Status of one sentence given the predictor's output ``item`` for it (pure, no Ray).
+    """Status of one sentence given the predictor's output ``item`` for it (pure, no Ray): the
+    decision of ``SelectionPolicy(threshold, mode)`` (:meth:`cemr.selection.SelectionPolicy.decide`).
 
     Returns ``{"spans": [dict], "unsure": [dict], "status", "reason", "confidence",
-    "predicted", "predictions": [dict with confidence]}``; anything invalid becomes ``failed`` with the reason. ``unsure`` (character
-    ranges left untagged) is filled for kept rows in ``partial`` mode only, from the dropped
-    mentions and the predictor's ``token_confidence`` when it gives one.
+    "predicted", "predictions": [dict with confidence]}``; anything invalid becomes ``failed``
+    with the reason. ``unsure`` (character ranges left untagged) is filled for kept rows in
+    ``partial`` mode only, from the dropped mentions and the predictor's ``token_confidence``
+    when it gives one.
     """
     try:
         if not isinstance(text, str):
             raise ValueError(f"text is {type(text).__name__}, expected str")
         preds, sent_conf = unpack_prediction(item)
         check_prediction_spans(text, preds)
-        kept, status, reason = select_sentence(preds, threshold, mode, sentence_confidence=sent_conf)
-        score = sentence_score(preds, sent_conf) if mode == "sentence" else (
-            max((float(p.confidence) for p in preds), default=None))
-        unsure: list[tuple[int, int]] = []
-        if mode == "partial" and status == KEPT:
-            token_conf = getattr(item, "token_confidence", None) or None
-            unsure = unsure_ranges(len(text), preds, kept, threshold, token_conf)
-            n_unsure = sum(b - a for a, b in unsure)
-            reason += f"; {n_unsure}/{len(text)} chars unsure"
+        token_conf = getattr(item, "token_confidence", None)
+        if token_conf is not None and not len(token_conf):
+            token_conf = None  # an empty one: not given
+        decision = SelectionPolicy(threshold, mode).decide(len(text), preds, sent_conf, token_conf)
         return {
-            "spans": [s.to_dict() for s in kept],
-            "unsure": ranges_to_struct(unsure),
-            "status": status,
-            "reason": reason,
-            "confidence": score,
+            "spans": [s.to_dict() for s in decision.spans],
+            "unsure": ranges_to_struct(decision.unsure),
+            "status": decision.status,
+            "reason": decision.reason,
+            "confidence": decision.score,
             "predicted": len(preds),
             "predictions": [{**p.span.to_dict(), "confidence": float(p.confidence)} for p in preds],
         }
@@ -324,13 +321,15 @@ def summarize_batch(batch: pa.Table) -> pa.Table:
 
 
 def candidates_batch(batch: pa.Table) -> pa.Table:
-    """Kept rows of a batch as cap candidates: key, confidence and entity types (no text)."""
+    """Kept rows of a batch as cap candidates: key, confidence (null: nothing scored) and entity
+    types joined by ``;`` (no text); made :class:`cemr.selection.Candidate` by
+    ``SelectionPolicy.candidate``."""
     kept = batch.filter(pc.equal(batch.column("status"), KEPT))
     types = [";".join(sorted(s["type"] for s in spans or ())) for spans in kept.column("spans").to_pylist()]
     return pa.table({
         "doc_id": kept.column("doc_id"),
         "sent_id": kept.column("sent_id"),
-        "confidence": kept.column("confidence").fill_null(0.0),
+        "confidence": kept.column("confidence"),
         "types": pa.array(types, pa.string()),
     })
 
@@ -494,20 +493,18 @@ def count_outputs(ds: "ray.data.Dataset") -> dict[str, int]:
     return dict(result["counts"]) if result else {}
 
 
-def _cap_selection(all_ds: "ray.data.Dataset", selftrain_cfg: Any, type_share: dict[str, float] | None):
-    """Keys kept after ``max_pseudo_per_round`` / class balance, the drop reasons and the kept
-    entities per type; ``(None, {}, None)`` when no cap is configured."""
-    max_sent = getattr(selftrain_cfg, "max_pseudo_per_round", None)
-    balance = bool(getattr(selftrain_cfg, "class_balance", False))
-    if max_sent is None and not balance:
+def _cap_selection(all_ds: "ray.data.Dataset", policy: SelectionPolicy, type_share: dict[str, float] | None):
+    """Keys kept after the policy's cap (``max_pseudo_per_round`` / class balance), the drop
+    reasons and the kept entities per type; ``(None, {}, None)`` when no cap is configured."""
+    if not policy.capped:
         return None, {}, None
     cands: dict[tuple[str, int], Candidate] = {}
     # only (key, confidence, types) of kept rows come to the driver, never their text
     meta = all_ds.map_batches(candidates_batch, batch_format="pyarrow", batch_size=None)
     for batch in meta.iter_batches(batch_format="pyarrow", batch_size=4096):
         for d, s, c, t in zip(*(batch.column(k).to_pylist() for k in ("doc_id", "sent_id", "confidence", "types"))):
-            cands[(d, s)] = Candidate((d, s), c, Counter(t.split(";")) if t else {})
-    res = cap_pseudo_labels(cands.values(), max_sentences=max_sent, type_share=type_share if balance else None)
+            cands[(d, s)] = policy.candidate((d, s), c, t.split(";") if t else ())
+    res = policy.cap(cands.values(), type_share)
     entities: Counter = Counter()
     for key in res.selected:
         entities.update(cands[key].type_counts)
@@ -538,7 +535,9 @@ def pseudo_label(
     :class:`PseudoLabelFailed`). ``selftrain_cfg``: ``selection``
     (sentence | entity | partial), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
     share per type), ``confidence`` (passed to the predictor's ``load`` as ``confidence=``, with
-    ``predictor_kwargs``).
+    ``predictor_kwargs``): the :class:`cemr.selection.SelectionPolicy` of ``threshold`` and these
+    (:func:`cemr.selection.policy_from_config`; a bad value: :class:`PseudoLabelError` before
+    anything runs).
     Ray must be initialised (:func:`cluster.runtime.init_ray`).
     """
     if not ray.is_initialized():
@@ -546,7 +545,11 @@ def pseudo_label(
     unlabeled_dir, out_dir = Path(unlabeled_dir), Path(out_dir)
     if not unlabeled_dir.exists():
         raise PseudoLabelError(f"{unlabeled_dir}: unlabeled shards not found")
-    if getattr(selftrain_cfg, "class_balance", False) and not type_share:
+    try:
+        policy = policy_from_config(selftrain_cfg, threshold)
+    except ValueError as exc:
+        raise PseudoLabelError(f"bad selection policy: {exc}") from exc
+    if policy.class_balance and not type_share:
         raise PseudoLabelError("selftrain.class_balance needs the gold type distribution (type_share)")
     all_dir, kept_dir = out_dir / "all", out_dir / "kept"
     max_failed = float(getattr(cluster_cfg, "max_failed_fraction", 0.01))
@@ -554,7 +557,7 @@ def pseudo_label(
         raise PseudoLabelError(f"cluster.max_failed_fraction must be between 0 and 1, got {max_failed}")
     res = actor_resources(cluster_cfg)
     actors = int(cluster_cfg.actors)
-    mode = selftrain_cfg.selection
+    mode = policy.mode
     rows_per_file = max(1, int(getattr(cluster_cfg, "rows_per_shard", 2000)))
 
     threads: dict[str, int] = {}
@@ -583,11 +586,11 @@ def pseudo_label(
                 "factory": predictor,
                 "model_dir": str(model_dir),
                 "device": actor_device(res["num_gpus"]),
-                "threshold": threshold,
-                "mode": mode,
+                "threshold": policy.threshold,
+                "mode": policy.mode,
                 "round": round,
                 "predict_batch_size": min(batch_size, 64),
-                "predictor_kwargs": {"confidence": selftrain_cfg.confidence, **threads, **(predictor_kwargs or {})},
+                "predictor_kwargs": {**policy.predictor_kwargs(), **threads, **(predictor_kwargs or {})},
             },
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size,
@@ -619,7 +622,7 @@ def pseudo_label(
     check_failed_fraction(int(round), counts[FAILED], input_rows, max_failed, failures, first_errors, str(all_dir))
     selected, cap_reasons, entities = (None, {}, None)
     if counts[KEPT]:
-        selected, cap_reasons, entities = _cap_selection(all_ds, selftrain_cfg, type_share)
+        selected, cap_reasons, entities = _cap_selection(all_ds, policy, type_share)
         kept_ds = all_ds.map_batches(KeepRows(selected), batch_format="pyarrow", batch_size=None)
         kept_ds.write_parquet(str(kept_dir), min_rows_per_file=rows_per_file)
     _ensure_parquet(kept_dir)

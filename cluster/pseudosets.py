@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from cemr.corpus.document import Span
 from cemr.corpus.shards import UNSURE_FIELD, ShardWriter, count_rows, iter_records, iter_sentences, shard_files
-from cemr.selftrain import KEPT, score_pseudo_labels, sentence_key
+from cemr.selection import KEPT
+from cemr.selftrain import score_pseudo_labels, sentence_key
 
 SAMPLE_SENTENCES = 20  # kept sentences per round logged with tracking.log_samples
 

@@ -121,11 +121,12 @@ def test_a_wrong_value_fails_at_load_naming_the_key_the_value_and_what_is_allowe
 
 
 def test_the_allowed_choices_are_the_codes_own():
-    from cemr.confidence import METHODS
+    from cemr.selection import METHODS
     from cemr.corpus.readers import FORMATS
     from cemr.corpus.validate import POLICIES
     from cemr.lexicon import PRESETS
-    from cemr.selftrain import BOOKKEEPING_MODES, SELECTION_MODES
+    from cemr.selection import SELECTION_MODES
+    from cemr.selftrain import BOOKKEEPING_MODES
 
     for key, values in [("selftrain.confidence", METHODS + ("min_marginal", "mean_marginal")),
                         ("selftrain.selection", SELECTION_MODES), ("selftrain.mode", BOOKKEEPING_MODES),

@@ -1,145 +1,26 @@
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from cemr.corpus.document import Span
+from cemr.selection import select_sentence
 from cemr.selftrain import (
-    BELOW_THRESHOLD,
-    KEPT,
-    Candidate,
     RoundRecord,
     RunState,
     StateError,
     best_round,
-    cap_pseudo_labels,
     load_predictor,
     load_state,
     resolve_factory,
     save_state,
     score_pseudo_labels,
-    select_sentence,
     should_stop,
-    type_caps,
     unpack_prediction,
-    unsure_ranges,
 )
-
-
-@dataclass
-class P:
-    span: Span
-    confidence: float
-
 
 A = Span(0, 2, "疾病和诊断")
 B = Span(3, 5, "症状和体征")
 C = Span(6, 8, "身体部位")
-
-
-# --- selection --------------------------------------------------------------------------------
-
-
-def test_sentence_mode_keeps_all_or_nothing():
-    preds = [P(A, 0.9), P(B, 0.75)]
-    spans, status, reason = select_sentence(preds, 0.7, "sentence")
-    assert (spans, status) == ([A, B], KEPT)
-    assert "0.750" in reason
-    spans, status, reason = select_sentence(preds, 0.8, "sentence")
-    assert (spans, status) == ([], BELOW_THRESHOLD)
-    assert "0.750 < 0.80" in reason
-
-
-def test_sentence_mode_uses_the_sentence_confidence_too():
-    # entities are sure but an O character is not: the sentence is not kept
-    spans, status, _ = select_sentence([P(A, 0.95)], 0.7, "sentence", sentence_confidence=0.4)
-    assert status == BELOW_THRESHOLD and spans == []
-    # a sentence without entities is kept as a negative only with a sure sentence confidence
-    assert select_sentence([], 0.7, "sentence", sentence_confidence=0.9)[:2] == ([], KEPT)
-    spans, status, reason = select_sentence([], 0.7, "sentence")
-    assert status == BELOW_THRESHOLD and "no sentence confidence" in reason
-
-
-def test_threshold_is_inclusive_and_order_of_spans_is_sorted():
-    spans, status, _ = select_sentence([P(B, 0.7), P(A, 0.7)], 0.7, "sentence")
-    assert status == KEPT and spans == [A, B]
-
-
-def test_entity_mode_keeps_the_confident_entities_only():
-    preds = [P(C, 0.95), P(A, 0.5), P(B, 0.8)]
-    spans, status, reason = select_sentence(preds, 0.7, "entity")
-    assert (spans, status) == ([B, C], KEPT)
-    assert reason.startswith("2/3")
-    spans, status, reason = select_sentence([P(A, 0.5)], 0.7, "entity")
-    assert (spans, status) == ([], BELOW_THRESHOLD) and "max 0.500" in reason
-    assert select_sentence([], 0.7, "entity")[1] == BELOW_THRESHOLD
-
-
-def test_partial_mode_selects_like_entity_mode():
-    preds = [P(C, 0.95), P(A, 0.5), P(B, 0.8)]
-    assert select_sentence(preds, 0.7, "partial") == select_sentence(preds, 0.7, "entity")
-
-
-def test_unsure_ranges_cover_dropped_mentions_and_unsure_chars_but_never_kept_ones():
-    preds = [P(A, 0.5), P(B, 0.8)]  # A = 0..2 dropped, B = 3..5 kept
-    conf = [0.9, 0.9, 0.99, 0.6, 0.99, 0.3, 0.99, 0.1, 0.2]
-    assert unsure_ranges(9, preds, [B], 0.7, conf) == [(0, 2), (5, 6), (7, 9)]
-    # B's char 3 is below the threshold but B was kept: its chars stay labelled
-    assert unsure_ranges(9, preds, [B], 0.7, None) == [(0, 2)]
-    assert unsure_ranges(9, [], [], 0.7, [1.0] * 9) == []
-    with pytest.raises(ValueError, match="token confidences"):
-        unsure_ranges(9, preds, [B], 0.7, [1.0] * 8)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"threshold": 1.5}, "threshold"),
-        ({"mode": "document"}, "selection mode"),
-        ({"preds": [P(A, float("nan"))]}, "confidence"),
-        ({"preds": [P(A, -0.1)]}, "confidence"),
-        ({"sentence_confidence": 2.0}, "sentence confidence"),
-    ],
-)
-def test_bad_selection_inputs_raise(kwargs, match):
-    args = {"preds": [P(A, 0.9)], "threshold": 0.5, "mode": "sentence"} | kwargs
-    with pytest.raises(ValueError, match=match):
-        select_sentence(**args)
-
-
-# --- capping ----------------------------------------------------------------------------------
-
-
-def test_sentence_cap_keeps_the_most_confident_and_accounts_for_all():
-    cands = [Candidate(("d", i), conf, {"X": 1}) for i, conf in enumerate([0.7, 0.99, 0.8, 0.95])]
-    res = cap_pseudo_labels(cands, max_sentences=2)
-    assert res.selected == [("d", 1), ("d", 3)]
-    assert set(res.dropped) == {("d", 0), ("d", 2)}
-    assert all("max_pseudo_per_round=2" in r for r in res.dropped.values())
-    assert cap_pseudo_labels(cands).selected == [("d", 1), ("d", 3), ("d", 2), ("d", 0)]
-
-
-def test_type_caps_follow_the_gold_distribution():
-    # gold: X twice as frequent as Y; candidates: 100 X, 10 Y -> Y binds: 20 X, 10 Y
-    assert type_caps({"X": 100, "Y": 10}, {"X": 2, "Y": 1}) == {"X": 20, "Y": 10}
-    # a predicted type without gold share gets nothing
-    assert type_caps({"X": 4, "Z": 3}, {"X": 1.0})["Z"] == 0
-    with pytest.raises(ValueError):
-        type_caps({"X": 1}, {"X": 0})
-
-
-def test_class_balance_skips_sentences_of_an_exhausted_type():
-    cands = [
-        Candidate("s1", 0.99, {"X": 1}),
-        Candidate("s2", 0.98, {"X": 1}),
-        Candidate("s3", 0.97, {"X": 1}),
-        Candidate("s4", 0.90, {"Y": 1}),
-        Candidate("s5", 0.80, {}),  # a negative sentence: no type budget involved
-    ]
-    res = cap_pseudo_labels(cands, type_share={"X": 1, "Y": 1})
-    assert res.type_caps == {"X": 1, "Y": 1}
-    assert res.selected == ["s1", "s4", "s5"]
-    assert res.dropped == {"s2": "class balance cap reached for X", "s3": "class balance cap reached for X"}
 
 
 # --- rounds and stopping ----------------------------------------------------------------------
@@ -266,7 +147,7 @@ def test_load_predictor_accepts_paths_classes_and_callables():
     assert obj.loaded and obj.args == ("m", "cpu", {"confidence": "sequence_prob"})
     assert load_predictor(_Loadable, "m", "cuda").args[1] == "cuda"
     assert load_predictor(lambda d, dev: (d, dev), "m", "cpu") == ("m", "cpu")
-    assert resolve_factory("cemr.selftrain:select_sentence") is select_sentence
+    assert resolve_factory("cemr.selection:select_sentence") is select_sentence
     with pytest.raises(ValueError, match="expected 'package.module:Name'"):
         resolve_factory("cemr.selftrain.select_sentence")
     with pytest.raises(ValueError, match="has no nope"):

@@ -28,8 +28,8 @@ from typing import Any
 
 from cemr.corpus.dedup import normalize, text_digest
 from cemr.corpus.document import CorpusError, ReadReport, Span
+from cemr.selection import BELOW_THRESHOLD
 
-BELOW_THRESHOLD = "below_threshold"  # cemr.selftrain.BELOW_THRESHOLD (not imported: torch-free here)
 PREDICTIONS_COLUMN = "predictions"  # optional list<struct<start, end, type, confidence>> of every row
 MAX_DUPLICATE_IDS = 20  # duplicate ids named in a task's provenance (all are counted)
 ROUND_COLUMNS = ("doc_id", "sent_id", "offset", "text", "status", "confidence", "reason", "round", "source")

@@ -158,6 +158,17 @@ def test_refuses_to_run_without_ray(tmp_path, monkeypatch):
         pseudo_label(tmp_path, tmp_path, tmp_path / "out", 0.7, CLUSTER, SelfTrainConfig(), 1)
 
 
+def test_a_bad_selection_policy_stops_before_anything_runs(tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # past the Ray check: refused before any Ray call
+    with pytest.raises(PseudoLabelError, match=r"bad selection policy: threshold \(selftrain.threshold\) must be"):
+        pseudo_label(tmp_path, tmp_path, tmp_path / "out", 1.5, CLUSTER, SelfTrainConfig(), 1)
+    with pytest.raises(PseudoLabelError, match="selftrain.selection"):
+        pseudo_label(tmp_path, tmp_path, tmp_path / "out", 0.7, CLUSTER, replace(SelfTrainConfig(), selection="x"), 1)
+    assert not (tmp_path / "out").exists()
+
+
 # --- the pipeline on Ray ----------------------------------------------------------------------
 
 

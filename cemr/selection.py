@@ -1,0 +1,392 @@
+"""The self-training selection policy: what of a predicted sentence becomes a pseudo-label.
+
+One :class:`SelectionPolicy`, built from the ``selftrain`` config section by
+:func:`policy_from_config`, owns the whole rule:
+
+- the confidence method the predictor measures with (``confidence_method``, one of
+  :data:`METHODS`; the maths is :mod:`cemr.confidence`), passed to it by
+  :meth:`SelectionPolicy.predictor_kwargs`;
+- the score a sentence is compared with the threshold (:meth:`SelectionPolicy.score`): in
+  ``sentence`` mode the minimum of the sentence confidence (when given) and of every entity
+  confidence, otherwise the best entity; None when there is nothing to score;
+- the keep decision, the kept spans and the reason (:meth:`SelectionPolicy.select`);
+- the characters a ``partial`` pseudo-label leaves untagged (:meth:`SelectionPolicy.unsure`);
+- the cap (``max_pseudo_per_round``, ``class_balance``): the kept sentences ranked by the same
+  score (:meth:`SelectionPolicy.candidate`, :func:`cap_rank`), then :meth:`SelectionPolicy.cap`.
+
+:meth:`SelectionPolicy.decide` applies the score, the keep rule and the unsure ranges to one
+sentence (what ``cluster.pseudolabel`` writes per row). The policy is a frozen dataclass: pure
+(no torch, no Ray), hashable and picklable. :func:`select_sentence` and :func:`unsure_ranges`
+are the same rule as plain functions.
+
+Selection modes (``selftrain.selection``, :data:`SELECTION_MODES`):
+
+- ``sentence``: a sentence is kept whole (all its predicted entities, and its ``O`` characters as
+  negatives) when its score reaches the threshold, so one unsure mention sinks the sentence. A
+  sentence with no predicted entity is kept only when a sentence confidence says the model is
+  sure of its ``O`` tags.
+- ``entity``: every entity at or above the threshold is kept, the others are dropped; the sentence
+  is kept when at least one entity survives. Dropped mentions become ``O`` in training (possible
+  false negatives): cheaper in recall, richer in entities.
+- ``partial``: entity selection, but nothing the model is unsure of is trained as ``O``: the
+  characters of dropped mentions, and every other character whose decoded tag's marginal
+  (``token_confidence``) is below the threshold, are written as ``unsure`` ranges and the CRF
+  loss sums over all tags there (partial-label training,
+  :func:`cemr.confidence.crf_partial_nll`). Confident ``O`` characters stay negatives. Measured in
+  ``benchmarks/bench_lowres.py``: the ``O`` given to missed and unsure mentions is what cost the
+  other two modes their recall.
+
+Statuses of a pseudo-labeled sentence (:data:`STATUSES`): ``kept`` and ``below_threshold`` (the
+policy's decision) and ``failed`` (the predictor raised or returned something invalid; recorded
+by the caller).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cemr.corpus.document import Span
+
+KEPT = "kept"
+BELOW_THRESHOLD = "below_threshold"
+FAILED = "failed"
+STATUSES = (KEPT, BELOW_THRESHOLD, FAILED)
+SELECTION_MODES = ("sentence", "entity", "partial")
+
+# confidence methods: what each computes is cemr.confidence (batch_confidences)
+DEFAULT_METHOD = "entity_min_marginal"
+METHODS = ("entity_min_marginal", "entity_mean_marginal", "sequence_prob")
+ALIASES = {"min_marginal": "entity_min_marginal", "mean_marginal": "entity_mean_marginal"}
+
+
+def normalize_method(method: str) -> str:
+    """Canonical method name (``min_marginal`` -> ``entity_min_marginal`` ...); ValueError if unknown."""
+    name = ALIASES.get(method, method)
+    if name not in METHODS:
+        raise ValueError(f"unknown confidence method {method!r}; choose one of {', '.join(METHODS)}")
+    return name
+
+
+class ScoredSpan(Protocol):
+    """What a predictor returns per entity (``cemr.predictor.Prediction`` satisfies it)."""
+
+    span: Span
+    confidence: float
+
+
+def _check_confidence(value: float, what: str) -> float:
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0 + 1e-6:
+        raise ValueError(f"{what} must be a probability in [0, 1], got {value!r}")
+    return min(value, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Capping and class balance
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence that passed the threshold: its key, confidence (its score) and entity count per type."""
+
+    key: Hashable
+    confidence: float
+    type_counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CapResult:
+    """What :func:`cap_pseudo_labels` selected (in confidence order) and why the rest was dropped."""
+
+    selected: list[Hashable]
+    dropped: dict[Hashable, str]
+    type_caps: dict[str, int] = field(default_factory=dict)
+
+
+def cap_rank(candidate: Candidate) -> tuple[float, str]:
+    """The order the cap visits candidates in: highest confidence first, then by key (so the
+    result is deterministic)."""
+    return (-float(candidate.confidence), str(candidate.key))
+
+
+def type_caps(candidate_counts: Mapping[str, int], type_share: Mapping[str, float]) -> dict[str, int]:
+    """Entity budget per type so the pseudo-labels follow the gold type distribution.
+
+    ``candidate_counts``: entities per type among the candidates; ``type_share``: the gold share
+    of each type (any positive weights; normalised here). The scale ``N`` is the largest total
+    such that every type present among the candidates can supply ``N * share``; a type's cap is
+    ``ceil(N * share)``. A predicted type with no gold share gets cap 0.
+    """
+    total = sum(w for w in type_share.values() if w > 0)
+    if total <= 0:
+        raise ValueError("type_share must have at least one positive weight")
+    share = {t: w / total for t, w in type_share.items() if w > 0}
+    present = [t for t in share if candidate_counts.get(t, 0) > 0]
+    if not present:
+        return {t: 0 for t in set(share) | set(candidate_counts)}
+    scale = min(candidate_counts[t] / share[t] for t in present)
+    caps = {t: int(math.ceil(scale * share[t] - 1e-9)) for t in share}
+    for t in candidate_counts:
+        caps.setdefault(t, 0)
+    return caps
+
+
+def cap_pseudo_labels(
+    candidates: Iterable[Candidate],
+    max_sentences: int | None = None,
+    type_share: Mapping[str, float] | None = None,
+) -> CapResult:
+    """Keep the most confident candidates within a sentence cap and, optionally, type caps.
+
+    Candidates are visited in :func:`cap_rank` order. ``max_sentences`` (None = no cap) limits the
+    kept sentences; ``type_share`` (None = no class balance) limits entities per type to
+    :func:`type_caps`: a sentence whose entities would exceed a type's remaining budget is
+    skipped. Every candidate ends up either in ``selected`` or in ``dropped`` with its reason.
+    """
+    if max_sentences is not None and max_sentences < 0:
+        raise ValueError(f"max_sentences must be >= 0, got {max_sentences}")
+    ordered = sorted(candidates, key=cap_rank)
+    caps: dict[str, int] = {}
+    if type_share is not None:
+        counts: Counter = Counter()
+        for c in ordered:
+            counts.update({t: n for t, n in c.type_counts.items() if n > 0})
+        caps = type_caps(counts, type_share)
+    used: Counter = Counter()
+    selected: list[Hashable] = []
+    dropped: dict[Hashable, str] = {}
+    for c in ordered:
+        if max_sentences is not None and len(selected) >= max_sentences:
+            dropped[c.key] = f"over max_pseudo_per_round={max_sentences}"
+            continue
+        if type_share is not None:
+            over = sorted(t for t, n in c.type_counts.items() if n > 0 and used[t] + n > caps.get(t, 0))
+            if over:
+                dropped[c.key] = "class balance cap reached for " + ", ".join(over)
+                continue
+            used.update({t: n for t, n in c.type_counts.items() if n > 0})
+        selected.append(c.key)
+    return CapResult(selected=selected, dropped=dropped, type_caps=caps)
+
+
+# ----------------------------------------------------------------------------------------------
+# The policy
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy made of one predicted sentence.
+
+    ``spans``: the pseudo-labels, sorted (empty unless ``status`` is ``kept``); ``status``:
+    ``kept`` or ``below_threshold``; ``reason``: short and human-readable; ``score``: the number
+    compared with the threshold (None: nothing to score); ``unsure``: sorted, merged
+    ``(start, end)`` character ranges left untagged (kept sentences in ``partial`` mode only).
+    """
+
+    spans: list[Span]
+    status: str
+    reason: str
+    score: float | None
+    unsure: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """The selection rule of one self-training round (see the module docstring).
+
+    ``threshold`` in [0, 1] (kept when the confidence is >= it); ``mode``: one of
+    :data:`SELECTION_MODES`; ``confidence_method``: one of :data:`METHODS` or :data:`ALIASES`
+    (stored canonical); ``max_sentences``: the cap on kept sentences (None: none);
+    ``class_balance``: cap entities per type to the gold type shares. Bad values raise
+    ``ValueError`` naming the ``selftrain`` key.
+    """
+
+    threshold: float
+    mode: str = "sentence"
+    confidence_method: str = DEFAULT_METHOD
+    max_sentences: int | None = None
+    class_balance: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in SELECTION_MODES:
+            raise ValueError(f"unknown selection mode {self.mode!r} (selftrain.selection); "
+                             f"choose one of {', '.join(SELECTION_MODES)}")
+        object.__setattr__(self, "threshold", _check_confidence(self.threshold, "threshold (selftrain.threshold)"))
+        object.__setattr__(self, "confidence_method", normalize_method(self.confidence_method))
+        if self.max_sentences is not None:
+            if int(self.max_sentences) < 0:
+                raise ValueError(f"selftrain.max_pseudo_per_round must be >= 0 (or null), got {self.max_sentences}")
+            object.__setattr__(self, "max_sentences", int(self.max_sentences))
+        object.__setattr__(self, "class_balance", bool(self.class_balance))
+
+    # -- one sentence --------------------------------------------------------------------------
+
+    def _score(self, confidences: list[float], sentence_confidence: float | None) -> float | None:
+        if self.mode == "sentence":
+            values = confidences + ([sentence_confidence] if sentence_confidence is not None else [])
+            return min(values, default=None)
+        return max(confidences, default=None)
+
+    def score(self, preds: Sequence[ScoredSpan], sentence_confidence: float | None = None) -> float | None:
+        """The number compared with the threshold: in ``sentence`` mode the minimum of every
+        entity confidence and of ``sentence_confidence`` (when given), otherwise the best entity
+        confidence; None when there is none. Also what the cap ranks kept sentences by."""
+        sent = None if sentence_confidence is None else float(sentence_confidence)
+        return self._score([float(p.confidence) for p in preds], sent)
+
+    def select(
+        self, preds: Sequence[ScoredSpan], sentence_confidence: float | None = None
+    ) -> tuple[list[Span], str, str]:
+        """Decide what of one predicted sentence becomes a pseudo-label.
+
+        ``preds``: the sentence's predicted entities (``.span``, ``.confidence``);
+        ``sentence_confidence``: the predictor's confidence in the whole decoded sentence, ``O``
+        tags included, or None (used by ``sentence`` mode only).
+
+        Returns ``(kept_spans, status, reason)``: ``kept_spans`` sorted (empty unless ``status``
+        is ``kept``), ``status`` one of ``kept`` / ``below_threshold``, and a short reason.
+        Raises ``ValueError`` for a confidence that is not a probability (the caller records
+        those as ``failed``).
+        """
+        t = self.threshold
+        confs = [_check_confidence(p.confidence, f"confidence of {p.span}") for p in preds]
+        if sentence_confidence is not None:
+            sentence_confidence = _check_confidence(sentence_confidence, "sentence confidence")
+        spans = [p.span for p in preds]
+        score = self._score(confs, sentence_confidence)
+
+        if self.mode == "sentence":
+            if score is None:
+                return [], BELOW_THRESHOLD, "no entity predicted and no sentence confidence"
+            if score >= t:
+                return sorted(spans), KEPT, f"sentence confidence {score:.3f} >= {t:.2f}"
+            return [], BELOW_THRESHOLD, f"sentence confidence {score:.3f} < {t:.2f}"
+        kept = sorted(s for s, c in zip(spans, confs) if c >= t)
+        if kept:
+            return kept, KEPT, f"{len(kept)}/{len(spans)} entities >= {t:.2f}"
+        if not spans:
+            return [], BELOW_THRESHOLD, "no entity predicted"
+        return [], BELOW_THRESHOLD, f"0/{len(spans)} entities >= {t:.2f} (max {score:.3f})"
+
+    def unsure(
+        self,
+        length: int,
+        preds: Sequence[ScoredSpan],
+        kept: Sequence[Span],
+        token_confidence: Sequence[float] | None = None,
+    ) -> list[tuple[int, int]]:
+        """The characters a partial pseudo-label leaves untagged, as sorted, merged
+        ``(start, end)`` ranges of a sentence of ``length`` characters.
+
+        Unsure: every character of a predicted entity that was not ``kept``, and every character
+        outside the kept entities whose ``token_confidence`` (marginal of its decoded tag; None:
+        not used) is below the threshold. Characters of kept entities are never unsure.
+        """
+        if token_confidence is not None and len(token_confidence) != length:
+            raise ValueError(f"{len(token_confidence)} token confidences for a sentence of {length} chars")
+        unsure = [False] * length
+        kept_set = set(kept)
+        for p in preds:
+            if p.span not in kept_set:
+                for i in range(p.span.start, min(p.span.end, length)):
+                    unsure[i] = True
+        if token_confidence is not None:
+            for i, c in enumerate(token_confidence):
+                if float(c) < self.threshold:
+                    unsure[i] = True
+        for span in kept:
+            for i in range(span.start, min(span.end, length)):
+                unsure[i] = False
+        out: list[tuple[int, int]] = []
+        i = 0
+        while i < length:
+            if unsure[i]:
+                j = i
+                while j < length and unsure[j]:
+                    j += 1
+                out.append((i, j))
+                i = j
+            else:
+                i += 1
+        return out
+
+    def decide(
+        self,
+        length: int,
+        preds: Sequence[ScoredSpan],
+        sentence_confidence: float | None = None,
+        token_confidence: Sequence[float] | None = None,
+    ) -> Decision:
+        """:meth:`select`, :meth:`score` and, for a kept sentence in ``partial`` mode,
+        :meth:`unsure` (whose character count is added to the reason) of one sentence of
+        ``length`` characters."""
+        kept, status, reason = self.select(preds, sentence_confidence)
+        unsure: list[tuple[int, int]] = []
+        if self.mode == "partial" and status == KEPT:
+            unsure = self.unsure(length, preds, kept, token_confidence)
+            reason += f"; {sum(b - a for a, b in unsure)}/{length} chars unsure"
+        return Decision(kept, status, reason, self.score(preds, sentence_confidence), unsure)
+
+    def predictor_kwargs(self) -> dict[str, Any]:
+        """What a predictor's ``load`` is given so its confidences are the ones this policy
+        thresholds: ``{"confidence": confidence_method}``."""
+        return {"confidence": self.confidence_method}
+
+    # -- the cap -------------------------------------------------------------------------------
+
+    @property
+    def capped(self) -> bool:
+        """Whether a cap applies (``max_pseudo_per_round`` or ``class_balance``)."""
+        return self.max_sentences is not None or self.class_balance
+
+    def candidate(self, key: Hashable, score: float | None, types: Iterable[str]) -> Candidate:
+        """A kept sentence as a cap candidate: ``key``, its :meth:`score` (None ranks as 0.0,
+        last) and the types of its kept entities (one item per entity)."""
+        return Candidate(key, 0.0 if score is None else float(score), Counter(types))
+
+    def cap(self, candidates: Iterable[Candidate], type_share: Mapping[str, float] | None = None) -> CapResult:
+        """:func:`cap_pseudo_labels` with this policy's ``max_sentences`` and, with
+        ``class_balance``, the gold ``type_share`` (required then)."""
+        if self.class_balance and not type_share:
+            raise ValueError("selftrain.class_balance needs the gold type distribution (type_share)")
+        return cap_pseudo_labels(candidates, self.max_sentences, type_share if self.class_balance else None)
+
+
+def policy_from_config(selftrain: Any, threshold: float | None = None) -> SelectionPolicy:
+    """The policy of a ``selftrain`` config section (:class:`cemr.config.SelfTrainConfig`):
+    ``threshold`` (or the ``threshold`` given, e.g. a sweep's), ``selection``, ``confidence``,
+    ``max_pseudo_per_round`` and ``class_balance``."""
+    return SelectionPolicy(
+        threshold=selftrain.threshold if threshold is None else threshold,
+        mode=selftrain.selection,
+        confidence_method=selftrain.confidence,
+        max_sentences=selftrain.max_pseudo_per_round,
+        class_balance=selftrain.class_balance,
+    )
+
+
+def select_sentence(
+    preds: Sequence[ScoredSpan],
+    threshold: float,
+    mode: str = "sentence",
+    sentence_confidence: float | None = None,
+) -> tuple[list[Span], str, str]:
+    """:meth:`SelectionPolicy.select` of ``SelectionPolicy(threshold, mode)`` (``ValueError`` for a
+    bad threshold or mode too)."""
+    return SelectionPolicy(threshold, mode).select(preds, sentence_confidence)
+
+
+def unsure_ranges(
+    length: int,
+    preds: Sequence[ScoredSpan],
+    kept: Sequence[Span],
+    threshold: float,
+    token_confidence: Sequence[float] | None = None,
+) -> list[tuple[int, int]]:
+    """:meth:`SelectionPolicy.unsure` of a partial policy with ``threshold``."""
+    return SelectionPolicy(threshold, "partial").unsure(length, preds, kept, token_confidence)
