@@ -62,7 +62,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from cemr.pipeline import pretrain_from_config
 
     cfg = _load(args)
-    metrics = pretrain_from_config(cfg, Path(args.out or cfg.run_dir), device=cfg.train.device)
+    metrics = pretrain_from_config(cfg, Path(args.out or cfg.run_dir), device=cfg.train.device, log=_log)
     print(json.dumps(metrics, ensure_ascii=False, indent=1))
     return 0
 
@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cemr.pipeline import train_from_config
 
     cfg = _load(args)
-    result = train_from_config(cfg, Path(args.out or cfg.run_dir))
+    result = train_from_config(cfg, Path(args.out or cfg.run_dir), log=_log)
     print(json.dumps(result, ensure_ascii=False, indent=1))
     return 0
 

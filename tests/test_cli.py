@@ -77,8 +77,16 @@ def test_help_runs_as_a_module():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    import contextlib
+    import io
+
     run = tmp_path_factory.mktemp("run")
-    assert main(["train", "--out", str(run), *TINY]) == 0
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["train", "--out", str(run), *TINY]) == 0
+    # `cemr train > report.json` is valid JSON: progress goes to stderr, the report alone to stdout
+    assert json.loads(out.getvalue())["model"] == str(run / "model")
+    assert "epoch 1/2" in err.getvalue()
     return run
 
 
