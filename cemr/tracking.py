@@ -2,9 +2,11 @@
 
 :class:`Tracker` wraps one MLflow run per bootstrap run (``cluster.bootstrap``): params, metrics
 per round as steps of that run (step = round), artifacts, figures and the model directory logged
-as an MLflow pyfunc model (and registered). The runs of a threshold sweep nest under the sweep's
-run through the ``mlflow.parentRunId`` tag given to :meth:`Tracker.start_parent`. A disabled
-tracker accepts every call and does nothing, so callers need no ``if``.
+as an MLflow pyfunc model (and registered) that ``mlflow models serve`` serves: :mod:`cemr.serving`
+logged as code, with cemr's package and installable requirements. The runs of a threshold sweep
+nest under the sweep's run through the ``mlflow.parentRunId`` tag given to
+:meth:`Tracker.start_parent`. A disabled tracker accepts every call and does nothing, so callers
+need no ``if``.
 
 Where runs go: ``MLFLOW_TRACKING_URI`` (environment) wins, then ``tracking_uri``, else a sqlite
 store ``sqlite:///<store_dir>/mlflow.db`` (MLflow 3.17 refuses the old ``./mlruns`` file store).
@@ -20,11 +22,13 @@ MLflow is imported lazily (importing it costs seconds), so ``import cemr.trackin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -133,74 +137,74 @@ def f1_vs_threshold_figure(thresholds: Sequence[float], f1s: Sequence[float]):
 
 
 # ----------------------------------------------------------------------------------------------
-# The pyfunc model
+# The logged model: code (cemr.serving), cemr's package, requirements
 # ----------------------------------------------------------------------------------------------
 
+# what importing cemr.predictor and loading a model directory imports (transformers: BERT
+# featurizers); not gensim (word2vec pretraining only), pyarrow (shards), matplotlib, ray
+SERVING_DISTRIBUTIONS = ("torch", "transformers", "pytorch-crf", "numpy", "safetensors", "pyyaml")
 
-def texts_from_model_input(model_input: Any) -> list[str]:
-    """Texts from a pyfunc input: a list/array of str, a str, or a DataFrame with a ``text`` column
-    (or a single column)."""
-    if isinstance(model_input, str):
-        return [model_input]
-    columns = getattr(model_input, "columns", None)
-    if columns is not None:
-        names = list(columns)
-        if "text" in names:
-            col = model_input["text"]
-        elif len(names) == 1:
-            col = model_input[names[0]]
+
+def serving_requirements(distributions: Sequence[str] = SERVING_DISTRIBUTIONS) -> list[str]:
+    """``name==version`` of each installed distribution, as an index has it: the local version
+    label dropped (``torch 2.13.0+cpu`` -> ``torch==2.13.0``, which a GPU server installs as its
+    CUDA build). ``TrackingError`` for one that is not installed (the model could not run)."""
+    from importlib import metadata
+
+    from packaging.version import Version
+
+    reqs = []
+    for dist in distributions:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            raise TrackingError(f"{dist} is not installed, but a served cemr model needs it; "
+                                f"install cemr's dependencies (pip install -e .) and log the model again") from None
+        reqs.append(f"{dist}=={Version(version).public}")
+    return reqs
+
+
+def serving_code_file() -> str:
+    """The models-from-code file the model is logged with (:mod:`cemr.serving`)."""
+    return str(Path(__file__).with_name("serving.py"))
+
+
+def cemr_package_dir() -> str:
+    """cemr's package directory (``code_paths`` of the logged model: its code travels with it)."""
+    return str(Path(__file__).resolve().parent)
+
+
+def model_signature():
+    """Input: one unnamed string column (a list of records, or a DataFrame of one column such as
+    ``text``); param ``batch_size``. No output schema (a list of span lists per record)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from cemr.serving import DEFAULT_BATCH_SIZE
+
+    return ModelSignature(inputs=Schema([ColSpec("string")]),
+                          params=ParamSchema([ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]))
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (the one that logs models) pointed at ``uri`` inside the block only:
+    the global tracking URI and ``MLFLOW_TRACKING_URI`` (which ``mlflow.set_tracking_uri`` sets for
+    subprocesses) are as they were afterwards."""
+    import mlflow
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    current = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    previous = current if current != env else None  # one the environment gives comes back with it
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None: unset (the environment variable too)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
-            raise ValueError(f"expected a 'text' column, got columns {names}")
-        return [str(t) for t in col.tolist()]
-    items = list(model_input)
-    bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"input item {bad[0]} is {type(items[bad[0]]).__name__}, expected str")
-    return items
-
-
-def _build_pyfunc_class():
-    import mlflow.pyfunc
-
-    class CemrPyfuncModel(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc wrapper of a cemr model directory (logged as the ``model_dir`` artifact).
-
-        ``predict(texts) -> [[{"start", "end", "type", "confidence"}, ...], ...]`` (one list per
-        text, offsets into that text, end exclusive): records of any length, split and mapped back
-        as ``cemr predict`` does (:func:`cemr.inference.tag_records`).
-        """
-
-        def __init__(self, predictor: str = DEFAULT_PREDICTOR, device: str = "cpu", batch_size: int = 64):
-            self.predictor = predictor
-            self.device = device
-            self.batch_size = batch_size
-            self._model = None
-
-        def load_context(self, context):
-            from cemr.selftrain import load_predictor
-
-            self._model = load_predictor(self.predictor, context.artifacts["model_dir"], self.device)
-
-        def predict(self, context, model_input, params=None):
-            from cemr.inference import tag_records
-
-            texts = texts_from_model_input(model_input)
-            batch_size = int((params or {}).get("batch_size", self.batch_size))
-            return tag_records(self._model, texts, batch_size)
-
-    CemrPyfuncModel.__module__ = __name__
-    CemrPyfuncModel.__qualname__ = "CemrPyfuncModel"
-    return CemrPyfuncModel
-
-
-def __getattr__(name: str) -> Any:
-    # ``CemrPyfuncModel`` is built on first use (it subclasses an MLflow class, and importing MLflow
-    # is slow); cached as a module global so pickling finds it as ``cemr.tracking.CemrPyfuncModel``.
-    if name == "CemrPyfuncModel":
-        cls = _build_pyfunc_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,12 +457,21 @@ class Tracker:
         *,
         name: str = "model",
         predictor: str = DEFAULT_PREDICTOR,
+        device: str = "auto",
+        batch_size: int = 64,
         run_id: str | None = None,
     ) -> str | None:
-        """Log ``model_dir`` as an MLflow pyfunc model (artifact ``model_dir``) and register it.
+        """Log ``model_dir`` as an MLflow pyfunc model of this run and register it as
+        ``register_name`` (a new version).
 
-        Returns the model URI (``models:/<model id>``), or None when disabled. ``predictor``:
-        ``module:Class`` with ``.load(model_dir, device)`` and ``predict_documents(docs, batch_size=...)``.
+        The model is :mod:`cemr.serving` logged as code, cemr's package as its ``code_paths``,
+        ``model_dir`` as the ``model_dir`` artifact, ``{predictor, device, batch_size}`` as its model
+        config and :func:`serving_requirements` (plus MLflow's own pin) as its requirements: what
+        ``mlflow models serve -m models:/<register_name>/<version>`` needs. ``predictor``:
+        ``module:Class`` with ``.load(model_dir, device)`` and ``predict_documents(docs, batch_size=...)``
+        (importable where the model is served).
+
+        Returns the model URI (``models:/<model id>``), or None when disabled.
         """
         if not self.enabled:
             return None
@@ -466,19 +479,19 @@ class Tracker:
         if not model_dir.is_dir():
             raise TrackingError(f"{model_dir}: model directory does not exist")
         import mlflow
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         run_id = self._run(run_id)
         status = self.client.get_run(run_id).info.status
-        # the fluent API is the one that logs models; point it at our store for this call only
-        # (_use_tracking_uri restores the previous URI and MLFLOW_TRACKING_URI afterwards)
-        with _use_tracking_uri(self.uri), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        with fluent_tracking_uri(self.uri), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             info = mlflow.pyfunc.log_model(
                 name=name,
-                python_model=__getattr__("CemrPyfuncModel")(predictor=predictor),
+                python_model=serving_code_file(),
+                code_paths=[cemr_package_dir()],
                 artifacts={"model_dir": str(model_dir.resolve())},
+                model_config={"predictor": predictor, "device": device, "batch_size": int(batch_size)},
+                signature=model_signature(),
                 registered_model_name=register_name,
-                pip_requirements=_pip_requirements(),
+                pip_requirements=serving_requirements(),
             )
         if status == "RUNNING":  # leaving the fluent block ended the run: it is still ours to end
             self.client.update_run(run_id, status="RUNNING")
@@ -487,20 +500,6 @@ class Tracker:
     def load_model(self, model_uri: str) -> Any:
         """Load a logged/registered pyfunc model (``models:/...``) from this tracker's store."""
         import mlflow.pyfunc
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-        with _use_tracking_uri(self.uri):
+        with fluent_tracking_uri(self.uri):
             return mlflow.pyfunc.load_model(model_uri)
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned requirements of the logged model (explicit, so MLflow does not infer them by loading it)."""
-    from importlib import metadata
-
-    reqs = []
-    for dist in ("cemr", "torch", "transformers", "pytorch-crf", "numpy", "safetensors"):
-        try:
-            reqs.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return reqs

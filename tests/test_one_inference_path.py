@@ -66,7 +66,7 @@ def test_every_path_gives_the_same_spans(model_dir, tmp_path):
            for i, x in zip(out["id"], out["entities"])}
     assert got == reference
 
-    from cemr.tracking import CemrPyfuncModel
+    from cemr.serving import CemrPyfuncModel
 
     pyfunc = CemrPyfuncModel()
     pyfunc.load_context(SimpleNamespace(artifacts={"model_dir": str(model_dir)}))

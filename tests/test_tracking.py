@@ -9,12 +9,14 @@ from cemr.config import TrackingConfig
 from cemr.corpus.document import Span
 from cemr.selftrain import RoundRecord
 from cemr.tracking import (
+    SERVING_DISTRIBUTIONS,
     Tracker,
     TrackingError,
     f1_vs_round_figure,
+    fluent_tracking_uri,
     line_figure,
     resolve_tracking_uri,
-    texts_from_model_input,
+    serving_requirements,
 )
 
 
@@ -165,13 +167,14 @@ def test_text_samples_only_when_asked(store):
 
 def test_model_dir_as_registered_pyfunc(store):
     import pandas as pd
+    import yaml
 
     model_dir = store / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"keyword": "高血压"}), encoding="utf-8")
     t = Tracker(experiment="models", store_dir=store)
     t.start_parent({"x": 1})
-    uri = t.log_model_dir(model_dir, "cemr-test-tagger", predictor=f"{__name__}:FakePredictor")
+    uri = t.log_model_dir(model_dir, "cemr-test-tagger", predictor=f"{__name__}:FakePredictor", device="cpu")
     assert _client(t).get_run(t.parent_id).info.status == "RUNNING"  # still ours to end
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the fluent call left no global behind
     t.end()
@@ -185,9 +188,58 @@ def test_model_dir_as_registered_pyfunc(store):
     with pytest.raises(TrackingError, match="does not exist"):
         Tracker(experiment="models", store_dir=store).log_model_dir(store / "nope")
 
+    # what was logged: code (no pickle), cemr's package, installable requirements
+    logged = _download_model(t, uri, store / "dl-model")
+    files = {p.relative_to(logged).as_posix() for p in logged.rglob("*") if p.is_file()}
+    assert "python_model.pkl" not in files and "serving.py" in files
+    assert {"code/cemr/inference.py", "code/cemr/predictor.py", "code/cemr/serving.py",
+            "artifacts/model/config.json"} <= files
+    assert not any("__pycache__" in f for f in files)
+    flavor = yaml.safe_load((logged / "MLmodel").read_text(encoding="utf-8"))["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and flavor["code"] == "code"
+    assert flavor["config"] == {"predictor": f"{__name__}:FakePredictor", "device": "cpu", "batch_size": 64}
+    reqs = (logged / "requirements.txt").read_text(encoding="utf-8").split()
+    assert [r.split("==")[0] for r in reqs] == ["mlflow", *SERVING_DISTRIBUTIONS]
+    assert not any("+" in r or r.startswith("cemr") for r in reqs)
+
+
+def _download_model(tracker, uri, dst):
+    from mlflow.artifacts import download_artifacts
+
+    with fluent_tracking_uri(tracker.uri):
+        return Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
+def test_requirements_are_what_an_index_has(monkeypatch):
+    from importlib import metadata
+
+    versions = {"torch": "2.13.0+cpu", "numpy": "2.4.6"}
+    monkeypatch.setattr(metadata, "version", lambda d: versions[d] if d in versions else
+                        (_ for _ in ()).throw(metadata.PackageNotFoundError(d)))
+    assert serving_requirements(["torch", "numpy"]) == ["torch==2.13.0", "numpy==2.4.6"]
+    with pytest.raises(TrackingError, match="pytorch-crf is not installed"):
+        serving_requirements(["torch", "pytorch-crf"])
+
+
+def test_the_fluent_uri_is_restored(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    with fluent_tracking_uri("sqlite:////ours/mlflow.db"):
+        assert mlflow.get_tracking_uri() == "sqlite:////ours/mlflow.db"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////elsewhere/mlflow.db"
+    assert mlflow.get_tracking_uri() == "sqlite:////elsewhere/mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)
+    with fluent_tracking_uri("sqlite:////ours/mlflow.db"):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ and not mlflow.is_tracking_uri_set()
+
 
 def test_texts_from_model_input():
     import pandas as pd
+
+    from cemr.serving import texts_from_model_input
 
     assert texts_from_model_input("a") == ["a"]
     assert texts_from_model_input(["a", "b"]) == ["a", "b"]
