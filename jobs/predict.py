@@ -1,62 +1,38 @@
-"""``python -m jobs.predict --input PATH [--input PATH ...] --out OUT [options] [key=value ...]``:
-batch inference with Ray Data.
+"""``python -m jobs.predict --input PATH [--input PATH ...] --out DIR [options] [key=value ...]``:
+streaming batch inference with Ray Data (:mod:`cluster.batch_predict`).
 
-Documents are read on the driver with cemr's readers (``--input-format``: ``auto``, detected per
-input, ``text`` or a labeled format, whose labels are ignored; rejected records are counted in the
-summary, never silently dropped), handed to Ray Data (``from_items``: the corpus must fit in the
-driver's memory; for a larger pool, ``prepare`` it into shards and use the pseudo-labeling
-pipeline), tagged by a pool of actors (:class:`DocumentTagger`: one
+Inputs are files or directories read with cemr's readers in Ray tasks, one per input
+(``--input-format``: ``auto``, detected per input, ``text`` or a labeled format, whose labels are
+ignored; rejected records are counted in the manifest, never silently dropped); the documents are
+tagged by a pool of actors (:class:`cluster.batch_predict.DocumentTagger`: one
 :class:`cemr.predictor.Predictor` per actor; records split into sentences of at most ``--max-len``
-chars, by default the model's own, and mapped back: :func:`cemr.inference.tag_records`), and
-written in input order as JSON lines (``{"id", "text", "entities": [{"start", "end", "type",
-"mention", "confidence"}]}``, document offsets, end exclusive) or as BRAT (``<id>.txt`` +
-``<id>.ann``). The output is checked before anything is read (never an input; an existing one
-replaced only with ``--overwrite``) and appears complete or not at all.
+chars, by default the model's own, and mapped back: :func:`cemr.inference.tag_records`) and written
+as shards of the directory ``--out``: ``part-NNNNNN.jsonl`` (``{"id", "text", "entities": [{"start",
+"end", "type", "mention", "confidence"}]}``, document offsets, end exclusive), ``part-NNNNNN.parquet``
+(the same fields) or BRAT (``<id>.txt`` + ``<id>.ann``), with ``manifest.json``: per input what was
+read, kept, rejected (with reasons) and written, per shard its documents. The driver holds no
+documents, so a corpus of any size fits.
+
+The output is checked before anything is read (never an input; an existing one replaced only with
+``--overwrite``) and appears complete or not at all; repeated document ids stop the job before
+anything is tagged (exit 2); documents written that differ from those kept fail it (exit 1).
 
 The model is ``--model DIR``, by default the best round's model of ``run_dir`` (its
-``state.json``). Actors: ``cluster.actors`` x (``cluster.actor_num_cpus``, ``cluster.actor_num_gpus``
-when the cluster has GPUs); batches of ``cluster.batch_size`` documents.
+``state.json``). Actors: ``cluster.actors`` x (``cluster.actor_num_cpus``, ``cluster.actor_num_gpus``,
+waited for up to ``cluster.gpu_wait_s``); batches of up to ``cluster.batch_size`` documents; shards of
+about ``cluster.rows_per_shard`` documents. Inputs, model and output must be on storage every node sees.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-import numpy as np
-
+from cluster.batch_predict import OUT_FORMATS, DocumentTagger  # noqa: F401 - DocumentTagger: the actor of both jobs
 from jobs._common import build_parser, load_job_config, log_line, run_job
-
-FORMATS_OUT = ("jsonl", "brat")
-
-
-class DocumentTagger:
-    """Ray Data callable class: ``{"id", "text"}`` batches -> ``{"id", "entities"}`` (a JSON list
-    of predictions per document, document offsets)."""
-
-    def __init__(self, model_dir: str, device: str, confidence: str, max_len: int | None = None,
-                 batch_size: int = 64):
-        import os
-
-        import ray
-
-        from cemr.predictor import Predictor
-        from cluster.runtime import assigned_device
-
-        if device != "cpu":  # the GPU Ray assigned this actor
-            device = assigned_device(device, ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
-        self.predictor = Predictor.load(model_dir, device, confidence=confidence, max_len=max_len,
-                                        batch_size=batch_size)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cemr.inference import tag_records
-
-        ids = [str(i) for i in batch["id"]]
-        tagged = tag_records(self.predictor, [str(t) for t in batch["text"]])
-        entities = [json.dumps(preds, ensure_ascii=False) for preds in tagged]
-        return {"id": np.array(ids, dtype=object), "entities": np.array(entities, dtype=object)}
 
 
 def best_model_dir(run_dir: str | Path) -> Path:
@@ -93,99 +69,43 @@ def read_inputs(inputs: Sequence[str], fmt: str, column: str | None) -> tuple[li
 
 def tag_texts(items: Sequence[tuple[str, str]], model_dir: str | Path, cfg: Any, max_len: int | None = None
               ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """``(id, predictions)`` for each ``(id, text)``, in input order, tagged by a Ray Data actor
-    pool. Ray must be initialised."""
+    """``(id, predictions)`` for each ``(id, text)``, in input order, tagged by the actor pool of
+    :func:`cluster.batch_predict.tag_dataset`: for documents already in the driver's memory
+    (``jobs.evaluate``, which needs their gold spans there anyway). Ray must be initialised."""
     import ray
 
-    from cluster.runtime import actor_device, actor_resources
+    from cluster.batch_predict import tag_dataset
 
     if not items:
         return iter(())
-    res = actor_resources(cfg.cluster)
     actors = int(cfg.cluster.actors)
     batch = max(1, min(int(cfg.cluster.batch_size), -(-len(items) // (2 * actors))))
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in items],
                              override_num_blocks=max(1, min(len(items), 2 * actors)))
     ds.context.execution_options.preserve_order = True  # output in input order
     ds.context.enable_progress_bars = False
-    tagged = ds.map_batches(
-        DocumentTagger,
-        fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "device": actor_device(res["num_gpus"]),
-                               "confidence": cfg.selftrain.confidence,
-                               "max_len": int(max_len) if max_len else None},
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=batch,
-        num_cpus=res["num_cpus"],
-        num_gpus=res["num_gpus"],
-        memory=res["memory"],
-    )
+    tagged, _ = tag_dataset(ds, model_dir, cfg, batch, max_len)
     return ((str(row["id"]), json.loads(row["entities"])) for row in tagged.iter_rows())
-
-
-def write_predictions(docs: Sequence[Any], tagged: Iterator[tuple[str, list[dict[str, Any]]]], out: str | Path,
-                      out_format: str, overwrite: bool = False) -> int:
-    """Write JSON lines or BRAT, complete or not at all; every document must come back exactly once."""
-    from cemr.corpus.document import Document, Span
-    from cemr.corpus.writers import write_brat
-
-    by_id = {d.id: d for d in docs}
-    done: set[str] = set()
-
-    def joined() -> Iterator[tuple[Any, list[dict[str, Any]]]]:
-        for doc_id, preds in tagged:
-            if doc_id not in by_id or doc_id in done:
-                raise RuntimeError(f"prediction for unknown or repeated document {doc_id!r}")
-            done.add(doc_id)
-            yield by_id[doc_id], preds
-
-    from cemr.outputs import atomic_dir, atomic_open
-
-    out = Path(out)
-    if out_format == "brat":
-        with atomic_dir(out, overwrite=overwrite) as tmp:
-            n = write_brat((Document(d.id, d.text, [Span(p["start"], p["end"], p["type"]) for p in preds])
-                            for d, preds in joined()), tmp)
-            _check_all_back(docs, done)
-    else:
-        n = 0
-        with atomic_open(out, "w") as fh:
-            for d, preds in joined():
-                ents = [{"start": p["start"], "end": p["end"], "type": p["type"], "mention": d.text[p["start"]:p["end"]],
-                         "confidence": round(float(p["confidence"]), 6)} for p in preds]
-                fh.write(json.dumps({"id": d.id, "text": d.text, "entities": ents}, ensure_ascii=False) + "\n")
-                n += 1
-            _check_all_back(docs, done)
-    return n
-
-
-def _check_all_back(docs: Sequence[Any], done: set[str]) -> None:
-    missing = [d.id for d in docs if d.id not in done]
-    if missing:
-        raise RuntimeError(f"{len(missing)} document(s) came back without predictions, e.g. {missing[0]!r}")
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from cemr.modeldir import check_model_dir
     from cemr.outputs import check_output
+    from cluster.batch_predict import predict_to_shards
     from cluster.bootstrap import connect
     from cluster.runtime import shutdown_if_owned
 
     cfg = load_job_config(args)
     model_dir = Path(args.model) if args.model else best_model_dir(cfg.run_dir)
-    if args.out_format not in FORMATS_OUT:
-        raise ValueError(f"--out-format must be one of {', '.join(FORMATS_OUT)}")
-    check_output(args.out, args.input, overwrite=args.overwrite, kind="dir" if args.out_format == "brat" else "file")
+    check_output(args.out, args.input, overwrite=args.overwrite, kind="dir")  # before Ray starts
     check_model_dir(model_dir)
-    docs, accounting = read_inputs(args.input, args.input_format, args.column)
-    log_line(f"predict: {len(docs)} documents from {len(args.input)} input(s); model {model_dir}")
     ctx = connect(cfg, log_line)
     try:
-        n = write_predictions(docs, tag_texts([(d.id, d.text) for d in docs], model_dir, cfg, args.max_len),
-                              args.out, args.out_format, overwrite=args.overwrite)
+        return predict_to_shards(args.input, args.out, model_dir, cfg, input_format=args.input_format,
+                                 column=args.column, out_format=args.out_format, overwrite=args.overwrite,
+                                 max_len=args.max_len, log=log_line)
     finally:
         shutdown_if_owned(ctx)
-    return {"model": str(model_dir), "documents": n, "out": str(Path(args.out).resolve()),
-            "format": args.out_format, "inputs": accounting}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -195,9 +115,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-format", default="auto",
                    help="auto (default: detected per input), text, or a labeled format (labels ignored)")
     p.add_argument("--column", default=None, help="column / JSON field of the text (text inputs)")
-    p.add_argument("--out", required=True, help="JSON lines file, or a directory for BRAT (never an input)")
+    p.add_argument("--out", required=True,
+                   help="output directory: shards part-NNNNNN.<format> (BRAT: <id>.txt/.ann) and manifest.json; "
+                        "never an input")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--out-format", default="jsonl", choices=FORMATS_OUT)
+    p.add_argument("--out-format", default="jsonl", choices=OUT_FORMATS)
     p.add_argument("--max-len", type=int, default=None,
                    help="sentence length for splitting (default: the one the model directory records)")
     return p

@@ -177,16 +177,18 @@ def test_pretrain_then_train_jobs(local_ray, workdir, capsys):
 def test_predict_job_writes_jsonl_and_brat_on_document_offsets(local_ray, workdir, capsys, tmp_path):
     texts = tmp_path / "notes.txt"
     texts.write_text("患者三天前无明显诱因出现头痛，伴恶心。\n查体：腹部压痛，行头颅CT检查。\n", encoding="utf-8")
-    out = _run("predict", _args(workdir, "--input", texts, "--out", tmp_path / "pred.jsonl"), capsys)
-    assert out["documents"] == 2 and out["inputs"][str(texts)]["kept"] == 2
-    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [r["text"] for r in rows] == texts.read_text(encoding="utf-8").splitlines()  # input order
+    out = _run("predict", _args(workdir, "--input", texts, "--out", tmp_path / "pred"), capsys)
+    assert out["documents"]["written"] == 2 and out["inputs"][str(texts)]["kept"] == 2
+    manifest = json.loads((tmp_path / "pred" / "manifest.json").read_text(encoding="utf-8"))
+    rows = [json.loads(line) for s in manifest["shards"]
+            for line in (tmp_path / "pred" / s["name"]).read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["text"] for r in rows) == sorted(texts.read_text(encoding="utf-8").splitlines())
     for r in rows:
         for e in r["entities"]:
             assert r["text"][e["start"]:e["end"]] == e["mention"] and 0.0 <= e["confidence"] <= 1.0
     brat = _run("predict", _args(workdir, "--input", texts, "--out", tmp_path / "brat", "--out-format", "brat"),
                 capsys)
-    assert brat["documents"] == 2 and len(list((tmp_path / "brat").glob("*.ann"))) == 2
+    assert brat["documents"]["written"] == 2 and len(list((tmp_path / "brat").glob("*.ann"))) == 2
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
-"""jobs.predict without Ray: the output is checked before anything is read, inputs are read as
-`cemr predict` reads them, and the output appears complete or not at all."""
+"""jobs.predict without Ray: the output (a directory of shards) and the model are checked before
+anything is read or Ray starts, and inputs are read as `cemr predict` reads them (jobs.evaluate's
+in-memory path). The streaming pipeline itself: tests/cluster/test_batch_predict.py."""
 import argparse
 
 import pytest
 
 from cemr.corpus.document import CorpusError
+from cemr.modeldir import ModelDirError
 from cemr.outputs import OutputError
 from jobs import predict as job
 
@@ -37,16 +39,22 @@ def test_inputs_with_one_document_id_are_refused(tmp_path):
     assert acc[str(tmp_path / "d1" / "note.txt")]["format"] == "text"
 
 
-def test_a_missing_prediction_leaves_no_output(tmp_path):
-    docs, _ = job.read_inputs([str(_write(tmp_path))], "text", None)
-    out = tmp_path / "p.jsonl"
-    with pytest.raises(RuntimeError, match="without predictions"):
-        job.write_predictions(docs, iter([(docs[0].id, [])]), out, "jsonl")
-    assert not out.exists()
-    with pytest.raises(RuntimeError, match="without predictions"):
-        job.write_predictions(docs, iter([(docs[0].id, [])]), tmp_path / "brat", "brat")
-    assert not (tmp_path / "brat").exists()
-    assert job.write_predictions(docs, iter([(d.id, []) for d in docs]), out, "jsonl") == 2
+def test_the_output_is_a_directory_and_the_model_is_checked_before_ray_starts(tmp_path, monkeypatch):
+    import cluster.bootstrap
+
+    monkeypatch.setattr(cluster.bootstrap, "connect", lambda *a, **k: pytest.fail("Ray started"))
+    note = _write(tmp_path)
+    old = tmp_path / "pred.jsonl"
+    old.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(OutputError, match="exists and is a file; --out names a directory"):
+        job.main(_args(model=str(tmp_path), input=[str(note)], out=str(old), overwrite=True))
+    (tmp_path / "old").mkdir()
+    with pytest.raises(OutputError, match="already exists"):
+        job.main(_args(model=str(tmp_path), input=[str(note)], out=str(tmp_path / "old")))
+    with pytest.raises(ModelDirError):  # tmp_path is no model directory
+        job.main(_args(model=str(tmp_path), input=[str(note)], out=str(tmp_path / "pred")))
+    assert not (tmp_path / "pred").exists()
+    assert job.parser().parse_args(["--input", "x", "--out", "o", "--out-format", "parquet"]).out_format == "parquet"
 
 
 def _write(tmp_path):
