@@ -4,22 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from cemr.config import data_dir
 from cemr.corpus import (FORMATS, INPUT_FORMATS, CorpusError, ReadReport, corpus_stats,
                          detect_format, read_documents, read_unlabeled, resolve_format)
 from cemr.corpus.detect import SAMPLE_FILES
+from shared_data import real
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
 
 
-def real(*parts):
-    """A path under the shared public data; a clear failure (not a skip) when it is missing."""
-    base = Path(data_dir())
-    path = (base if base.is_absolute() else ROOT / base).joinpath(*parts)
-    assert path.exists(), (f"shared data not found at {path}: set CEMR_DATA_DIR to the public "
-                           "data sets (see /work/shared/data/README.md)")
-    return path
 
 
 def yidu_line(text, *ents):

@@ -1,24 +1,15 @@
 """The rejection policy for labeled sources: all rejected, too many rejected, strict."""
-from pathlib import Path
 
 import pytest
 
-from cemr.config import data_dir
 from cemr.corpus import CorpusError, ReadReport, check_rejections, read_documents
 from cemr.corpus.policy import rejection_problem
 from cemr.corpus.validate import RecordBuilder
+from shared_data import real
 
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def real(*parts):
-    """A path under the shared public data; a clear failure (not a skip) when it is missing."""
-    base = Path(data_dir())
-    path = (base if base.is_absolute() else ROOT / base).joinpath(*parts)
-    assert path.exists(), (f"shared data not found at {path}: set CEMR_DATA_DIR to the public "
-                           "data sets (see /work/shared/data/README.md)")
-    return path
 
 
 def report_of(kept, rejected, path="c.jsonl"):
