@@ -463,6 +463,8 @@ class ClusterConfig:
                           **POSITIVE)
     rows_per_shard: int = opt(2000, "Rows per Parquet shard written", **POSITIVE)
     max_failures: int = opt(1, "Ray Train restarts of a failed training round (-1: unlimited)", ge=-1)
+    checkpoint_every_steps: int = opt(0, "Optimizer steps between mid-epoch checkpoints of a Ray Train round "
+                                      "(0: after every epoch only); a restarted worker resumes there", ge=0)
     gpu_wait_s: float = opt(600.0, "Seconds to wait for the GPUs asked for (use_gpu, actor_num_gpus) "
                             "before the job stops or falls back to CPU", ge=0.0)
     cpu_fallback: bool = opt(False, "Run on CPU when the GPUs cannot be had within gpu_wait_s")

@@ -24,11 +24,21 @@ A fine-tuned BERT (a trainable featurizer with ``layer_parameters``, e.g.
 ``train.bert_layer_decay ** (L - depth)`` below it, a linear warmup over the first
 ``train.bert_warmup`` share of the call's steps, and the same per-epoch ``lr_decay``; the rest of
 the tagger keeps ``train.lr`` without warmup.
+
+Exact resume: ``on_checkpoint`` receives a :class:`TrainState` (weights, Adam's moments, the
+GradScaler, the dropout RNG of this worker, the batch-order generator, the position in the epoch,
+the step count that drives warmup, the epoch's running sums and the best-so-far bookkeeping)
+every ``checkpoint_every`` optimizer steps inside an epoch and after every epoch; a later call
+with ``resume=`` that state continues bit for bit where it stopped (same data, config, device
+type and number of workers): its weights, history and result equal those of a run never stopped.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -56,6 +66,109 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+
+
+@dataclass
+class TrainState:
+    """Where a :func:`train_tagger` run stands, after an optimizer step inside an epoch or after an
+    epoch: what ``resume=`` needs to continue it exactly. Tensors are CPU copies.
+
+    ``epoch``: epochs finished; ``batch``: batches of epoch ``epoch + 1`` done (0: at an epoch
+    boundary); ``step``: optimizer steps so far (the warmup position); ``model``: the tagger's
+    ``checkpoint_state_dict``; ``optimizer`` / ``scaler``: their ``state_dict``; ``rng``: this
+    worker's global RNG states (``cpu``, and ``cuda`` when it trains on CUDA: dropout);
+    ``batch_rng``: the batch-order generator as epoch ``epoch + 1`` starts; ``epoch_sums``: that
+    epoch's running ``loss`` (summed over sentences), ``sentences``, ``chars``, ``seconds``;
+    ``best_*``/``bad_epochs``/``history``: the early-stopping book and the epochs' metrics;
+    ``world_size``/``train_sentences``: what the batch list was cut for (checked on resume).
+    """
+
+    epoch: int
+    batch: int
+    step: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: dict[str, Tensor]
+    batch_rng: Tensor
+    epoch_sums: dict[str, float]
+    best_dev_f1: float
+    best_epoch: int
+    bad_epochs: int
+    best_model: dict[str, Tensor]
+    history: list[dict[str, Any]]
+    world_size: int
+    train_sentences: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (no copies), for :func:`torch.save`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainState":
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing, unknown = [n for n in names if n not in data], sorted(set(data) - set(names))
+        if missing or unknown:
+            raise ValueError(f"not a training state: missing {missing}, unknown {unknown}")
+        return cls(**data)
+
+
+def save_train_state(path: str | os.PathLike, state: TrainState) -> None:
+    """Write ``state`` with :func:`torch.save` (tensors, numbers, strings, lists, dicts only)."""
+    torch.save(state.to_dict(), str(path))
+
+
+def load_train_state(path: str | os.PathLike) -> TrainState:
+    """Read a :func:`save_train_state` file (``weights_only``: no code is unpickled); a file that
+    is not one raises ``ValueError`` naming it."""
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        return TrainState.from_dict(data)
+    except (OSError, RuntimeError, ValueError, TypeError, AttributeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{path}: not a readable training state ({exc}); delete it to train that "
+                         f"round from its start") from exc
+
+
+def cpu_copy(value: Any) -> Any:
+    """``value`` with every tensor (inside dicts, lists, tuples) replaced by a detached CPU copy."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(v) for v in value)
+    return value
+
+
+def rng_states(device: torch.device) -> dict[str, Tensor]:
+    """The global RNG states this process draws dropout from: ``cpu``, plus ``cuda`` (of
+    ``device``) when ``device`` is CUDA."""
+    out = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def set_rng_states(states: dict[str, Tensor], device: torch.device) -> None:
+    """Restore :func:`rng_states`; a ``cuda`` state is restored only when ``device`` is CUDA (a
+    run resumed on the CPU draws its dropout from the CPU stream, as it would have there)."""
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def check_resumable(state: TrainState, world_size: int, train_sentences: int, epochs: int) -> None:
+    """Refuse a ``resume=`` state whose batch list this call cannot rebuild: another number of
+    workers or of training sentences (the position inside the epoch would point elsewhere), or a
+    position past ``epochs``."""
+    if state.world_size != world_size or state.train_sentences != train_sentences:
+        raise ValueError(
+            f"cannot resume: the training state was saved with {state.world_size} worker(s) and "
+            f"{state.train_sentences} training sentences, this run has {world_size} and {train_sentences}; "
+            f"resume with the same data and cluster.num_workers, or start the round afresh")
+    if state.epoch > epochs or (state.epoch == epochs and state.batch > 0):
+        raise ValueError(f"cannot resume: the training state is at epoch {state.epoch} batch {state.batch}, "
+                         f"past train.epochs={epochs}")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -273,6 +386,9 @@ def train_tagger(
     world_size: int = 1,
     start_epoch: int = 0,
     dev_documents: Sequence[Document] | None = None,
+    resume: TrainState | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a :class:`~cemr.tagger.BiLMBNERTagger`, possibly DDP-wrapped) on ``train``.
 
@@ -281,10 +397,17 @@ def train_tagger(
     sentence (pseudo-labels may weigh less; default 1.0); ``on_epoch_end(epoch, metrics, model)``
     after each epoch's dev evaluation (``epoch`` from 1); ``log`` receives one line per epoch on
     rank 0. See the module docstring for batching, early stopping and distribution.
-    ``start_epoch``: epochs already trained before this call (a resumed run): the learning rate
-    schedule (``cfg.lr_decay``) continues from there; epochs are still counted from 1 here.
+    ``start_epoch``: epochs already trained before this call, without their state (an
+    epoch-level restart): the learning rate schedule (``cfg.lr_decay``) continues from there;
+    epochs are still counted from 1 here.
     ``dev_documents``: the dev documents whole; the epoch is then selected on document-level dev F1
     (every gold span counted: :func:`evaluate_sentences`).
+    ``on_checkpoint(state)``: a :class:`TrainState` after every ``checkpoint_every``-th optimizer
+    step (counted over the whole run; not after an epoch's last batch; ``<= 0``: never) and after
+    every epoch (after ``on_epoch_end``); an exception it raises stops the run there.
+    ``resume``: such a state (of this data, ``cfg`` and ``world_size``; ``start_epoch`` 0): the
+    weights, optimizer, RNGs and position are restored and training continues at its next batch,
+    epochs numbered as in the interrupted run, up to ``cfg.epochs`` in all.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     labels = labels if labels is not None else getattr(collate, "labels", None)
@@ -292,6 +415,8 @@ def train_tagger(
         raise ValueError("train_tagger needs the label set: pass labels= or a collate with .labels")
     if not train:
         raise ValueError("train_tagger: the training set is empty")
+    if resume is not None and start_epoch:
+        raise ValueError(f"train_tagger: resume= carries its own epoch; start_epoch must be 0, got {start_epoch}")
     _check_weights(sample_weights, len(train))
     empty = [s for s in list(train) + list(dev) if not s.text]
     if empty:
@@ -300,6 +425,8 @@ def train_tagger(
     train, sample_weights = _subset(train, sample_weights, cfg.max_train_sentences, cfg.seed)
     if len(train) < world_size:
         raise ValueError(f"{len(train)} training sentences cannot feed {world_size} workers")
+    if resume is not None:
+        check_resumable(resume, world_size, len(train), cfg.epochs)
 
     torch.manual_seed(cfg.seed + rank)  # dropout etc.: its own stream per worker
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order: the same on every worker
@@ -321,21 +448,53 @@ def train_tagger(
         warmup_steps = math.ceil(float(cfg.bert_warmup) * total_steps)
         say(f"train: fine-tuning BERT: lr {groups[-1]['base_lr']:g} at the top layer, layer decay "
             f"{cfg.bert_layer_decay:g}, warmup {warmup_steps} of {total_steps} steps")
-    step = 0
     if not dev:
         say("train: no dev sentences: no early stopping, the last epoch's weights are kept")
 
+    step, first_epoch, skip, sums = 0, 1, 0, _zero_sums()
     best_f1, best_epoch, best_state, bad_epochs = -1.0, 0, _snapshot(tagger), 0
     history: list[dict[str, Any]] = []
     stopped = False
-    for epoch in range(1, cfg.epochs + 1):
+    if resume is not None:
+        _restore(tagger, resume.model)
+        try:
+            opt.load_state_dict(resume.optimizer)
+        except ValueError as exc:
+            raise ValueError(f"cannot resume: the saved optimizer does not fit this model ({exc}); the "
+                             f"model or train.bert_* settings changed since the state was saved") from exc
+        if resume.scaler:
+            scaler.load_state_dict(resume.scaler)
+        gen.set_state(resume.batch_rng)
+        set_rng_states(resume.rng, device)
+        step, first_epoch, skip, sums = resume.step, resume.epoch + 1, resume.batch, dict(resume.epoch_sums)
+        best_f1, best_epoch, bad_epochs = resume.best_dev_f1, resume.best_epoch, resume.bad_epochs
+        best_state, history = resume.best_model, [dict(h) for h in resume.history]
+        stopped = resume.batch == 0 and _early_stop_due(cfg, bool(dev), bad_epochs)
+        say(f"train: resuming after epoch {resume.epoch} batch {resume.batch} (step {step})")
+
+    def capture(epoch_done: int, batch_done: int, batch_rng: Tensor, epoch_sums: dict[str, float]) -> TrainState:
+        return TrainState(
+            epoch=epoch_done, batch=batch_done, step=step, model=_snapshot(tagger),
+            optimizer=cpu_copy(opt.state_dict()), scaler=cpu_copy(scaler.state_dict()),
+            rng=cpu_copy(rng_states(device)), batch_rng=batch_rng.clone(), epoch_sums=dict(epoch_sums),
+            best_dev_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, best_model=best_state,
+            history=[dict(h) for h in history], world_size=world_size, train_sentences=len(train))
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if stopped:
+            break
         t0 = time.perf_counter()
         lr = epoch_lr(cfg, start_epoch + epoch)
         epoch_factor = float(cfg.lr_decay) ** (start_epoch + epoch - 1)
         model.train()
+        batch_rng = gen.get_state()
         batches = shard_batches(length_batches(lengths, cfg.batch_size, gen), rank, world_size)
-        total, seen_sents, seen_chars = 0.0, 0, 0
-        for idx in batches:
+        done = skip if epoch == first_epoch else 0
+        if done == 0:
+            sums = _zero_sums()
+        prior_seconds = sums["seconds"]
+        for b in range(done, len(batches)):
+            idx = batches[b]
             sents = [train[i] for i in idx]
             if sample_weights is None:
                 batch = collate(sents)
@@ -355,17 +514,22 @@ def train_tagger(
             scaler.step(opt)
             scaler.update()
             step += 1
-            total += float(loss.detach()) * len(idx)
-            seen_sents += len(idx)
-            seen_chars += sum(lengths[i] for i in idx)
-        train_s = time.perf_counter() - t0
+            sums["loss"] += float(loss.detach()) * len(idx)
+            sums["sentences"] += len(idx)
+            sums["chars"] += sum(lengths[i] for i in idx)
+            if on_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0 \
+                    and b + 1 < len(batches):
+                sums["seconds"] = prior_seconds + time.perf_counter() - t0
+                on_checkpoint(capture(epoch - 1, b + 1, batch_rng, sums))
+        train_s = prior_seconds + time.perf_counter() - t0
+        seen_sents = int(sums["sentences"])
         metrics: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": total / max(seen_sents, 1),
+            "train_loss": sums["loss"] / max(seen_sents, 1),
             "lr": lr,
             "train_sentences": seen_sents,
             "train_seconds": train_s,
-            "train_chars_per_s": seen_chars / train_s if train_s > 0 else 0.0,
+            "train_chars_per_s": sums["chars"] / train_s if train_s > 0 else 0.0,
         }
         if fine_tuning_bert:
             metrics["bert_lr"] = float(opt.param_groups[-1]["lr"])  # the top layer's, at the epoch's last step
@@ -381,7 +545,7 @@ def train_tagger(
             improved = report.micro.f1 > best_f1
         else:
             improved = True
-        metrics["seconds"] = time.perf_counter() - t0
+        metrics["seconds"] = prior_seconds + time.perf_counter() - t0
         if improved:
             best_f1 = metrics.get("dev_f1", 0.0)
             best_epoch, best_state, bad_epochs = epoch, _snapshot(tagger), 0
@@ -397,9 +561,18 @@ def train_tagger(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics, model)
-        if dev and cfg.patience > 0 and bad_epochs >= cfg.patience:
+        if on_checkpoint is not None:
+            on_checkpoint(capture(epoch, 0, gen.get_state(), _zero_sums()))
+        if _early_stop_due(cfg, bool(dev), bad_epochs):
             say(f"early stop: no dev F1 gain for {cfg.patience} epoch(s); best {best_f1:.4f} at epoch {best_epoch}")
             stopped = True
-            break
     _restore(tagger, best_state)
     return TrainResult(best_state, max(best_f1, 0.0), best_epoch, history, stopped)
+
+
+def _zero_sums() -> dict[str, float]:
+    return {"loss": 0.0, "sentences": 0, "chars": 0, "seconds": 0.0}
+
+
+def _early_stop_due(cfg: TrainConfig, has_dev: bool, bad_epochs: int) -> bool:
+    return has_dev and cfg.patience > 0 and bad_epochs >= cfg.patience

@@ -38,12 +38,20 @@ reproducible and ``train.max_train_sentences`` would apply per worker.
 
 Restarts: a worker (re)started with a checkpoint (``ray.train.get_checkpoint()``, after a worker
 failure within ``cluster.max_failures``, or a later ``fit`` of the same round name after the job
-was killed) loads those weights and continues with the next epoch; the epoch counter, the best
-dev F1 and the early-stopping counter continue from the checkpoint (:class:`EpochBook`). Early
-stopping is therefore decided here, not inside ``train_tagger`` (which runs with ``patience=0``).
-The optimizer starts afresh after a restart (Adam's moments are not checkpointed; the batch order
-of the restarted epochs repeats the seeded order from epoch 1). A checkpoint that says training
-had finished makes the worker return at once.
+was killed) continues exactly where that checkpoint left off: the weights, Adam's moments, the
+GradScaler, every worker's dropout RNG, the batch-order generator, the position in the epoch, the
+step count (BERT warmup) and the epoch's running sums (``cemr.training.TrainState``, every rank's
+RNG gathered to rank 0, which writes the checkpoint; every rank reads its own back), so a round
+interrupted and resumed ends with the weights of a round never interrupted. Checkpoints come after
+every epoch and, with ``cluster.checkpoint_every_steps`` > 0 (or :func:`train_round`'s
+``checkpoint_every``; default 0: epoch ends only), every that many optimizer steps inside an epoch: a
+worker killed mid-epoch then loses at most that many steps. A mid-epoch checkpoint is reported
+with ``dev_f1`` -1 and ``mid_epoch`` 1: it is never the best one (Ray keeps the two best by dev F1
+plus the latest) and :func:`pick_best` skips it. The epoch counter, the best dev F1 and the
+early-stopping counter continue from the checkpoint (:class:`EpochBook`). Early stopping is
+therefore decided here, not inside ``train_tagger`` (which runs with ``patience=0``). A checkpoint
+that says training had finished makes the worker return at once; one without the training state
+(written before it was saved) is refused with what to do.
 """
 from __future__ import annotations
 
@@ -68,6 +76,8 @@ Log = Callable[[str], None]
 
 WEIGHTS_FILE = "weights.safetensors"
 BOOK_FILE = "epochs.json"
+STATE_FILE = "train_state.pt"  # cemr.training.TrainState less the weights, with every rank's RNG
+CHECKPOINT_EVERY = 0  # optimizer steps between mid-epoch checkpoints (0: after every epoch only)
 WEIGHT_COLUMN = "weight"
 TRAIN_DATASET = "train"
 SCORE = "dev_f1"
@@ -175,8 +185,13 @@ def report_metrics(metrics: dict[str, Any], book: EpochBook) -> dict[str, float]
     return out
 
 
-def write_checkpoint(directory: str | os.PathLike, state_dict: dict[str, Any], book: EpochBook) -> Path:
-    """Write a checkpoint: ``weights.safetensors`` (CPU tensors) and ``epochs.json``."""
+def write_checkpoint(directory: str | os.PathLike, state_dict: dict[str, Any], book: EpochBook,
+                     train_state: Any = None, rng_by_rank: Sequence[dict[str, Any]] | None = None) -> Path:
+    """Write a checkpoint: ``weights.safetensors`` (CPU tensors), ``epochs.json`` and, with
+    ``train_state`` (a ``cemr.training.TrainState``), ``train_state.pt``: the state without its
+    weights (those are ``state_dict``) and with ``rng_by_rank`` (one RNG state per worker; default:
+    the state's own, one worker)."""
+    import torch
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -184,6 +199,9 @@ def write_checkpoint(directory: str | os.PathLike, state_dict: dict[str, Any], b
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(directory / WEIGHTS_FILE))
     (directory / BOOK_FILE).write_text(json.dumps(json_safe(book.to_dict()), ensure_ascii=False), encoding="utf-8")
+    if train_state is not None:
+        payload = {**train_state.to_dict(), "model": {}, "rng": list(rng_by_rank or [train_state.rng])}
+        torch.save(payload, str(directory / STATE_FILE))
     return directory
 
 
@@ -200,6 +218,62 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], Epoch
     except (ValueError, TypeError) as exc:
         raise TrainRoundError(f"{directory / BOOK_FILE}: bad epoch bookkeeping: {exc}") from exc
     return load_file(str(directory / WEIGHTS_FILE)), book
+
+
+_START_AFRESH = "delete that round's directory under <run_dir>/ray_train to train the round from its start"
+
+
+def missing_state_error(path: str | os.PathLike) -> TrainRoundError:
+    """The error of a checkpoint without ``train_state.pt`` (an epoch-level checkpoint of an older
+    cemr) that training should continue from."""
+    return TrainRoundError(f"{path}: missing from the checkpoint (written by an older cemr, without the optimizer "
+                           f"and RNG state an exact resume needs); {_START_AFRESH}")
+
+
+def read_train_state(directory: str | os.PathLike, state_dict: dict[str, Any], book: EpochBook,
+                     rank: int, world_size: int) -> Any:
+    """The ``cemr.training.TrainState`` of worker ``rank`` from a checkpoint: its weights are
+    ``state_dict`` (:func:`read_checkpoint`), its RNG that rank's. A checkpoint without one, or
+    one of another number of workers or another epoch than its ``book``, raises
+    :class:`TrainRoundError` naming the file and what to do."""
+    import torch
+
+    from cemr.training import TrainState
+
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise missing_state_error(path)
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+        rngs = payload.pop("rng")
+        if len(rngs) != world_size:
+            raise ValueError(f"saved by {len(rngs)} worker(s), this round has {world_size} (cluster.num_workers)")
+        state = TrainState.from_dict({**payload, "model": state_dict, "rng": rngs[rank]})
+    except Exception as exc:  # whatever torch.load or the checks raise: the file is unusable
+        raise TrainRoundError(f"{path}: cannot resume from this training state: {exc}; {_START_AFRESH}") from exc
+    if state.epoch != book.epoch:
+        raise TrainRoundError(f"{path}: training state after epoch {state.epoch} but {BOOK_FILE} after epoch "
+                              f"{book.epoch}: not one checkpoint; {_START_AFRESH}")
+    return state
+
+
+def gather_rng(rng: dict[str, Any], world_size: int) -> list[dict[str, Any]]:
+    """Every worker's RNG states, in rank order, on every worker (``all_gather_object``; a
+    collective: all ranks call it at the same step); one worker: ``[rng]``."""
+    import torch.distributed as dist
+
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        out: list[Any] = [None] * world_size
+        dist.all_gather_object(out, rng)
+        return out
+    return [rng]
+
+
+def step_metrics(state: Any) -> dict[str, float]:
+    """What a worker reports with a mid-epoch checkpoint: where it is, and ``dev_f1`` -1 so that
+    Ray's best-by-dev-F1 retention never prefers it (the latest checkpoint is kept anyway)."""
+    return {SCORE: -1.0, "mid_epoch": 1.0, "epoch_in_progress": float(state.epoch + 1),
+            "batch": float(state.batch), "step": float(state.step)}
 
 
 def check_weights(train_paths: Sequence[str | os.PathLike], weights: Sequence[float] | None) -> list[float]:
@@ -264,7 +338,8 @@ def pick_best(candidates: Sequence[tuple[Any, dict[str, Any]]], best_epoch: int 
               ) -> tuple[Any, dict[str, Any]]:
     """The checkpoint to keep from ``(checkpoint, metrics)`` pairs: the one of ``best_epoch``
     (the workers' own rule) when it is among them, else the highest ``dev_f1`` (latest epoch on
-    ties)."""
+    ties); mid-epoch checkpoints (:func:`step_metrics`) never."""
+    candidates = [c for c in candidates if not c[1].get("mid_epoch")]
     if not candidates:
         raise TrainRoundError("the training run reported no checkpoint")
     if best_epoch is not None:
@@ -287,18 +362,24 @@ class _EarlyStop(Exception):
     """Raised after the last report of an early-stopped run to leave ``train_tagger``."""
 
 
-def _resume_state(tagger: Any, log: Log) -> EpochBook | None:
+def _resume_state(tagger: Any, rank: int, world_size: int, log: Log) -> tuple[EpochBook, Any, Path] | None:
+    """``(book, train state or None, where)`` of this round's latest checkpoint (weights loaded
+    into ``tagger``; the state is None in a checkpoint written without one), or None when there is
+    no checkpoint."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        state, book = read_checkpoint(d)
-    tagger.load_checkpoint_state(state)
-    log(f"resuming from the checkpoint of epoch {book.epoch} (best dev F1 {max(book.best_dev_f1, 0):.4f} "
-        f"at epoch {book.best_epoch}{', finished' if book.finished else ''})")
-    return book
+        state_dict, book = read_checkpoint(d)
+        has_state = (Path(d) / STATE_FILE).is_file()
+        state = read_train_state(d, state_dict, book, rank, world_size) if has_state else None
+    tagger.load_checkpoint_state(state_dict)
+    where = f"epoch {book.epoch}" + (f", batch {state.batch} of epoch {book.epoch + 1}" if state and state.batch else "")
+    log(f"resuming from the checkpoint after {where}{f', step {state.step}' if state else ''} (best dev F1 "
+        f"{max(book.best_dev_f1, 0):.4f} at epoch {book.best_epoch}{', finished' if book.finished else ''})")
+    return book, state, Path(ckpt.path) / STATE_FILE
 
 
 def _read_shard(dataset_name: str) -> tuple[list[Sentence], list[float]]:
@@ -320,7 +401,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train.torch
 
     from cemr.pipeline import build_components, load_documents, load_sentences, new_tagger
-    from cemr.training import train_tagger, unwrap
+    from cemr.training import train_tagger
     from cluster.runtime import check_worker_device
 
     cfg: Config = config["cfg"]
@@ -337,11 +418,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     init_model = config.get("init_model")
     tagger, collate = new_tagger(cfg, comps, init_from=init_model)
     dev = load_sentences(layout, "dev")
-    resumed = _resume_state(tagger, log)  # a checkpoint of this round replaces the initial weights
+    resumed = _resume_state(tagger, rank, world, log)  # a checkpoint of this round replaces the initial weights
     if resumed is None and init_model:
         log(f"starting from the weights of {init_model}")
-    book = resumed or EpochBook(cfg.train.epochs, cfg.train.patience, bool(dev))
+    book, train_state, state_path = resumed or (EpochBook(cfg.train.epochs, cfg.train.patience, bool(dev)), None, None)
     book.refresh(cfg.train.epochs, cfg.train.patience)
+    if resumed is not None and train_state is None and not book.finished:
+        raise missing_state_error(state_path)
     train, weights = _read_shard(TRAIN_DATASET)
     summary = {"train_rows": len(train), "start_epoch": book.epoch, "world_size": world,
                "init_model": str(init_model) if init_model else None}
@@ -350,29 +433,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         return {**summary, "book": json_safe(book.to_dict())}
 
     model = ray.train.torch.prepare_model(tagger)
-    start = book.epoch
-    log(f"training on {len(train)} sentences, {world} worker(s), epochs {start + 1}..{book.total_epochs}")
+    log(f"training on {len(train)} sentences, {world} worker(s), epochs {book.epoch + 1}..{book.total_epochs}")
 
-    def on_epoch_end(local_epoch: int, metrics: dict[str, Any], m: Any) -> None:
-        metrics = {**metrics, "epoch": start + local_epoch}
-        book.update(json_safe(metrics))
+    def on_checkpoint(state: Any) -> None:
+        mid_epoch = state.batch > 0
+        if mid_epoch:
+            metrics = step_metrics(state)
+        else:
+            book.update(json_safe(state.history[-1]))
+            metrics = report_metrics(state.history[-1], book)
+        rngs = gather_rng(state.rng, world)  # all ranks: a collective
         with tempfile.TemporaryDirectory(prefix="cemr_ckpt_") as tmp:
             checkpoint = None
             if rank == 0:
-                write_checkpoint(tmp, unwrap(m).checkpoint_state_dict(), book)
+                write_checkpoint(tmp, state.model, book, state, rngs)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(report_metrics(metrics, book), checkpoint=checkpoint)
-        if book.finished:
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if not mid_epoch and book.finished:
             log(book.stop_reason or "finished")
             if book.epoch < book.total_epochs:
                 raise _EarlyStop()
 
-    train_cfg = dataclasses.replace(cfg.train, epochs=book.total_epochs - start, patience=0)
+    train_cfg = dataclasses.replace(cfg.train, epochs=book.total_epochs, patience=0)
     try:
         train_tagger(model, train, dev, train_cfg, device, collate=collate, labels=comps.labels,
-                     on_epoch_end=on_epoch_end, sample_weights=None if all(w == 1.0 for w in weights) else weights,
-                     log=log, rank=rank, world_size=world, start_epoch=start,
-                     dev_documents=load_documents(layout, "dev"))
+                     sample_weights=None if all(w == 1.0 for w in weights) else weights,
+                     log=log, rank=rank, world_size=world, dev_documents=load_documents(layout, "dev"),
+                     resume=train_state, checkpoint_every=int(config.get("checkpoint_every", CHECKPOINT_EVERY)),
+                     on_checkpoint=on_checkpoint)
     except _EarlyStop:
         pass
     return {**summary, "book": json_safe(book.to_dict())}
@@ -470,6 +558,7 @@ def train_round(
     components: Any = None,
     init_model: str | os.PathLike | None = None,
     log: Log = print,
+    checkpoint_every: int | None = None,
 ) -> RoundTrainResult:
     """Train round ``round`` on ``train_paths`` (Parquet shard directories: gold train, then the
     pseudo-labeled sets; ``weights``: one sample weight per directory, default 1.0) with Ray Train,
@@ -482,6 +571,8 @@ def train_round(
     read it). ``init_model``: a model directory of this run whose weights the tagger starts from
     (``selftrain.warm_start``) instead of the seeded fresh init. A Ray Train run of the same round name already under ``<run_dir>/ray_train`` is
     resumed from its latest checkpoint (that is how a killed job continues a round).
+    ``checkpoint_every``: optimizer steps between mid-epoch checkpoints (0: after every epoch only;
+    None: ``cluster.checkpoint_every_steps``).
     """
     import ray
     from ray.train import DataConfig
@@ -504,7 +595,9 @@ def train_round(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "run_dir": str(layout.root), "round": int(round),
-                           "init_model": str(Path(init_model).resolve()) if init_model else None},
+                           "init_model": str(Path(init_model).resolve()) if init_model else None,
+                           "checkpoint_every": int(cfg.cluster.checkpoint_every_steps if checkpoint_every is None
+                                                   else checkpoint_every)},
         scaling_config=scaling_config(cfg, workers),
         run_config=run_config(cfg, layout, name),
         datasets={TRAIN_DATASET: dataset},

@@ -1,4 +1,6 @@
-"""The training loop: learning, determinism, early stopping, weights, batching, devices."""
+"""The training loop: learning, determinism, early stopping, weights, batching, devices, exact resume."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -264,3 +266,145 @@ def test_amp_float16_off_cuda_warns_and_trains_in_float32():
     r32 = train_tagger(tagger, sents[:6], [], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
     assert r16.history[0]["train_loss"] == r32.history[0]["train_loss"]
 
+
+
+# -- exact resume: optimizer, RNGs, position in the epoch, warmup --------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _weights(tagger):
+    return {k: v.clone() for k, v in tagger.state_dict().items()}
+
+
+def _comparable(history):
+    """The epochs' metrics without wall-clock timings (those differ from run to run)."""
+    return [{k: v for k, v in h.items() if "seconds" not in k and not k.endswith("_per_s")} for h in history]
+
+
+def _interrupt_at(step, path):
+    """An ``on_checkpoint`` hook: saves the state of optimizer step ``step`` to ``path`` (through
+    the file, as a restarted worker would read it), then stops the run as a killed worker would."""
+    from cemr.training import save_train_state
+
+    def hook(state):
+        if state.step == step:
+            save_train_state(path, state)
+            raise _Interrupted
+
+    return hook
+
+
+def _run(setup, cfg, train, dev, **kw):
+    tagger, collate, _, _ = setup()
+    result = train_tagger(tagger, train, dev, cfg, "cpu", collate=collate, log=lambda m: None, **kw)
+    return tagger, result
+
+
+@pytest.mark.parametrize("stop_step", [3, 4, 6])  # mid-epoch 1, its epoch end, mid-epoch 2 (4 steps/epoch)
+def test_a_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path, stop_step):
+    """Bit-identical on CPU (torch.equal, no tolerance): the same float ops in the same order,
+    dropout drawn from the restored RNG, Adam's moments restored, the same batches."""
+    from cemr.training import load_train_state
+
+    sents = tiny_setup()[0]
+    train, dev, cfg = sents[:8], sents[8:], _cfg(epochs=3, batch_size=2)
+    whole, expected = _run(_setup, cfg, train, dev)
+    with pytest.raises(_Interrupted):
+        _run(_setup, cfg, train, dev, checkpoint_every=1, on_checkpoint=_interrupt_at(stop_step, tmp_path / "s.pt"))
+    state = load_train_state(tmp_path / "s.pt")
+    assert (state.epoch, state.batch) == divmod(stop_step, 4)
+    resumed, result = _run(lambda: _setup(seed=99), cfg, train, dev, resume=state)  # other initial weights
+    for k, v in _weights(whole).items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    assert _comparable(result.history) == _comparable(expected.history)  # epochs before the stop included
+    assert (result.best_epoch, result.best_dev_f1) == (expected.best_epoch, expected.best_dev_f1)
+
+
+def _fresh_start(lose, cfg):
+    """What a restarted round without the state has in place of ``lose``."""
+    from cemr.training import param_groups
+
+    if lose == "optimizer":  # Adam afresh: no moments, step 0
+        tagger = _setup()[0]
+        return torch.optim.Adam(param_groups(tagger, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay).state_dict()
+    if lose == "rng":  # dropout reseeded
+        return {"cpu": torch.Generator().manual_seed(cfg.seed).get_state()}
+    return torch.Generator().manual_seed(cfg.seed).get_state()  # batch_rng: epoch 1's batch order again
+
+
+@pytest.mark.parametrize("lose", ["optimizer", "rng", "batch_rng"])
+def test_each_restored_piece_matters(tmp_path, lose):
+    """The comparison above can fail: resuming with one piece of the state replaced by what a
+    fresh start has changes the final weights."""
+    from cemr.training import load_train_state
+
+    sents = tiny_setup()[0]
+    train, dev, cfg = sents[:8], sents[8:], _cfg(epochs=3, batch_size=2)
+    whole, _ = _run(_setup, cfg, train, dev)
+    with pytest.raises(_Interrupted):
+        _run(_setup, cfg, train, dev, checkpoint_every=1, on_checkpoint=_interrupt_at(6, tmp_path / "s.pt"))
+    state = dataclasses.replace(load_train_state(tmp_path / "s.pt"), **{lose: _fresh_start(lose, cfg)})
+    resumed, _ = _run(_setup, cfg, train, dev, resume=state)
+    assert any(not torch.equal(resumed.state_dict()[k], v) for k, v in _weights(whole).items())
+
+
+def test_fine_tuning_resumes_its_warmup_and_param_groups(tmp_path):
+    """Fine-tuned BERT: the warmup position (the step count) and the per-layer groups come back:
+    the resumed run's per-epoch BERT learning rate and final weights equal the whole run's."""
+    from cemr.training import load_train_state
+
+    sents = tiny_setup()[0]
+    train, dev, cfg = sents[:8], sents[8:10], _cfg(epochs=2, batch_size=2, bert_lr=1e-3, bert_warmup=1.0)
+    whole, expected = _run(_bert_setup, cfg, train, dev)
+    with pytest.raises(_Interrupted):
+        _run(_bert_setup, cfg, train, dev, checkpoint_every=3, on_checkpoint=_interrupt_at(3, tmp_path / "s.pt"))
+    resumed, result = _run(_bert_setup, cfg, train, dev, resume=load_train_state(tmp_path / "s.pt"))
+    assert [h["bert_lr"] for h in result.history] == [h["bert_lr"] for h in expected.history]
+    for k, v in _weights(whole).items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
+def test_checkpoints_come_every_k_steps_and_after_every_epoch():
+    sents = tiny_setup()[0]
+    seen = []
+    _run(_setup, _cfg(epochs=2, batch_size=2), sents[:8], [], checkpoint_every=3,
+         on_checkpoint=lambda s: seen.append((s.epoch, s.batch, s.step)))
+    assert seen == [(0, 3, 3), (1, 0, 4), (1, 2, 6), (2, 0, 8)]  # 4 batches per epoch
+    seen.clear()
+    _run(_setup, _cfg(epochs=2, batch_size=2), sents[:8], [], on_checkpoint=lambda s: seen.append(s.step))
+    assert seen == [4, 8]  # checkpoint_every 0: epoch ends only
+
+
+def test_a_state_that_does_not_fit_the_run_is_refused(tmp_path):
+    from cemr.training import load_train_state, save_train_state
+
+    sents = tiny_setup()[0]
+    cfg = _cfg(epochs=2, batch_size=2)
+    states = []
+    _run(_setup, cfg, sents[:8], [], on_checkpoint=states.append)
+    with pytest.raises(ValueError, match="saved with 1 worker.* and 8 training sentences, this run has 1 and 6"):
+        _run(_setup, cfg, sents[:6], [], resume=states[0])
+    with pytest.raises(ValueError, match="epoch 2 batch 0, past train.epochs=1"):
+        _run(_setup, _cfg(epochs=1, batch_size=2), sents[:8], [], resume=states[1])
+    with pytest.raises(ValueError, match="start_epoch must be 0"):
+        _run(_setup, cfg, sents[:8], [], resume=states[0], start_epoch=1)
+    (tmp_path / "bad.pt").write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="bad.pt: not a readable training state"):
+        load_train_state(tmp_path / "bad.pt")
+    save_train_state(tmp_path / "ok.pt", states[1])
+    assert load_train_state(tmp_path / "ok.pt").step == 8  # a finished run's state: resuming it trains nothing
+    _, r = _run(_setup, cfg, sents[:8], [], resume=states[1])
+    assert [h["epoch"] for h in r.history] == [1, 2]
+
+
+def test_a_state_saved_as_early_stopping_struck_resumes_to_the_same_stop():
+    sents = tiny_setup()[0]
+    cfg = _cfg(epochs=6, lr=0.0, patience=1, batch_size=2)  # lr 0: no gain after epoch 1
+    states = []
+    _, whole = _run(_setup, cfg, sents[:6], sents[6:9], on_checkpoint=states.append)
+    assert whole.stopped_early and len(whole.history) == 2
+    _, again = _run(_setup, cfg, sents[:6], sents[6:9], resume=states[-1])
+    assert again.stopped_early and _comparable(again.history) == _comparable(whole.history)

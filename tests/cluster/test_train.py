@@ -1,9 +1,10 @@
 """cluster.train: epoch bookkeeping, checkpoints, training rows (pure), and Ray Train rounds on a
-tiny prepared run (1 and 2 CPU workers, a resumed round)."""
+tiny prepared run (1 and 2 CPU workers, a resumed round, a worker killed mid-epoch)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 
@@ -23,8 +24,11 @@ from cluster.train import (
     has_unsure_column,
     pick_best,
     read_checkpoint,
+    read_train_state,
     report_metrics,
     rows_from_tables,
+    step_metrics,
+    train_loop_per_worker,
     training_columns,
     write_checkpoint,
 )
@@ -92,6 +96,47 @@ def test_checkpoint_round_trip_and_missing_files(tmp_path):
     (tmp_path / "ck" / "epochs.json").unlink()
     with pytest.raises(TrainRoundError, match="epochs.json: missing"):
         read_checkpoint(tmp_path / "ck")
+
+
+def _train_state(epoch=1, batch=0, **kw):
+    from cemr.training import TrainState
+
+    fields = dict(epoch=epoch, batch=batch, step=7, model={"w": torch.zeros(1)}, optimizer={"state": {}, "param_groups": []},
+                  scaler={}, rng={"cpu": torch.get_rng_state()}, batch_rng=torch.Generator().manual_seed(1).get_state(),
+                  epoch_sums={"loss": 1.5, "sentences": 3, "chars": 9, "seconds": 0.1}, best_dev_f1=0.25,
+                  best_epoch=1, bad_epochs=0, best_model={"w": torch.ones(1)}, history=[{"epoch": 1, "dev_f1": 0.25}],
+                  world_size=2, train_sentences=10)
+    return TrainState(**{**fields, **kw})
+
+
+def test_every_rank_reads_back_the_training_state_with_its_own_rng(tmp_path):
+    book = _epochs(EpochBook(total_epochs=3, patience=1, has_dev=True), [0.25])
+    state = _train_state(batch=2)
+    rngs = [{"cpu": torch.manual_seed(r).get_state()} for r in range(2)]  # each worker's dropout stream
+    weights = {"w": torch.full((1,), 3.0)}
+    write_checkpoint(tmp_path / "ck", weights, book, state, rngs)
+    loaded, book2 = read_checkpoint(tmp_path / "ck")
+    for rank in range(2):
+        got = read_train_state(tmp_path / "ck", loaded, book2, rank, 2)
+        assert torch.equal(got.rng["cpu"], rngs[rank]["cpu"]) and torch.equal(got.model["w"], weights["w"])
+        assert (got.epoch, got.batch, got.step, got.epoch_sums) == (1, 2, 7, state.epoch_sums)
+        assert torch.equal(got.batch_rng, state.batch_rng) and torch.equal(got.best_model["w"], torch.ones(1))
+    with pytest.raises(TrainRoundError, match="saved by 2 worker.*this round has 1"):
+        read_train_state(tmp_path / "ck", loaded, book2, 0, 1)
+    with pytest.raises(TrainRoundError, match="training state after epoch 1 but epochs.json after epoch 2"):
+        read_train_state(tmp_path / "ck", loaded, _epochs(book2, [0.3]), 0, 2)
+    write_checkpoint(tmp_path / "old", weights, book)  # a checkpoint of the epoch-level kind
+    with pytest.raises(TrainRoundError, match="train_state.pt: missing .*older cemr.*ray_train"):
+        read_train_state(tmp_path / "old", weights, book, 0, 1)
+
+
+def test_a_mid_epoch_checkpoint_is_never_the_rounds_model():
+    mid = step_metrics(_train_state(epoch=1, batch=3))
+    assert mid["dev_f1"] < 0 and mid["epoch_in_progress"] == 2.0 and "epoch" not in mid
+    cands = [("e1", {"epoch": 1, "dev_f1": 0.0}), ("mid", {**mid, "dev_f1": 0.9})]
+    assert pick_best(cands, best_epoch=None)[0] == "e1"
+    with pytest.raises(TrainRoundError, match="no checkpoint"):
+        pick_best([("mid", mid)], 1)
 
 
 def test_pick_best_prefers_the_workers_best_epoch():
@@ -271,3 +316,76 @@ def test_train_round_needs_ray(prepared, monkeypatch):
     cfg, layout, comps = prepared
     with pytest.raises(TrainRoundError, match="Ray is not initialised"):
         train_round(cfg, layout, [str(layout.split("train"))], 0, components=comps)
+
+
+# a worker killed mid-epoch: the worker function wrapped (workers import this module: tests/cluster
+# is on their PYTHONPATH) so that, on the first attempt only, the last rank dies at its second
+# mid-epoch checkpoint of epoch 2, before that checkpoint is written: the restarted round resumes
+# from the first one and redoes the steps after it
+
+
+def _killing_loop(config):
+    import ray.train
+
+    import cemr.training
+
+    real = cemr.training.train_tagger
+    marker = Path(config["run_dir"]) / f"killed_{config['round']}"
+
+    def train_tagger(*args, rank=0, world_size=1, resume=None, on_checkpoint=None, **kw):
+        if resume is not None:  # the restarted attempt: where it picked up
+            (marker.parent / f"{marker.name}.resumed_{rank}").write_text(
+                json.dumps([resume.epoch, resume.batch, resume.step]), encoding="utf-8")
+        mid_epoch_2 = []
+
+        def hook(state):
+            if state.epoch == 1 and state.batch > 0:
+                mid_epoch_2.append(state.step)
+                if len(mid_epoch_2) == 2 and rank == world_size - 1 and not marker.exists():
+                    ray.train.get_all_reported_checkpoints()  # the first one registered (reports are async)
+                    marker.write_text(str(state.step), encoding="utf-8")
+                    os._exit(1)  # as a worker lost with its node
+            on_checkpoint(state)
+
+        return real(*args, rank=rank, world_size=world_size, resume=resume, on_checkpoint=hook, **kw)
+
+    cemr.training.train_tagger = train_tagger
+    return train_loop_per_worker(config)
+
+
+def _last_epoch_weights(result):
+    """The weights of the round's last epoch end (the model directory holds the best epoch's)."""
+    for ck in Path(result.ray_train_path).glob("checkpoint_*"):
+        if not ck.is_dir():  # checkpoint_manager_snapshot.json
+            continue
+        state, book = read_checkpoint(ck)
+        if book.epoch == book.total_epochs:  # mid-epoch checkpoints of epoch 2 have book.epoch 1
+            return state
+    raise AssertionError(f"no checkpoint of the last epoch under {result.ray_train_path}")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_worker_killed_mid_epoch_resumes_to_the_uninterrupted_rounds_weights(ray_local, prepared, monkeypatch):
+    """Two DDP workers, 2 epochs of 5 steps each (22 sentences, batches of 2), a mid-epoch checkpoint
+    every 3 steps (steps 3, 6, 9); rank 1 dies at step 9, mid-epoch 2, and the round resumes at step 6.
+    The resumed round (Adam, both ranks' dropout RNGs, the batch order and position restored)
+    ends with exactly (torch.equal) the weights and losses of a round never interrupted."""
+    import cluster.train
+    from cluster.train import train_round
+
+    cfg, layout, comps = prepared
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, num_workers=2, max_failures=1),
+                              train=dataclasses.replace(cfg.train, epochs=2, patience=0, batch_size=2))
+    train = [str(layout.split("train"))]
+    whole = train_round(cfg, layout, train, 21, components=comps, log=lambda _m: None)  # no mid-epoch checkpoints
+    monkeypatch.setattr(cluster.train, "train_loop_per_worker", _killing_loop)
+    killed = train_round(cfg, layout, train, 22, components=comps, log=lambda _m: None, checkpoint_every=3)
+    died_at = int((layout.root / "killed_22").read_text())
+    resumed = [json.loads((layout.root / f"killed_22.resumed_{r}").read_text()) for r in range(2)]
+    assert resumed[0] == resumed[1] == [1, resumed[0][1], died_at - 3] and resumed[0][1] > 0  # mid-epoch 2
+    assert killed.resumed_from_epoch == 1
+    same = ("epoch", "train_loss", "train_sentences", "dev_f1", "lr")
+    assert [{k: h[k] for k in same} for h in killed.history] == [{k: h[k] for k in same} for h in whole.history]
+    a, b = _last_epoch_weights(whole), _last_epoch_weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
