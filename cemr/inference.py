@@ -103,26 +103,65 @@ def resolve_sources(inputs: Sequence[str], read_paths: Sequence[str], fmt: str, 
     return sources
 
 
+def duplicate_id_error(doc_id: str, where: str, first: str, more: str = "") -> CorpusError:
+    """The error for a document id given twice: ``where`` has it again after ``first``."""
+    return CorpusError(where, None, f"document id {doc_id!r} is also the id of a document of {first}{more}; "
+                                    f"give inputs whose file names differ, or one directory holding both")
+
+
+def no_documents_error(path: str, fmt: str, read: int, rejected: int, reasons: dict[str, int]) -> CorpusError:
+    """The error for an input from which no document could be read (never "0 documents")."""
+    why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())) or "no records"
+    return CorpusError(path, None, f"no document could be read as {fmt} ({read} record(s) read, "
+                                   f"{rejected} rejected: {why})")
+
+
+def _claim_id(seen: dict[str, str], doc: Document, src: InputSource) -> None:
+    where = doc.source or src.path
+    if doc.id in seen:
+        raise duplicate_id_error(doc.id, where, seen[doc.id])
+    seen[doc.id] = where
+
+
 def check_unique_ids(sources: Sequence[InputSource], column: str | None = None) -> None:
     """Read every input once for its document ids; two documents with one id raise ``CorpusError``
     naming both sources (before anything is tagged or written)."""
     seen: dict[str, str] = {}
     for src in sources:
         for d in src.documents(column, report=ReadReport()):
-            where = d.source or src.path
-            if d.id in seen:
-                raise CorpusError(where, None, f"document id {d.id!r} is also the id of a document of "
-                                               f"{seen[d.id]}; give inputs whose file names differ, or "
-                                               f"one directory holding both")
-            seen[d.id] = where
+            _claim_id(seen, d, src)
 
 
-def _require_documents(src: InputSource) -> None:
+def require_documents(src: InputSource) -> None:
+    """``CorpusError`` when the (read) input gave no document."""
     r = src.report
     if r.kept == 0:
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r.reasons.items())) or "no records"
-        raise CorpusError(src.path, None, f"no document could be read as {src.format} "
-                                          f"({r.read} record(s) read, {r.rejected} rejected: {reasons})")
+        raise no_documents_error(src.path, src.format, r.read, r.rejected, dict(r.reasons))
+
+
+def load_inputs(sources: Sequence[InputSource], column: str | None = None) -> list[Document]:
+    """Every document of the inputs, in order, read once: duplicate ids and an input with no
+    document raise ``CorpusError`` as :func:`check_unique_ids` and :func:`require_documents` do."""
+    seen: dict[str, str] = {}
+    docs: list[Document] = []
+    for src in sources:
+        for d in src.documents(column):
+            _claim_id(seen, d, src)
+            docs.append(d)
+        require_documents(src)
+    return docs
+
+
+def read_labeled(data: str | os.PathLike, fmt: str, *, max_rejected: float, strict: bool,
+                 log: Log = _stderr) -> tuple[list[Document], InputSource]:
+    """A labeled corpus to score: its format detected (or checked) with labels required, every
+    document read, the rejection policy applied (:func:`cemr.corpus.policy.check_rejections`)."""
+    from cemr.corpus.policy import check_rejections
+
+    src = resolve_sources([str(data)], [str(data)], fmt, labeled=True, log=log)[0]
+    docs = load_inputs([src])
+    check_rejections(src.report, str(data), max_rejected=max_rejected, strict=strict)
+    return docs, src
 
 
 def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, *,
@@ -164,7 +203,7 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
                         buf = []
                 if buf:
                     yield from _tag_chunk(predictor, buf)
-                _require_documents(src)
+                require_documents(src)
 
         if out_format == "brat":
             from cemr.corpus.writers import write_brat
@@ -257,14 +296,11 @@ def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.Pa
     ``max_rejected`` (any with ``strict``) or with none readable is an error, never scored as
     "no entities"; entity types that differ between model and data are a warning (an error with
     ``strict``)."""
-    from cemr.corpus.policy import check_rejections
     from cemr.modeldir import check_model_dir
     from cemr.predictor import Predictor
 
     check_model_dir(model_dir)
-    src = resolve_sources([str(data)], [str(data)], fmt, labeled=True, log=log)[0]
-    docs = list(src.documents())
-    check_rejections(src.report, str(data), max_rejected=max_rejected, strict=strict)
+    docs, src = read_labeled(data, fmt, max_rejected=max_rejected, strict=strict, log=log)
     predictor = Predictor.load(model_dir, device, max_len=max_len)
     warnings = []
     model_types = set(predictor.labels.types)

@@ -156,21 +156,20 @@ def repeated_keys(ids: ray.data.Dataset, limit: int = MAX_DUPLICATES) -> list[di
 def duplicate_error(row: Mapping[str, Any], out_format: str) -> Exception:
     """The :class:`cemr.corpus.document.CorpusError` for a repeated key (:func:`repeated_keys`)."""
     from cemr.corpus.document import CorpusError
+    from cemr.inference import duplicate_id_error
 
     if row["first_id"] != row["last_id"]:
         return CorpusError(row["last_source"], None, f"document ids {row['first_id']!r} (of {row['first_source']}) "
                                                      f"and {row['last_id']!r} map to one {out_format} file name; "
                                                      f"rename one, or write jsonl or parquet")
     more = f" ({row['n']} documents have it)" if row["n"] > 2 else ""
-    return CorpusError(row["last_source"], None, f"document id {row['last_id']!r} is also the id of a document of "
-                                                 f"{row['first_source']}{more}; give inputs whose file names differ, "
-                                                 f"or one directory holding both")
+    return duplicate_id_error(row["last_id"], row["last_source"], row["first_source"], more)
 
 
 def load_reads(reads_dir: Path, sources: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """The accounting of every input (``reads_dir/<k>.json``) by input path; an input read with
     no document kept raises ``CorpusError`` (never "0 documents")."""
-    from cemr.corpus.document import CorpusError
+    from cemr.inference import no_documents_error
 
     out = {}
     for k, src in enumerate(sources):
@@ -179,9 +178,7 @@ def load_reads(reads_dir: Path, sources: Sequence[Any]) -> dict[str, dict[str, A
             raise BatchPredictError(f"{src.path}: its read task left no accounting ({path})")
         acc = json.loads(path.read_text(encoding="utf-8"))
         if acc["kept"] == 0:
-            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(acc["reasons"].items())) or "no records"
-            raise CorpusError(src.path, None, f"no document could be read as {src.format} ({acc['read']} record(s) "
-                                              f"read, {acc['rejected']} rejected: {reasons})")
+            raise no_documents_error(src.path, src.format, acc["read"], acc["rejected"], acc["reasons"])
         out[src.path] = acc
     return out
 

@@ -62,7 +62,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from cemr.config import Config, ConfigError, flatten
 from cemr.outputs import atomic_write_text
-from cemr.pipeline import RunLayout
+from cemr.pipeline import RunLayout, stages_done
 from cemr.selection import KEPT
 from cemr.selftrain import RoundRecord, RunState, best_round, load_state, save_state, should_stop
 from cluster.pseudosets import entity_counts, merge_pseudo_dirs, pseudo_samples, score_against_heldout, type_share_of
@@ -143,13 +143,6 @@ def selftrain_started(state: RunState, layout: RunLayout) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Stages (prepare + pretrain in one Ray task)
 # ----------------------------------------------------------------------------------------------
-
-
-def stages_done(cfg: Config, layout: RunLayout) -> bool:
-    """:func:`cemr.pipeline.stages_done`: both stages hold ``cfg``'s output; a stale one raises."""
-    from cemr.pipeline import stages_done as done
-
-    return done(cfg, layout)
 
 
 def _stages(cfg: Config, run_dir: str) -> dict[str, Any]:

@@ -49,21 +49,10 @@ def read_inputs(inputs: Sequence[str], fmt: str, column: str | None) -> tuple[li
     """Documents of every input, in order, and the readers' accounting (format detected or checked
     per input, as ``cemr predict`` does). Duplicate ids raise ``CorpusError`` naming both sources;
     an input with no readable document is an error."""
-    from cemr.corpus.document import CorpusError
-    from cemr.inference import resolve_sources
+    from cemr.inference import load_inputs, resolve_sources
 
-    docs, seen = [], {}
     sources = resolve_sources(inputs, inputs, fmt, labeled=False, log=log_line)
-    for src in sources:
-        for d in src.documents(column):
-            where = d.source or src.path
-            if d.id in seen:
-                raise CorpusError(where, None, f"document id {d.id!r} is also the id of a document of {seen[d.id]}")
-            seen[d.id] = where
-            docs.append(d)
-        if src.report.kept == 0:
-            raise CorpusError(src.path, None, f"no document could be read as {src.format} "
-                                              f"({src.report.read} record(s) read, {src.report.rejected} rejected)")
+    docs = load_inputs(sources, column)
     return docs, {src.path: src.summary() for src in sources}
 
 
