@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jobs._common import build_parser, load_job_config, log_line, run_job
-from jobs.predict import best_model_dir, read_inputs, tag_texts
+from jobs.predict import best_model_dir, tag_texts
 
 
 def _spans(preds: list[dict[str, Any]]):
@@ -41,13 +41,15 @@ def evaluate_split(model_dir: Path, cfg: Any, split: str):
 
 
 def evaluate_corpus(model_dir: Path, cfg: Any, fmt: str, data: str):
-    """Score the model on a labeled corpus read with cemr's readers."""
+    """Score the model on a labeled corpus read as ``cemr evaluate`` reads it (labels required, the
+    rejection policy ``data.max_rejected`` / ``data.strict`` applied)."""
+    from cemr.inference import read_labeled
     from cemr.metrics import evaluate
 
-    docs, accounting = read_inputs([data], fmt, None)
+    docs, src = read_labeled(data, fmt, max_rejected=cfg.data.max_rejected, strict=cfg.data.strict, log=log_line)
     preds = dict(tag_texts([(d.id, d.text) for d in docs], model_dir, cfg))
     return evaluate({d.id: d.spans for d in docs}, {k: _spans(v) for k, v in preds.items()}), \
-        {"data": data, "format": fmt, "documents": len(docs), "inputs": accounting}
+        {"data": data, "format": src.format, "documents": len(docs), "inputs": {src.path: src.summary()}}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
