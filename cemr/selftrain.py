@@ -25,6 +25,7 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence
 from cemr.corpus.document import Span
 from cemr.metrics import PRF, match_counts
 from cemr.outputs import atomic_write_text
+from cemr.stopping import Patience
 
 BOOKKEEPING_MODES = ("rederive", "accumulate")
 
@@ -168,7 +169,7 @@ def should_stop(
     ``history``: completed rounds in order (round 0 = gold only). Stop when the last completed
     round is ``>= max_rounds``, or when ``patience >= 1`` rounds have passed since the best dev F1
     (an improvement must exceed the best so far by more than ``min_delta``). ``patience <= 0``
-    disables early stopping.
+    disables early stopping. The rule is :class:`cemr.stopping.Patience`, as for epochs.
     """
     if not history:
         return StopDecision(False, "no round completed yet")
@@ -178,17 +179,15 @@ def should_stop(
     last = history[-1]
     if last.round >= max_rounds:
         return StopDecision(True, f"reached max_rounds={max_rounds}")
-    best = history[0]
-    for rec in history[1:]:
-        if rec.dev_f1 > best.dev_f1 + min_delta:
-            best = rec
-    waited = last.round - best.round
-    if patience >= 1 and waited >= patience:
+    rule = Patience(patience, min_delta=min_delta)
+    for rec in history:
+        rule.update(rec.round, rec.dev_f1)
+    if rule.exhausted:
         return StopDecision(
             True,
-            f"dev F1 has not improved for {waited} round(s) (best {best.dev_f1:.4f} in round {best.round})",
+            f"dev F1 has not improved for {rule.waited} round(s) (best {rule.best:.4f} in round {rule.best_step})",
         )
-    return StopDecision(False, f"continue (best {best.dev_f1:.4f} in round {best.round})")
+    return StopDecision(False, f"continue (best {rule.best:.4f} in round {rule.best_step})")
 
 
 def score_pseudo_labels(

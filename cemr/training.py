@@ -50,6 +50,7 @@ from cemr.config import ConfigError, TrainConfig
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, merge_predictions
 from cemr.metrics import evaluate
+from cemr.stopping import Patience
 from cemr.tags import LabelSet, bio_to_spans
 
 POOL_FACTOR = 50
@@ -452,7 +453,7 @@ def train_tagger(
         say("train: no dev sentences: no early stopping, the last epoch's weights are kept")
 
     step, first_epoch, skip, sums = 0, 1, 0, _zero_sums()
-    best_f1, best_epoch, best_state, bad_epochs = -1.0, 0, _snapshot(tagger), 0
+    book, best_state = Patience(cfg.patience), _snapshot(tagger)
     history: list[dict[str, Any]] = []
     stopped = False
     if resume is not None:
@@ -467,9 +468,10 @@ def train_tagger(
         gen.set_state(resume.batch_rng)
         set_rng_states(resume.rng, device)
         step, first_epoch, skip, sums = resume.step, resume.epoch + 1, resume.batch, dict(resume.epoch_sums)
-        best_f1, best_epoch, bad_epochs = resume.best_dev_f1, resume.best_epoch, resume.bad_epochs
+        book = Patience(cfg.patience, best=resume.best_dev_f1, best_step=resume.best_epoch,
+                        last_step=resume.epoch or None, scored=bool(dev) and resume.epoch > 0)
         best_state, history = resume.best_model, [dict(h) for h in resume.history]
-        stopped = resume.batch == 0 and _early_stop_due(cfg, bool(dev), bad_epochs)
+        stopped = resume.batch == 0 and book.exhausted
         say(f"train: resuming after epoch {resume.epoch} batch {resume.batch} (step {step})")
 
     def capture(epoch_done: int, batch_done: int, batch_rng: Tensor, epoch_sums: dict[str, float]) -> TrainState:
@@ -477,7 +479,7 @@ def train_tagger(
             epoch=epoch_done, batch=batch_done, step=step, model=_snapshot(tagger),
             optimizer=cpu_copy(opt.state_dict()), scaler=cpu_copy(scaler.state_dict()),
             rng=cpu_copy(rng_states(device)), batch_rng=batch_rng.clone(), epoch_sums=dict(epoch_sums),
-            best_dev_f1=best_f1, best_epoch=best_epoch, bad_epochs=bad_epochs, best_model=best_state,
+            best_dev_f1=book.best, best_epoch=book.best_step, bad_epochs=book.waited, best_model=best_state,
             history=[dict(h) for h in history], world_size=world_size, train_sentences=len(train))
 
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -542,16 +544,11 @@ def train_tagger(
                 dev_f1=report.micro.f1,
                 dev_per_type_f1={t: prf.f1 for t, prf in report.per_type.items()},
             )
-            improved = report.micro.f1 > best_f1
-        else:
-            improved = True
+        improved = book.update(epoch, metrics.get("dev_f1") if dev else None)
         metrics["seconds"] = prior_seconds + time.perf_counter() - t0
         if improved:
-            best_f1 = metrics.get("dev_f1", 0.0)
-            best_epoch, best_state, bad_epochs = epoch, _snapshot(tagger), 0
-        else:
-            bad_epochs += 1
-        metrics["best_dev_f1"] = best_f1
+            best_state = _snapshot(tagger)
+        metrics["best_dev_f1"] = book.best
         history.append(metrics)
         say(
             f"epoch {epoch}/{cfg.epochs}: loss {metrics['train_loss']:.4f}"
@@ -563,16 +560,12 @@ def train_tagger(
             on_epoch_end(epoch, metrics, model)
         if on_checkpoint is not None:
             on_checkpoint(capture(epoch, 0, gen.get_state(), _zero_sums()))
-        if _early_stop_due(cfg, bool(dev), bad_epochs):
-            say(f"early stop: no dev F1 gain for {cfg.patience} epoch(s); best {best_f1:.4f} at epoch {best_epoch}")
+        if book.exhausted:
+            say(f"early stop: no dev F1 gain for {cfg.patience} epoch(s); best {book.best:.4f} at epoch {book.best_step}")
             stopped = True
     _restore(tagger, best_state)
-    return TrainResult(best_state, max(best_f1, 0.0), best_epoch, history, stopped)
+    return TrainResult(best_state, max(book.best, 0.0), book.best_step, history, stopped)
 
 
 def _zero_sums() -> dict[str, float]:
     return {"loss": 0.0, "sentences": 0, "chars": 0, "seconds": 0.0}
-
-
-def _early_stop_due(cfg: TrainConfig, has_dev: bool, bad_epochs: int) -> bool:
-    return has_dev and cfg.patience > 0 and bad_epochs >= cfg.patience

@@ -71,6 +71,7 @@ from cemr.config import Config
 from cemr.corpus.sentences import Sentence
 from cemr.corpus.shards import REQUIRED_COLUMNS, UNSURE, UNSURE_FIELD, shard_files, table_to_sentences
 from cemr.pipeline import RunLayout
+from cemr.stopping import Patience
 
 Log = Callable[[str], None]
 
@@ -96,10 +97,10 @@ class TrainRoundError(RuntimeError):
 class EpochBook:
     """Epoch bookkeeping that survives a worker restart (saved with every checkpoint).
 
-    Same rule as :func:`cemr.training.train_tagger`: an epoch improves when its dev F1 is strictly
-    higher than the best so far (every epoch improves without dev); training is finished after
-    ``total_epochs`` or after ``patience`` epochs without improvement (``patience <= 0``: never
-    early; no dev: never early).
+    The rule is :class:`cemr.stopping.Patience`, as in :func:`cemr.training.train_tagger`: an
+    epoch improves when its dev F1 is strictly higher than the best so far (every epoch improves
+    without dev); training is finished after ``total_epochs`` or after ``patience`` epochs without
+    improvement (``patience <= 0``: never early; no dev: never early).
     """
 
     total_epochs: int
@@ -113,28 +114,28 @@ class EpochBook:
     stop_reason: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def _rule(self) -> Patience:
+        return Patience(self.patience, best=self.best_dev_f1, best_step=self.best_epoch,
+                        last_step=self.epoch or None, scored=self.has_dev and self.epoch > 0)
+
     def update(self, metrics: dict[str, Any]) -> bool:
         """Record one finished epoch (``metrics["epoch"]`` must be the next epoch); returns
         whether it improved."""
         epoch = int(metrics["epoch"])
         if epoch != self.epoch + 1:
             raise ValueError(f"epoch {epoch} reported after epoch {self.epoch}")
-        self.epoch = epoch
-        f1 = float(metrics.get("dev_f1", 0.0))
-        improved = (f1 > self.best_dev_f1) if self.has_dev else True
-        if improved:
-            self.best_dev_f1, self.best_epoch, self.bad_epochs = f1, epoch, 0
-        else:
-            self.bad_epochs += 1
+        rule = self._rule()
+        improved = rule.update(epoch, float(metrics.get("dev_f1", 0.0)) if self.has_dev else None)
+        self.epoch, self.best_dev_f1, self.best_epoch, self.bad_epochs = epoch, rule.best, rule.best_step, rule.waited
         self.history.append(dict(metrics))
-        if epoch >= self.total_epochs:
-            self.finished, self.stop_reason = True, f"reached {self.total_epochs} epoch(s)"
-        else:
-            self._check_early_stop()
+        self._decide(rule)
         return improved
 
-    def _check_early_stop(self) -> None:
-        if self.has_dev and self.patience > 0 and self.bad_epochs >= self.patience:
+    def _decide(self, rule: Patience) -> None:
+        self.finished, self.stop_reason = False, None
+        if self.epoch >= self.total_epochs:
+            self.finished, self.stop_reason = True, f"reached {self.total_epochs} epoch(s)"
+        elif rule.exhausted:
             self.finished = True
             self.stop_reason = (f"early stop: no dev F1 gain for {self.patience} epoch(s); best "
                                 f"{self.best_dev_f1:.4f} at epoch {self.best_epoch}")
@@ -143,11 +144,7 @@ class EpochBook:
         """Apply the current ``train.epochs`` / ``train.patience`` to a restored book (a resumed
         job may have changed them): ``finished`` is decided again from the epochs done."""
         self.total_epochs, self.patience = int(total_epochs), int(patience)
-        self.finished, self.stop_reason = False, None
-        if self.epoch >= self.total_epochs:
-            self.finished, self.stop_reason = True, f"reached {self.total_epochs} epoch(s)"
-        elif self.epoch > 0:
-            self._check_early_stop()
+        self._decide(self._rule())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
