@@ -389,7 +389,9 @@ class TrainConfig:
                           gt=0.0, le=1.0)
     clip_norm: float = opt(5.0, "Gradient norm clipping; 0: off", ge=0.0)
     patience: int = opt(4, "Stop after this many epochs without a dev F1 gain; 0: never early", ge=0)
-    seed: int = opt(42, "Seed of initialisation, dropout, batch order and pretraining")
+    seed: int = opt(42, "Seed of initialisation, dropout, batch order and (unless train.pretrain_seed) pretraining")
+    pretrain_seed: int | None = opt(None, "Seed of pretraining (word2vec, BiLM, BERT); null: train.seed. Set it "
+                                    "to share one pretrain/ across runs that differ in train.seed (seed studies)")
     device: str = opt("auto", "Torch device; auto: cuda when available, else cpu", pattern=DEVICE_PATTERN,
                       allowed="auto, cpu, cuda or cuda:N")
     amp: bool = opt(False, "Mixed precision training: the forward pass under torch.autocast of "

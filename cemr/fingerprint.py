@@ -23,8 +23,9 @@ What each stage depends on:
   ``data.test`` / ``data.unlabeled[].path`` inputs. Not ``cluster.rows_per_shard``: it cuts the
   same rows into other files.
 - ``pretrain`` (``pretrain/``), one part per featurizer: ``word2vec`` (``model.word2vec.*``),
-  ``bilm`` (``model.bilm.*`` and the word2vec part it starts from), ``bert`` (``model.bert.*``
-  and the ``model.bert.checkpoint`` input), each with ``train.seed``, the pretraining text cap
+  one per enabled featurizer of :mod:`cemr.features.registry`: ``bilm`` (``model.bilm.*`` and the
+  word2vec part it starts from), ``bert`` (``model.bert.*`` and the ``model.bert.checkpoint``
+  input), each with ``train.seed`` (or ``train.pretrain_seed`` when set), the pretraining text cap
   (the larger of ``model.bilm.max_sentences`` and ``model.bert.pretrain_max_sentences``) and the
   prepare digest. ``enabled`` and ``model.bert.freeze`` are not part of it (they decide whether
   and how a featurizer is loaded, not what pretraining writes). A config needs the parts it
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from cemr.config import Config, ConfigError, expand_path, flatten
+from cemr.features.registry import FEATURIZERS, enabled_featurizers
 from cemr.outputs import atomic_write_text
 
 MARKER = "fingerprint.json"
@@ -210,26 +212,36 @@ def prepare_fingerprint(cfg: Config) -> StageFingerprint:
 
 
 def pretraining_text_cap(cfg: Config) -> int | None:
-    """How many texts (train first, then the unlabeled pool) pretraining reads; None: all."""
-    return max(cfg.model.bilm.max_sentences or 0, cfg.model.bert.pretrain_max_sentences or 0) or None
+    """How many texts (train first, then the unlabeled pool) pretraining reads; None: all. The
+    largest ``text_cap`` of the registered featurizers, enabled or not (so that turning one off
+    does not change what word2vec and the others read)."""
+    caps = [kind.text_cap(cfg.model) or 0 for kind in FEATURIZERS.values()]
+    return max(caps, default=0) or None
+
+
+def pretrain_seed(cfg: Config) -> int:
+    """The seed pretraining runs with: ``train.pretrain_seed``, else ``train.seed``."""
+    return int(cfg.train.seed if cfg.train.pretrain_seed is None else cfg.train.pretrain_seed)
 
 
 def pretrain_fingerprint(cfg: Config, prepare_digest: str) -> StageFingerprint:
-    """The featurizers ``cfg`` needs (word2vec always, BiLM / BERT when enabled), built on the
-    prepared data of ``prepare_digest``."""
+    """The featurizers ``cfg`` needs (word2vec always, each enabled one of
+    :data:`cemr.features.registry.FEATURIZERS`), built on the prepared data of ``prepare_digest``."""
     m = cfg.model
-    common = {"train.seed": cfg.train.seed, "pretrain.text_cap": pretraining_text_cap(cfg)}
+    seed_key = "train.seed" if cfg.train.pretrain_seed is None else "train.pretrain_seed"
+    common = {seed_key: pretrain_seed(cfg), "pretrain.text_cap": pretraining_text_cap(cfg)}
     upstream = {"prepare": prepare_digest}
     w2v = {"config": {**section_keys(m.word2vec, "model.word2vec"), **common}, "upstream": upstream}
     parts: dict[str, dict[str, Any]] = {"word2vec": w2v}
     w2v_digest = digest({"version": STAGE_VERSIONS["pretrain"], **w2v})
-    if m.bilm.enabled:
-        parts["bilm"] = {"config": {**section_keys(m.bilm, "model.bilm", NOT_PRETRAINING), **common},
-                         "upstream": {**upstream, "word2vec": w2v_digest}}
-    if m.bert.enabled:
-        parts["bert"] = {"config": {**section_keys(m.bert, "model.bert", NOT_PRETRAINING), **common},
-                         "inputs": {"model.bert.checkpoint": path_identity(expand_path(m.bert.checkpoint))},
-                         "upstream": upstream}
+    for kind in enabled_featurizers(m):
+        part: dict[str, Any] = {"config": {**section_keys(kind.section(m), f"model.{kind.name}", NOT_PRETRAINING),
+                                           **common}}
+        inputs = kind.inputs(m)
+        if inputs:
+            part["inputs"] = {key: path_identity(path) for key, path in inputs.items()}
+        part["upstream"] = {**upstream, "word2vec": w2v_digest} if kind.after_word2vec else upstream
+        parts[kind.name] = part
     return StageFingerprint("pretrain", parts)
 
 

@@ -33,11 +33,13 @@ import cemr
 from cemr.config import ModelConfig
 from cemr.lexicon import Lexicon
 from cemr.outputs import atomic_dir
-from cemr.tagger import FEATURIZERS, BiLMBNERTagger, Collator, is_frozen, make_collator, tagger_from_hparams
+from cemr.features.registry import FEATURIZERS
+from cemr.tagger import BiLMBNERTagger, Collator, is_frozen, make_collator, tagger_from_hparams
 from cemr.tags import LabelSet
 from cemr.vocab import CharVocab
 
-FORMAT = "cemr-model/1"
+FORMAT = "cemr-model/2"  # 2: tagger hparams "featurizer_dims" (1: "bert_dim" / "bilm_dim")
+READABLE_FORMATS = ("cemr-model/1", FORMAT)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 VOCAB_FILE = "vocab.json"
@@ -249,9 +251,9 @@ def load_model(
     d = check_model_dir(directory)
     device = torch.device(device)
     config = _read_json(d / CONFIG_FILE)
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") not in READABLE_FORMATS:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise ModelDirError(f"{d / CONFIG_FILE}: format {found!r}, expected {FORMAT!r}")
+        raise ModelDirError(f"{d / CONFIG_FILE}: format {found!r}, expected one of {', '.join(READABLE_FORMATS)}")
     missing = [k for k in ("tagger", "labels") if not isinstance(config.get(k), (dict, list))]
     if missing:
         raise ModelDirError(f"{d / CONFIG_FILE}: missing or malformed key(s) {', '.join(missing)}")

@@ -142,7 +142,8 @@ def pretrain_stage(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log
     """Stage 2: pretrained featurizers in ``pretrain/`` + the stage marker; the metrics are read
     back when the marker has every featurizer ``cfg`` needs, made from the same keys and the same
     prepared data (:func:`cemr.fingerprint.pretrain_fingerprint`). Needs a finished prepare stage."""
-    from cemr.fingerprint import check_stage, pretrain_fingerprint, pretraining_text_cap, recorded_digest, write_marker
+    from cemr.fingerprint import (check_stage, pretrain_fingerprint, pretrain_seed, pretraining_text_cap,
+                                  recorded_digest, write_marker)
     from cemr.pretrain import METRICS_FILE, pretrain_all
 
     metrics_path = layout.pretrain / METRICS_FILE
@@ -155,10 +156,11 @@ def pretrain_stage(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log
     if limit is not None and report_path.is_file():
         sentences = json.loads(report_path.read_text(encoding="utf-8")).get("sentences", {})
         if sentences.get("unlabeled") and sentences.get("train", 0) >= limit:
-            log(f"pretrain: the sentence cap {limit} (model.bilm.max_sentences / model.bert.pretrain_max_sentences) "
+            log(f"pretrain: the sentence cap {limit} (the largest of model.bilm.max_sentences, "
+                f"model.bert.pretrain_max_sentences) "
                 f"is within the {sentences['train']} train sentences, which come first: no unlabeled text is used")
     metrics = pretrain_all(pretraining_texts(layout, limit), cfg.model, layout.pretrain, device=device,
-                           seed=cfg.train.seed, log=log)
+                           seed=pretrain_seed(cfg), log=log)
     write_marker(layout.pretrain, fp)
     return metrics
 
@@ -212,7 +214,7 @@ class Components:
     labels: Any  # LabelSet
     vocab: Any  # CharVocab
     lexicon: Any  # FoldedLexicon | None
-    featurizers: dict[str, Any]  # bilm / bert modules (None when disabled)
+    featurizers: dict[str, Any]  # name -> module, the enabled ones (cemr.features.registry)
     char_vectors: Any  # CharVectors
 
 
@@ -223,13 +225,14 @@ def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: L
     ``data.types`` (:func:`cemr.fingerprint.components_fingerprint`)."""
     from cemr.fingerprint import check_stage, components_fingerprint, recorded_digest, write_marker
     from cemr.lexicon import build_folded_lexicon
-    from cemr.pretrain import load_featurizers
+    from cemr.pretrain import load_char_vectors, load_featurizers
     from cemr.tags import LabelSet
     from cemr.vocab import CharVocab
 
     fp = components_fingerprint(cfg, recorded_digest(layout.data, "prepare"),
                                 recorded_digest(layout.pretrain, "pretrain", "word2vec"))
-    feats = load_featurizers(layout.pretrain, cfg.model, device)
+    featurizers = load_featurizers(layout.pretrain, cfg.model, device)
+    char_vectors = load_char_vectors(layout.pretrain)
     train = load_sentences(layout, "train")
     comp = layout.components
     labels_file, vocab_file = comp / "labels.json", comp / "vocab.json"
@@ -243,7 +246,7 @@ def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: L
         if not types:
             raise ValueError(f"{layout.split('train')}: no entity in the training data")
         labels = LabelSet.from_types(sorted(types))
-        vocab = CharVocab(sorted(set(CharVocab.build(s.text for s in train).chars) | set(feats["char_vectors"].chars)))
+        vocab = CharVocab(sorted(set(CharVocab.build(s.text for s in train).chars) | set(char_vectors.chars)))
         comp.mkdir(parents=True, exist_ok=True)
         atomic_write_text(labels_file, json.dumps(labels.to_list(), ensure_ascii=False))
         vocab.save(vocab_file)
@@ -252,7 +255,7 @@ def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: L
     lexicon = None
     if cfg.model.dictionary.enabled:
         lexicon = build_folded_lexicon(cfg.lexicon, sentences_to_documents(train), group=fold_group(cfg.data.format))
-    return Components(labels, vocab, lexicon, {"bilm": feats["bilm"], "bert": feats["bert"]}, feats["char_vectors"])
+    return Components(labels, vocab, lexicon, featurizers, char_vectors)
 
 
 def fold_group(fmt: str) -> Callable[[Document], str] | None:
@@ -279,9 +282,8 @@ def new_tagger(cfg: Config, comps: Components, init_from: str | os.PathLike | No
     dict_types = comps.lexicon.types() if comps.lexicon is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.train.seed))
-        tagger = build_tagger(cfg.model, comps.labels, comps.vocab, bert=comps.featurizers.get("bert"),
-                              bilm=comps.featurizers.get("bilm"), char_vectors=comps.char_vectors,
-                              dictionary_types=dict_types)
+        tagger = build_tagger(cfg.model, comps.labels, comps.vocab, char_vectors=comps.char_vectors,
+                              dictionary_types=dict_types, **comps.featurizers)
     if init_from is not None:
         state = read_weights(init_from, vocab=comps.vocab, labels=comps.labels)
         try:

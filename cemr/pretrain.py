@@ -6,6 +6,7 @@ Layout of ``out_dir``::
     word2vec/   vectors.npy, chars.json                      (always)
     bilm/       bilm_config.json, vocab.json, model.safetensors   (model.bilm.enabled)
     bert/       save_pretrained files, vocab.txt, featurizer.json (model.bert.enabled)
+                (one directory per featurizer of cemr.features.registry)
     pretrain_metrics.json                                     flat "<stage>.<metric>" -> number
                                                               (written last, atomically)
 
@@ -23,14 +24,13 @@ from typing import Any
 
 import torch
 
-from cemr.config import ModelConfig, expand_path
-from cemr.features.bert import BertFeaturizer, pretrain_bert_mlm
-from cemr.features.bilm import BiLMFeaturizer, train_bilm
+from cemr.config import ModelConfig
+from cemr.features.registry import FEATURIZERS, PretrainInputs, enabled_featurizers
 from cemr.features.word2vec import CharVectors, train_char_word2vec, word2vec_args
 from cemr.outputs import atomic_write_text
 
 METRICS_FILE = "pretrain_metrics.json"
-WORD2VEC_DIR, BILM_DIR, BERT_DIR = "word2vec", "bilm", "bert"
+WORD2VEC_DIR = "word2vec"
 
 Log = Callable[[str], None]
 
@@ -47,11 +47,12 @@ def pretrain_all(
     seed: int = 0,
     log: Log | None = None,
 ) -> dict[str, float]:
-    """Train word2vec, then the BiLM (if enabled), then BERT (if enabled); save all in ``out_dir``.
+    """Train word2vec, then each enabled featurizer (:data:`cemr.features.registry.FEATURIZERS`,
+    each into ``out_dir/<name>``); save all in ``out_dir``.
 
     ``texts_factory`` returns a fresh iterable of unlabeled texts each call (one call per stage,
-    word2vec streams it once per epoch). Returns the flat metrics also written to
-    ``pretrain_metrics.json``.
+    word2vec streams it once per epoch). Returns the flat metrics (``<stage>.<metric>``) also
+    written to ``pretrain_metrics.json``.
     """
     say = log or (lambda _msg: None)
     out = Path(out_dir)
@@ -66,63 +67,36 @@ def pretrain_all(
                                           "seconds": time.perf_counter() - started}))
     say(f"word2vec: {len(vectors)} chars x {vectors.dim}")
 
-    if model_cfg.bilm.enabled:
-        if model_cfg.bilm.embedding_dim != vectors.dim:
-            say(f"bilm: model.bilm.embedding_dim {model_cfg.bilm.embedding_dim} != word2vec dim {vectors.dim}: "
-                "the LMs' char embeddings start random, not from word2vec (make the two equal to use it)")
-        bilm, bilm_metrics = train_bilm(texts_factory(), vectors, model_cfg.bilm, device=device, seed=seed, log=log)
-        bilm.save(out / BILM_DIR)
-        metrics.update(_prefixed("bilm", bilm_metrics))
-        say(f"bilm: held-out perplexity f {bilm_metrics['heldout_ppl_f']:.3f} b {bilm_metrics['heldout_ppl_b']:.3f}")
-
-    bert_cfg = model_cfg.bert
-    if bert_cfg.enabled:
-        checkpoint = expand_path(bert_cfg.checkpoint)
-        if checkpoint and bert_cfg.pretrain_epochs == 0:
-            say(f"bert: using {checkpoint} as it is (pretrain_epochs: 0)")
-            metrics["bert.continued_pretraining"] = 0.0
-        else:
-            bert_metrics = pretrain_bert_mlm(texts_factory(), bert_cfg, out / BERT_DIR, device=device, seed=seed,
-                                             init_checkpoint=checkpoint, log=log)
-            metrics.update(_prefixed("bert", bert_metrics))
-            metrics["bert.continued_pretraining"] = 1.0 if checkpoint else 0.0
+    inputs = PretrainInputs(texts=texts_factory, char_vectors=vectors, device=device, seed=seed, log=say)
+    for kind in enabled_featurizers(model_cfg):
+        metrics.update(_prefixed(kind.name, kind.pretrain(model_cfg, out / kind.name, inputs)))
 
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
 
-def bert_source(out_dir: str | Path, model_cfg: ModelConfig) -> Path:
-    """The directory BERT is loaded from: ``out_dir/bert`` when pretraining wrote one, else the
-    configured checkpoint."""
-    own = Path(out_dir) / BERT_DIR
-    if own.is_dir():
-        return own
-    checkpoint = expand_path(model_cfg.bert.checkpoint)
-    if checkpoint:
-        return Path(checkpoint)
-    raise FileNotFoundError(f"{own}: missing and model.bert.checkpoint is not set (run pretraining first)")
-
-
-def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """``{"char_vectors": CharVectors, "bilm": BiLMFeaturizer | None, "bert": BertFeaturizer | None}``.
-
-    Disabled featurizers are None; an enabled one that pretraining did not write is an error.
-    BERT is frozen unless ``model.bert.freeze`` is false; its window, stride, autocast and window
-    batch size come from the config (``model.bert.*``).
-    """
+def load_char_vectors(out_dir: str | Path) -> CharVectors:
+    """The word2vec char vectors of a pretraining directory."""
     out = Path(out_dir)
     if not (out / WORD2VEC_DIR).is_dir():
         raise FileNotFoundError(f"{out / WORD2VEC_DIR}: missing (not a pretraining directory; run pretraining first)")
-    result: dict[str, Any] = {"char_vectors": CharVectors.load(out / WORD2VEC_DIR), "bilm": None, "bert": None}
-    if model_cfg.bilm.enabled:
-        if not (out / BILM_DIR).is_dir():
-            raise FileNotFoundError(
-                f"{out / BILM_DIR}: missing but model.bilm.enabled is true (pretrain with it enabled)"
-            )
-        result["bilm"] = BiLMFeaturizer.load(out / BILM_DIR, device=device)
-    if model_cfg.bert.enabled:
-        bert_cfg = model_cfg.bert
-        result["bert"] = BertFeaturizer.load(bert_source(out, model_cfg), device=device, freeze=bert_cfg.freeze,
-                                             window=bert_cfg.window, stride=bert_cfg.stride,
-                                             autocast=bert_cfg.autocast, window_batch_size=bert_cfg.window_batch_size)
-    return result
+    return CharVectors.load(out / WORD2VEC_DIR)
+
+
+def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """``{name: module}`` of every featurizer ``model_cfg`` enables, loaded from ``out_dir``
+    (configured: BERT frozen unless ``model.bert.freeze`` is false, its window, stride, autocast
+    and window batch size from ``model.bert.*``). An enabled one that pretraining did not write is
+    an error; so is a directory that was never pretrained."""
+    out = Path(out_dir)
+    if not (out / WORD2VEC_DIR).is_dir():
+        raise FileNotFoundError(f"{out / WORD2VEC_DIR}: missing (not a pretraining directory; run pretraining first)")
+    loaded = {}
+    for kind in enabled_featurizers(model_cfg):
+        module = kind.load(out / kind.name, model_cfg, device)
+        kind.configure(module, model_cfg)
+        loaded[kind.name] = module
+    return loaded
+
+
+__all__ = ["FEATURIZERS", "METRICS_FILE", "WORD2VEC_DIR", "load_char_vectors", "load_featurizers", "pretrain_all"]

@@ -8,7 +8,8 @@ Per char ``t`` of a sentence::
     e   = Linear(dropout(h))                       # (B, T, K) emissions
     CRF(e) with invalid BIO moves forbidden         # NLL in training, Viterbi / marginals after
 
-Featurizers (BERT, BiLM) are ``nn.Module``s with ``dim`` and ``forward(texts) -> (B, T, dim)``;
+Featurizers (BERT, BiLM: :mod:`cemr.features.registry`) are ``nn.Module``s with ``dim`` and
+``forward(texts) -> (B, T, dim)``, given by name;
 a featurizer is *frozen* when it says so (``frozen`` attribute) or has no trainable parameter:
 it then runs under ``no_grad``, stays in eval mode, and its weights are left out of
 :meth:`BiLMBNERTagger.checkpoint_state_dict` (they are saved by the featurizer itself).
@@ -40,6 +41,7 @@ from cemr.confidence import crf_infer, crf_partial_nll, crf_viterbi
 from cemr.config import ModelConfig
 from cemr.corpus.sentences import Sentence
 from cemr.features.cache import FeatureCache, cached_features, elements_for_mb
+from cemr.features.registry import FEATURIZERS, feature_order
 from cemr.features.dictionary import (
     DICT_PAD_ID,
     DictionaryFeature,
@@ -50,7 +52,6 @@ from cemr.tags import LabelSet, spans_to_bio
 from cemr.vocab import PAD_ID, CharVocab
 
 FORBIDDEN = -1e4
-FEATURIZERS = ("bert", "bilm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,9 +228,12 @@ class BiLMBNERTagger(nn.Module):
 
     Flat arguments: ``vocab_size`` chars (PAD=0), ``num_tags`` K, ``allowed_transitions (K, K)``
     and ``allowed_start (K,)`` bool (from :class:`~cemr.tags.LabelSet`); ``char_init (V, char_dim)``
-    optional initial char vectors; ``bert``/``bilm`` featurizers or None; ``dictionary`` a
-    :class:`DictionaryFeature` or None; ``feature_cache_mb``: budget of each frozen featurizer's
-    output cache (MiB of float32; 0 disables caching).
+    optional initial char vectors; featurizers as keyword arguments ``name=module`` (``bert=``,
+    ``bilm=``: :data:`cemr.features.registry.FEATURIZERS`; None = absent), each kept as the
+    attribute ``name`` (its weights under ``name.``) and concatenated in
+    :func:`~cemr.features.registry.feature_order`; ``dictionary`` a :class:`DictionaryFeature` or
+    None; ``feature_cache_mb``: budget of each frozen featurizer's output cache (MiB of float32;
+    0 disables caching).
     """
 
     def __init__(
@@ -244,10 +248,9 @@ class BiLMBNERTagger(nn.Module):
         gru_hidden: int = 128,
         attention_heads: int = 4,
         dropout: float = 0.3,
-        bert: nn.Module | None = None,
-        bilm: nn.Module | None = None,
         dictionary: DictionaryFeature | None = None,
         feature_cache_mb: float = 1024.0,
+        **featurizers: nn.Module | None,
     ):
         super().__init__()
         if feature_cache_mb < 0:
@@ -274,8 +277,7 @@ class BiLMBNERTagger(nn.Module):
             "attention_heads": attention_heads,
             "dropout": dropout,
             "dictionary": dictionary.hparams() if dictionary is not None else None,
-            "bert_dim": bert.dim if bert is not None else None,
-            "bilm_dim": bilm.dim if bilm is not None else None,
+            "featurizer_dims": {},
         }
         self.char_embedding = nn.Embedding(vocab_size, char_dim, padding_idx=PAD_ID)
         if char_init is not None:
@@ -283,10 +285,15 @@ class BiLMBNERTagger(nn.Module):
                 raise ValueError(f"char_init must be ({vocab_size}, {char_dim}), got {tuple(char_init.shape)}")
             with torch.no_grad():
                 self.char_embedding.weight.copy_(char_init)
-        self.bert = bert
-        self.bilm = bilm
+        self._featurizer_names: list[str] = []
+        for name in feature_order(n for n, m in featurizers.items() if m is not None):
+            if hasattr(self, name):
+                raise ValueError(f"featurizer name {name!r} is taken by the tagger itself")
+            self.add_module(name, featurizers[name])
+            self._featurizer_names.append(name)
+            self.hparams["featurizer_dims"][name] = int(featurizers[name].dim)
         self.dictionary = dictionary
-        in_dim = char_dim + sum(m.dim for m in (bert, bilm, dictionary) if m is not None)
+        in_dim = char_dim + sum(self.hparams["featurizer_dims"].values()) + (dictionary.dim if dictionary is not None else 0)
         self.input_dim = in_dim
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(in_dim, gru_hidden, batch_first=True, bidirectional=True)
@@ -305,7 +312,8 @@ class BiLMBNERTagger(nn.Module):
     # -- frozen featurizers ------------------------------------------------------------------
 
     def featurizers(self) -> dict[str, nn.Module]:
-        return {n: getattr(self, n) for n in FEATURIZERS if getattr(self, n) is not None}
+        """``{name: module}`` in the order their features are concatenated."""
+        return {n: getattr(self, n) for n in self._featurizer_names}
 
     def train(self, mode: bool = True) -> "BiLMBNERTagger":
         super().train(mode)
@@ -344,10 +352,10 @@ class BiLMBNERTagger(nn.Module):
                     param.masked_fill_(~ok, FORBIDDEN)
 
     def feature_cache(self, name: str) -> FeatureCache | None:
-        """The output cache of featurizer ``name`` (``bert``/``bilm``): None when that featurizer
+        """The output cache of featurizer ``name`` (e.g. ``bert``): None when that featurizer
         is absent or trainable, or caching is off. A cache belongs to one module object: when the
         attribute is replaced by another module, the old cache is dropped, never reused."""
-        module = getattr(self, name, None) if name in FEATURIZERS else None
+        module = getattr(self, name, None) if name in self._featurizer_names else None
         if module is None or not is_frozen(module) or self.feature_cache_mb <= 0:
             self._feature_caches.pop(name, None)
             return None
@@ -457,38 +465,35 @@ class BiLMBNERTagger(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_feature(name: str, enabled: bool, module: nn.Module | None) -> None:
-    if enabled and module is None:
-        raise ValueError(f"model.{name}.enabled is true but no {name} featurizer was given")
-    if not enabled and module is not None:
-        raise ValueError(f"a {name} featurizer was given but model.{name}.enabled is false")
-
-
 def build_tagger(
     model_cfg: ModelConfig,
     labels: LabelSet,
     vocab: CharVocab,
     *,
-    bert: nn.Module | None = None,
-    bilm: nn.Module | None = None,
     char_vectors: Any = None,
     dictionary_types: Sequence[str] | None = None,
+    **featurizers: nn.Module | None,
 ) -> BiLMBNERTagger:
     """The tagger of ``model_cfg`` for ``labels`` and ``vocab`` (the one place reading ModelConfig).
 
-    ``bert``/``bilm`` must be given exactly when enabled in the config; BERT is frozen or made
-    trainable per ``model.bert.freeze`` (the BiLM stays as loaded: frozen). ``char_vectors``
-    (:class:`~cemr.features.word2vec.CharVectors`) initialise the char embedding when their dim
-    equals ``model.char_dim``; ``tagger.char_init_rows`` tells how many rows were copied.
-    ``dictionary_types``: types the lexicon can produce (default: the label types).
+    Featurizers come as ``name=module`` (``bert=``, ``bilm=``), exactly those ``model.<name>.enabled``
+    turns on (:data:`cemr.features.registry.FEATURIZERS`); each is configured by its kind (BERT
+    frozen or trainable per ``model.bert.freeze``; the BiLM stays as loaded: frozen).
+    ``char_vectors`` (:class:`~cemr.features.word2vec.CharVectors`) initialise the char embedding
+    when their dim equals ``model.char_dim``; ``tagger.char_init_rows`` tells how many rows were
+    copied. ``dictionary_types``: types the lexicon can produce (default: the label types).
     """
-    _check_feature("bert", model_cfg.bert.enabled, bert)
-    _check_feature("bilm", model_cfg.bilm.enabled, bilm)
-    if bert is not None:
-        freeze = model_cfg.bert.freeze
-        bert.requires_grad_(not freeze)
-        if hasattr(bert, "frozen"):
-            bert.frozen = freeze
+    given = {n: m for n, m in featurizers.items() if m is not None}
+    unknown = sorted(set(given) - set(FEATURIZERS))
+    if unknown:
+        raise ValueError(f"unknown featurizer(s) {', '.join(unknown)}; known: {', '.join(FEATURIZERS)}")
+    for name, kind in FEATURIZERS.items():
+        if kind.enabled(model_cfg) and name not in given:
+            raise ValueError(f"model.{name}.enabled is true but no {name} featurizer was given")
+        if not kind.enabled(model_cfg) and name in given:
+            raise ValueError(f"a {name} featurizer was given but model.{name}.enabled is false")
+        if name in given:
+            kind.configure(given[name], model_cfg)
     dictionary = None
     if model_cfg.dictionary.enabled:
         types = list(dictionary_types) if dictionary_types is not None else list(labels.types)
@@ -502,10 +507,9 @@ def build_tagger(
         gru_hidden=model_cfg.gru_hidden,
         attention_heads=model_cfg.attention_heads,
         dropout=model_cfg.dropout,
-        bert=bert,
-        bilm=bilm,
         dictionary=dictionary,
         feature_cache_mb=model_cfg.feature_cache_mb,
+        **given,
     )
     tagger.char_init_rows = 0
     if char_vectors is not None and char_vectors.dim == model_cfg.char_dim:
@@ -515,17 +519,25 @@ def build_tagger(
     return tagger
 
 
-def tagger_from_hparams(
-    hparams: dict[str, Any], labels: LabelSet, *, bert: nn.Module | None = None, bilm: nn.Module | None = None
-) -> BiLMBNERTagger:
-    """Rebuild a tagger from ``tagger.hparams`` (as saved in a model directory); weights random."""
+def featurizer_dims(hparams: dict[str, Any]) -> dict[str, int]:
+    """``{name: dim}`` a saved tagger was built with: ``featurizer_dims``, or the ``bert_dim`` /
+    ``bilm_dim`` of models saved before the featurizer registry (model format 1)."""
+    if "featurizer_dims" in hparams:
+        return {str(k): int(v) for k, v in dict(hparams["featurizer_dims"]).items()}
+    return {n: int(hparams[f"{n}_dim"]) for n in ("bert", "bilm") if hparams.get(f"{n}_dim") is not None}
+
+
+def tagger_from_hparams(hparams: dict[str, Any], labels: LabelSet, **featurizers: nn.Module | None) -> BiLMBNERTagger:
+    """Rebuild a tagger from ``tagger.hparams`` (as saved in a model directory); weights random.
+    ``featurizers``: ``name=module``, exactly those the tagger was built with, of the same dims."""
     if hparams["num_tags"] != labels.num_tags:
         raise ValueError(f"hparams say {hparams['num_tags']} tags, the label set has {labels.num_tags}")
-    for name, module in (("bert", bert), ("bilm", bilm)):
-        want = hparams.get(f"{name}_dim")
-        have = module.dim if module is not None else None
-        if want != have:
-            raise ValueError(f"the tagger was built with {name} dim {want}, got a featurizer of dim {have}")
+    want = featurizer_dims(hparams)
+    have = {n: int(m.dim) for n, m in featurizers.items() if m is not None}
+    if want != have:
+        raise ValueError(f"the tagger was built with featurizer dims {want}, got featurizers of dims {have}")
+    if list(want) != feature_order(want):
+        raise ValueError(f"featurizer order {list(want)} is not the registry's {feature_order(want)}")
     d = hparams.get("dictionary")
     dictionary = DictionaryFeature(d["types"], d["dim"], d["dropout"]) if d else None
     return BiLMBNERTagger(
@@ -537,9 +549,8 @@ def tagger_from_hparams(
         gru_hidden=hparams["gru_hidden"],
         attention_heads=hparams["attention_heads"],
         dropout=hparams["dropout"],
-        bert=bert,
-        bilm=bilm,
         dictionary=dictionary,
+        **{n: m for n, m in featurizers.items() if m is not None},
     )
 
 

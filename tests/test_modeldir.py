@@ -42,13 +42,34 @@ def test_directory_contents(tmp_path):
     names = sorted(p.name for p in path.iterdir())
     assert names == ["bert", "bilm", "config.json", "labels.json", "lexicon.tsv", "vocab.json", "weights.safetensors"]
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    assert config["format"] == "cemr-model/1" and config["labels"] == labels.to_list()
+    assert config["format"] == "cemr-model/2" and config["labels"] == labels.to_list()
+    assert config["tagger"]["featurizer_dims"] == {"bert": 6, "bilm": 4}  # in the order they enter the tagger
     assert set(config["versions"]) == {"cemr", "torch", "transformers"} and config["versions"]["torch"]
     assert config["model"]["gru_hidden"] == 16 and config["extra"] == {"dev_f1": 0.5}
     assert config["featurizers"]["bert"]["frozen"] is True
     weights = load_file(str(path / "weights.safetensors"))
     assert "crf.transitions" in weights and not any(k.startswith(("bert.", "bilm.")) for k in weights)
     assert not list(tmp_path.glob(".model.*"))  # no temporary directory left behind
+
+
+def test_a_format_1_model_directory_still_loads_to_the_same_predictions(tmp_path):
+    """Before the featurizer registry the tagger's hparams named each dim (bert_dim, bilm_dim)."""
+    path, tagger, vocab, labels, lexicon, sents = _save(tmp_path)
+    cfg_path = path / "config.json"
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    dims = config["tagger"].pop("featurizer_dims")
+    config["tagger"].update(bert_dim=dims["bert"], bilm_dim=dims["bilm"])
+    config["format"] = "cemr-model/1"
+    cfg_path.write_text(json.dumps(config), encoding="utf-8")
+    loaded = load_model(path, featurizer_classes=FAKES)
+    assert list(loaded.tagger.featurizers()) == ["bert", "bilm"]
+    texts = [s.text for s in sents]
+    assert loaded.tagger.infer(loaded.collator().from_texts(texts)).tags == \
+        tagger.infer(make_collator(tagger, vocab, labels, lexicon).from_texts(texts)).tags
+    config["tagger"]["bilm_dim"] = 5
+    cfg_path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelDirError, match="featurizer dims"):
+        load_model(path, featurizer_classes=FAKES)
 
 
 def test_overwrite_is_explicit(tmp_path):

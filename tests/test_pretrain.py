@@ -8,7 +8,7 @@ from cemr.config import BertConfig, BiLMConfig, ModelConfig, Word2VecConfig, dat
 from cemr.features.bert import BertFeaturizer
 from cemr.features.bilm import BiLMFeaturizer
 from cemr.features.word2vec import CharVectors
-from cemr.pretrain import METRICS_FILE, load_featurizers, pretrain_all
+from cemr.pretrain import METRICS_FILE, load_char_vectors, load_featurizers, pretrain_all
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -52,8 +52,10 @@ def test_pretrain_all_writes_every_stage_and_loads_back(tmp_path):
     assert len(calls) >= 4 and messages
     assert not any("start random" in m for m in messages)
 
+    vectors = load_char_vectors(tmp_path)
+    assert isinstance(vectors, CharVectors) and vectors.dim == 16
     feats = load_featurizers(tmp_path, cfg)
-    assert isinstance(feats["char_vectors"], CharVectors) and feats["char_vectors"].dim == 16
+    assert list(feats) == ["bert", "bilm"]  # the registry's order: the order features enter the tagger
     bilm, bert = feats["bilm"], feats["bert"]
     assert isinstance(bilm, BiLMFeaturizer) and isinstance(bert, BertFeaturizer)
     text = TEXTS[1] * 3  # longer than BERT's positions: windowed
@@ -79,8 +81,7 @@ def test_disabled_stages_are_not_trained_and_load_as_none(tmp_path):
     metrics = pretrain_all(lambda: TEXTS, cfg, tmp_path)
     assert not (tmp_path / "bilm").exists() and not (tmp_path / "bert").exists()
     assert not any(k.startswith(("bilm.", "bert.")) for k in metrics)
-    feats = load_featurizers(tmp_path, cfg)
-    assert feats["bilm"] is None and feats["bert"] is None
+    assert load_featurizers(tmp_path, cfg) == {}
     cfg.bilm.enabled = True
     with pytest.raises(FileNotFoundError, match="bilm"):
         load_featurizers(tmp_path, cfg)
