@@ -43,7 +43,8 @@ from cemr.features.chartokenizer import SPECIALS, VOCAB_FILE  # noqa: E402
 from cemr.predictor import Predictor  # noqa: E402
 from cemr.tagger import BiLMBNERTagger, make_collator  # noqa: E402
 from cemr.tags import LabelSet  # noqa: E402
-from cemr.training import batches_per_epoch, resolve_device, train_tagger  # noqa: E402
+from cemr.batching import batches_per_epoch  # noqa: E402
+from cemr.training import resolve_device, train_tagger  # noqa: E402
 from cemr.vocab import CharVocab  # noqa: E402
 
 BERT_BASE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "vocab_size": 21128, "max_position": 512}

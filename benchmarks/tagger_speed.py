@@ -45,7 +45,8 @@ from cemr.lexicon import build_folded_lexicon  # noqa: E402
 from cemr.predictor import Predictor  # noqa: E402
 from cemr.tagger import build_tagger, make_collator  # noqa: E402
 from cemr.tags import LabelSet  # noqa: E402
-from cemr.training import length_batches, resolve_device  # noqa: E402
+from cemr.batching import length_batches  # noqa: E402
+from cemr.training import resolve_device  # noqa: E402
 from cemr.vocab import CharVocab  # noqa: E402
 
 

@@ -7,8 +7,9 @@ every ``world_size``-th batch (the list cut to a multiple of ``world_size``, so 
 the same number of steps and DDP's all-reduces line up). Every worker evaluates the whole dev set
 with the same (synchronised) weights, so all take the same early-stopping decision.
 
-Per epoch: batches of similar length (indices shuffled with the seed, pooled ``50 * batch_size``
-at a time, sorted by length inside a pool, cut into batches, batch order shuffled), Adam, the
+Per epoch: batches of similar length (:func:`cemr.batching.length_batches`: indices shuffled with
+the seed, pooled ``50 * batch_size`` at a time, sorted by length inside a pool, cut into batches,
+batch order shuffled), Adam, the
 model's dropout, gradient clipping, the learning rate ``lr * lr_decay ** (epoch - 1)``, optional AMP
 (``train.amp``: the forward pass under ``torch.autocast`` of ``train.amp_dtype``; float16 with a
 GradScaler on CUDA only, bfloat16 on CUDA or CPU); then dev
@@ -49,11 +50,11 @@ from torch import Tensor, nn
 from cemr.config import ConfigError, TrainConfig
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, merge_predictions
+from cemr.batching import batches_per_epoch, length_batches, shard_batches
 from cemr.metrics import evaluate
 from cemr.stopping import Patience
 from cemr.tags import LabelSet, bio_to_spans
 
-POOL_FACTOR = 50
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}  # train.amp_dtype
 
 
@@ -202,44 +203,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """Index batches of similar lengths: shuffled pools of ``POOL_FACTOR * batch_size`` indices,
-    sorted by length inside a pool, cut into batches; batch order shuffled. Every index once."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    pool = POOL_FACTOR * batch_size
-    batches: list[list[int]] = []
-    for p in range(0, len(order), pool):
-        chunk = sorted(order[p : p + pool], key=lambda i: lengths[i])  # stable: ties stay shuffled
-        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
-    perm = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in perm]
-
-
-def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
-    """Worker ``rank``'s share: every ``world_size``-th batch of the list cut to a multiple of
-    ``world_size`` (equal step counts on all workers; at most ``world_size - 1`` batches unused)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside [0, {world_size})")
-    usable = len(batches) // world_size * world_size
-    return batches[:usable][rank::world_size]
-
-
-def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
-    """Steps per epoch of one worker: ``len(shard_batches(length_batches(n lengths, ...)))``,
-    without drawing the batches (pools of ``POOL_FACTOR * batch_size``, the last one partial)."""
-    pool = POOL_FACTOR * batch_size
-    full, rest = divmod(n, pool)
-    return (full * POOL_FACTOR + math.ceil(rest / batch_size)) // world_size
-
-
-def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Deterministic inference batches: indices sorted by length (longest first), chunked."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
-
-
 @torch.no_grad()
 def predict_spans(
     model: nn.Module,
@@ -254,7 +217,7 @@ def predict_spans(
     tagger = unwrap(model)
     tagger.eval()
     out: list[list[Span]] = [[] for _ in sentences]
-    for idx in eval_batches([len(s.text) for s in sentences], batch_size):
+    for idx in length_batches([len(s.text) for s in sentences], batch_size):
         batch = collate([sentences[i] for i in idx]).to(device)
         for i, tags in zip(idx, tagger.decode(batch)):
             out[i] = bio_to_spans(labels.from_ids(tags))

@@ -30,7 +30,7 @@ system or the same path on a single machine): workers read ``data/``, ``pretrain
 
 Sharding: the dataset is *not* split by Ray (``DataConfig(datasets_to_split=[])``): every worker
 reads the whole set, sorts it by ``(doc_id, sent_id)`` and takes every ``world_size``-th batch
-of the same seeded batch list (``cemr.training.shard_batches``). Ray's equal split
+of the same seeded batch list (``cemr.batching.shard_batches``). Ray's equal split
 (``streaming_split(equal=True)``) would also give equal step counts (equal row counts give equal
 batch counts with the length-bucketed batching), but it drops up to ``world_size - 1`` rows and
 hands each worker different rows from one run to the next, so a seeded round would not be

@@ -7,10 +7,8 @@ import torch
 from cemr.config import ConfigError, TrainConfig
 from cemr.tagger import build_tagger, make_collator
 from cemr.training import (
-    length_batches,
     predict_spans,
     resolve_device,
-    shard_batches,
     train_tagger,
     unwrap,
 )
@@ -99,20 +97,6 @@ def test_ddp_style_wrapper_is_unwrapped():
     assert unwrap(wrapped) is tagger and unwrap(tagger) is tagger
     r = train_tagger(wrapped, sents[:6], sents[6:9], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
     assert "gru.weight_ih_l0" in r.best_state_dict and "dev_f1" in r.history[0]
-
-
-def test_length_batches_cover_every_index_once_and_group_lengths():
-    lengths = [(i * 37) % 101 for i in range(500)]
-    batches = length_batches(lengths, 8, torch.Generator().manual_seed(0))
-    flat = sorted(i for b in batches for i in b)
-    assert flat == list(range(500)) and max(len(b) for b in batches) == 8
-    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
-    assert spread < 10  # random batches would spread ~80
-    again = length_batches(lengths, 8, torch.Generator().manual_seed(0))
-    assert again == batches
-    shards = [shard_batches(batches, r, 3) for r in range(3)]
-    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(batches) // 3
-    assert not set(map(tuple, shards[0])) & set(map(tuple, shards[1]))
 
 
 def test_resolve_device():
@@ -212,14 +196,6 @@ def test_warmup_rises_linearly_then_holds():
                             {"params": [torch.nn.Parameter(torch.zeros(1))], "base_lr": 0.01, "warmup": True}])
     set_learning_rates(opt, 0.5, 1, 4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.0025])
-
-
-def test_steps_per_epoch_are_known_before_the_batches_are_drawn():
-    from cemr.training import batches_per_epoch
-
-    for n, bs, world in [(1, 4, 1), (10, 4, 1), (10, 4, 2), (199, 4, 1), (200, 4, 3), (201, 4, 2), (1000, 3, 4)]:
-        drawn = shard_batches(length_batches([1] * n, bs, torch.Generator().manual_seed(0)), 0, world)
-        assert batches_per_epoch(n, bs, world) == len(drawn), (n, bs, world)
 
 
 def test_fine_tuning_trains_bert_with_warmup_and_reports_its_learning_rate():

@@ -15,7 +15,7 @@ import torch
 from cemr.corpus.document import Span
 from cemr.corpus.sentences import Sentence
 from cemr.corpus.shards import UNSURE_FIELD, ShardWriter, iter_sentences, sentence_schema, sentences_to_table
-from cemr.training import length_batches
+from cemr.batching import length_batches
 from cluster.train import (
     EpochBook,
     TrainRoundError,
