@@ -119,7 +119,11 @@ def _finish(builder: RecordBuilder, doc_id: str, text: str, source: str,
 
 
 def _file_encoding(file: Path, report: ReadReport, strict: bool) -> str | None:
-    """The file's encoding (counted), or None after rejecting the file as one record."""
+    """The encoding (counted) of a file read record by record, or None after rejecting the file
+    as one record: empty, binary or undecodable."""
+    if file.stat().st_size == 0:
+        _builder(report, file, None, strict).reject("empty file", EMPTY)
+        return None
     return text_encoding(file, report, lambda problem, reason: _builder(
         report, file, None, strict).reject(problem, reason))
 
@@ -140,9 +144,6 @@ def _read_lines(file: Path, rel: str, per_line: bool, report: ReadReport,
         doc = _finish(builder, rel, text, str(file), "file")
         if doc is not None:
             yield doc
-        return
-    if file.stat().st_size == 0:
-        _builder(report, file, None, strict).reject("empty file", EMPTY)
         return
     encoding = _file_encoding(file, report, strict)
     if encoding is None:
@@ -231,9 +232,6 @@ def _column_index(header: list[str], column: str | None, file: Path) -> int:
 
 def _read_table(file: Path, rel: str, column: str | None, delimiter: str, report: ReadReport,
                 strict: bool) -> Iterator[Document]:
-    if file.stat().st_size == 0:
-        _builder(report, file, None, strict).reject("empty file", EMPTY)
-        return
     encoding = _file_encoding(file, report, strict)
     if encoding is None:
         return
