@@ -18,12 +18,19 @@ same for every seed):
 
 ``gap_recovered`` = (self-trained - low) / (full - low), per seed and for the means. Every figure
 is a test figure; dev figures are printed beside them. The last line is one JSON object.
+
+Pretraining (word2vec, BiLM, BERT) is shared across seeds by default: every run gets
+``train.pretrain_seed`` = the first seed, and the runs after the first start from a copy of the
+first run's ``data/``, ``pretrain/`` and ``components/`` of the same arm (their fingerprints match,
+so they are reused, not redone). The seeds then vary what a seed study varies (initialisation,
+dropout, batch order, self-training); ``--pretrain-per-seed`` pretrains again for every seed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,7 +95,26 @@ def summarize(per_seed: list[dict]) -> dict:
     return out
 
 
-def run_seed(config: str, overrides: list[str], seed: int, out: Path, log) -> dict:
+def seed_stages(source: Path, target: Path) -> list[str]:
+    """Copy the seed-independent stages (``data/``, ``pretrain/``, ``components/``) of run
+    ``source`` into a new run ``target``; returns the stages copied (none when ``target`` exists)."""
+    from cemr.pipeline import RunLayout
+
+    if target.exists():
+        return []
+    src, dst = RunLayout.of(source), RunLayout.of(target)
+    copied = []
+    for name in ("data", "pretrain", "components"):
+        a, b = getattr(src, name), getattr(dst, name)
+        if a.is_dir():
+            shutil.copytree(a, b, copy_function=shutil.copy2)  # copy2 keeps mtimes
+            copied.append(name)
+    return copied
+
+
+def run_seed(config: str, overrides: list[str], seed: int, out: Path, log, pretrain_seed: int | None = None) -> dict:
+    """One seed's three arms. ``pretrain_seed``: shared pretraining (``train.pretrain_seed``); the
+    runs of seed ``pretrain_seed`` itself pretrain, later seeds start from their stages."""
     from cemr.config import load_config
     from cemr.pipeline import train_from_config
     from cemr.selftrain import load_state
@@ -96,6 +122,13 @@ def run_seed(config: str, overrides: list[str], seed: int, out: Path, log) -> di
 
     common = [*overrides, f"train.seed={seed}", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db"]
     low_dir, full_dir = out / f"seed{seed}_low", out / f"seed{seed}_full"
+    if pretrain_seed is not None:
+        common.append(f"train.pretrain_seed={pretrain_seed}")
+        if seed != pretrain_seed:
+            for arm_dir, first in ((low_dir, out / f"seed{pretrain_seed}_low"), (full_dir, out / f"seed{pretrain_seed}_full")):
+                copied = seed_stages(first, arm_dir)
+                if copied:
+                    log(f"bench_heldout: {arm_dir.name} starts from {first.name}'s {', '.join(copied)}")
     cfg = load_config(config, [*common, f"run_dir={low_dir}"])
     if cfg.data.labeled_fraction >= 1:
         raise SystemExit(f"{config}: data.labeled_fraction is {cfg.data.labeled_fraction}; the protocol needs < 1")
@@ -122,13 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="a low-resource experiment config")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="train.seed values")
     ap.add_argument("--out", default=None, help="directory of the runs (default: a new temporary one)")
+    ap.add_argument("--pretrain-per-seed", action="store_true",
+                    help="pretrain again for every seed (default: one pretraining, train.pretrain_seed = the first seed)")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_heldout_")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
-    per_seed = [run_seed(args.config, args.overrides, s, out, log) for s in args.seeds]
+    pretrain_seed = None if args.pretrain_per_seed else args.seeds[0]
+    per_seed = [run_seed(args.config, args.overrides, s, out, log, pretrain_seed) for s in args.seeds]
     summary = summarize(per_seed)
 
     print("| seed | low test | self test (round) | full test | gap recovered | low / self / full dev |")
@@ -141,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{_fmt(summary['self_test'])}, full {_fmt(summary['full_test'])}; gap recovered "
           f"{summary['gap_recovered_of_means'] if summary['gap_recovered_of_means'] is None else round(summary['gap_recovered_of_means'], 3)}")
     print(json.dumps({"bench": "heldout", "config": args.config, "overrides": args.overrides, "seeds": args.seeds,
+                      "pretrain_seed": pretrain_seed,
                       "per_seed": per_seed, **summary, "out": str(out),
                       "wall_s": round(time.perf_counter() - t0, 1), "cpu_count": os.cpu_count(),
                       "load_avg_1m": round(os.getloadavg()[0], 2)}, ensure_ascii=False, default=str))

@@ -35,3 +35,23 @@ def test_gap_recovered_and_spread():
     assert s["low_test"]["mean"] == pytest.approx(0.71) and s["low_test"]["std"] == pytest.approx(0.0141421, 1e-4)
     assert s["gap_recovered_of_means"] == pytest.approx((0.76 - 0.71) / (0.81 - 0.71))
     assert s["gap_recovered_per_seed"]["mean"] == pytest.approx(0.5)
+
+
+def test_later_seeds_reuse_the_first_seeds_pretraining_and_only_with_the_shared_pretrain_seed(tmp_path):
+    from cemr.config import load_config
+    from cemr.fingerprint import StaleStageError
+    from cemr.pipeline import RunLayout, prepare_data, pretrain_stage, stages_done
+
+    tiny = ["data.demo_documents=30", "data.demo_unlabeled=40", "data.max_sentence_len=64",
+            "model.word2vec.dim=8", "model.word2vec.epochs=1", "model.bilm.enabled=false",
+            "model.bert.enabled=false", "model.dictionary.enabled=false"]
+    first = load_config(None, [*tiny, "train.seed=1", "train.pretrain_seed=1"])
+    layout = RunLayout.of(tmp_path / "seed1_low")
+    prepare_data(first, layout, log=lambda m: None)
+    pretrain_stage(first, layout, log=lambda m: None)
+    assert bench.seed_stages(tmp_path / "seed1_low", tmp_path / "seed2_low") == ["data", "pretrain"]
+    assert bench.seed_stages(tmp_path / "seed1_low", tmp_path / "seed2_low") == []  # never over a run
+    second = RunLayout.of(tmp_path / "seed2_low")
+    assert stages_done(load_config(None, [*tiny, "train.seed=2", "train.pretrain_seed=1"]), second)
+    with pytest.raises(StaleStageError, match="train.seed"):
+        stages_done(load_config(None, [*tiny, "train.seed=2"]), second)  # its own pretraining seed: not shared
