@@ -13,10 +13,18 @@ store ``sqlite:///<store_dir>/mlflow.db`` (MLflow 3.17 refuses the old ``./mlrun
 A new experiment gets an explicit artifact location (``<store_dir>/mlartifacts/<experiment>``),
 otherwise MLflow would write artifacts relative to the current directory.
 
+Figures are :mod:`cemr.plots`'s, logged by :meth:`Tracker.log_plot` as a PNG with the numbers it
+shows as JSON beside it.
+
+A resumed run keeps the params of its first start (MLflow params cannot change);
+:meth:`Tracker.record_resume` says what changed and what is in effect: tags, the run's
+description, ``resume_<k>/<key>`` params and the ``config/effective.json`` artifact.
+
 Patient data: raw EMR text is never logged by this module unless ``log_samples=True``
-(``tracking.log_samples``; :meth:`Tracker.log_text_samples`, which the bootstrap uses for a few
-pseudo-labeled sentences per round); params, metrics and figures carry numbers only. Callers that
-log their own files with :meth:`Tracker.log_artifact` are responsible for their content.
+(``tracking.log_samples``; :meth:`Tracker.log_text_samples` and :meth:`Tracker.log_text_page`,
+which the bootstrap uses for a few pseudo-labeled sentences and dev documents per round); params,
+metrics and figures carry numbers and entity type names only. Callers that log their own files
+with :meth:`Tracker.log_artifact` are responsible for their content.
 
 MLflow is imported lazily (importing it costs seconds), so ``import cemr.tracking`` is cheap.
 """
@@ -24,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import time
@@ -38,6 +45,8 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 DEFAULT_PREDICTOR = "cemr.predictor:Predictor"
 RESUMES_TAG = "cemr.resumes"
+NOTE_TAG = "mlflow.note.content"  # the run's description, shown at the top of its page in the MLflow UI
+EFFECTIVE_CONFIG = "config/effective.json"
 
 
 class TrackingError(RuntimeError):
@@ -74,6 +83,25 @@ def param_value(value: Any) -> str:
     return text
 
 
+def changed_params(logged: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (logged value, new value)}`` of the keys of ``config`` (flat) whose param string
+    differs from the one ``logged`` (a run's params, as MLflow returns them); a key never logged
+    has ``None`` as its old value."""
+    return {k: (logged.get(k), v) for k, v in sorted(config.items()) if logged.get(k) != param_value(v)}
+
+
+def resume_note(resume: int, next_round: int | None, changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """One line of the run's description per resume: what changed, and where the values now in
+    effect are."""
+    where = f" at round {next_round}" if next_round is not None else ""
+    if changes:
+        shown = "; ".join(f"`{k}` {param_value(old)} -> {param_value(new)}" for k, (old, new) in changes.items())
+    else:
+        shown = "no config change"
+    return (f"- resume {resume}{where}: {shown} (params keep the first start's values; in effect now: "
+            f"params `resume_{resume}/*`, artifact `{EFFECTIVE_CONFIG}`)")
+
+
 def metric_value(key: str, value: Any) -> float:
     """A metric as float; ``TrackingError`` naming the key for non-numbers."""
     if isinstance(value, bool):
@@ -83,57 +111,6 @@ def metric_value(key: str, value: Any) -> float:
     except (TypeError, ValueError):
         raise TrackingError(f"metric {key!r}: expected a number, got {value!r}") from None
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Figures (matplotlib Agg, no display needed)
-# ----------------------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def line_figure(
-    xs: Sequence[float], series: Mapping[str, Sequence[float]], *, title: str, xlabel: str, ylabel: str
-):
-    """A line plot of one or more named series over ``xs``; returns a matplotlib Figure."""
-    if not xs:
-        raise ValueError(f"{title}: nothing to plot")
-    for name, ys in series.items():
-        if len(ys) != len(xs):
-            raise ValueError(f"{title}: series {name!r} has {len(ys)} points for {len(xs)} x values")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
-    for name, ys in series.items():
-        ax.plot(list(xs), list(ys), marker="o", label=name)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    if len(series) > 1:
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def f1_vs_round_figure(rounds: Sequence[int], f1s: Sequence[float], pseudo_f1s: Sequence[float] | None = None):
-    """Dev F1 per self-training round (optionally the pseudo-label F1 too)."""
-    series = {"dev F1": f1s}
-    if pseudo_f1s is not None:
-        series["pseudo-label F1"] = pseudo_f1s
-    return line_figure(rounds, series, title="F1 vs self-training round", xlabel="round", ylabel="F1")
-
-
-def f1_vs_threshold_figure(thresholds: Sequence[float], f1s: Sequence[float]):
-    """Best dev F1 per confidence threshold (the paper's threshold sweep)."""
-    return line_figure(thresholds, {"dev F1": f1s}, title="F1 vs confidence threshold", xlabel="threshold",
-                       ylabel="F1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,7 +274,8 @@ class Tracker:
     def start_parent(
         self, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
     ) -> str | None:
-        """Start the parent run and log ``params`` (a flat dict: ``cemr.config.flatten``)."""
+        """Start the parent run and log ``params`` (a flat dict: ``cemr.config.flatten``), also as the
+        artifact ``config/effective.json`` (the config in effect; each resume replaces it)."""
         if not self.enabled:
             return None
         if self.parent_id is not None:
@@ -306,6 +284,7 @@ class Tracker:
         self.parent_id = run.info.run_id
         if params:
             self.log_params(params)
+            self.log_dict({"since_round": 0, "resume": 0, "config": dict(params)}, EFFECTIVE_CONFIG)
         return self.parent_id
 
     def resume_parent(self, run_id: str) -> str | None:
@@ -319,30 +298,45 @@ class Tracker:
         self.parent_id = run_id
         return run_id
 
-    def record_resume(self, changes: Mapping[str, tuple[Any, Any]], next_round: int,
+    def record_resume(self, changes: Mapping[str, tuple[Any, Any]], next_round: int | None,
                       config: Mapping[str, Any]) -> int | None:
-        """Record on the parent run that it was resumed at round ``next_round`` with ``changes``
-        (``{key: (old, new)}``) and ``config`` (flat) from then on. Params cannot change once
-        logged, so the first start's values stay; resume number ``k`` (1, 2, ...) adds
+        """Record on the parent run that it was resumed at round ``next_round`` (None: not a
+        bootstrap run, e.g. a sweep) with ``changes`` (``{key: (old, new)}``) and ``config`` (flat)
+        from then on. Params cannot change once logged, so the first start's values stay; resume
+        number ``k`` (1, 2, ...) adds
 
         - tags ``cemr.resumes`` (``k``), ``cemr.resumed_from_round`` and ``cemr.resume_changes``
           (JSON ``{key: [old, new]}`` of this resume, ``{}`` when nothing changed);
+        - a line to the run's description (``mlflow.note.content``, at the top of the run's page
+          in the MLflow UI): the changed keys with old and new values (:func:`resume_note`);
         - a param ``resume_<k>/<key>`` per changed key, with its new value (searchable);
-        - the artifact ``resume/resume_<k>.json``: the round, the changes and the whole config.
+        - the artifact ``resume/resume_<k>.json``: the round, the changes and the whole config;
+        - the artifact ``config/effective.json`` replaced: the whole config in effect now, and
+          from which round and resume.
 
         Returns ``k`` (None when disabled)."""
         if not self.enabled:
             return None
         run_id = self._run(None)
-        k = int(self.client.get_run(run_id).data.tags.get(RESUMES_TAG, "0")) + 1
+        tags = self.client.get_run(run_id).data.tags
+        k = int(tags.get(RESUMES_TAG, "0")) + 1
         pairs = {key: [old, new] for key, (old, new) in changes.items()}
-        self.set_tags({RESUMES_TAG: k, "cemr.resumed_from_round": next_round,
-                       "cemr.resume_changes": json.dumps(pairs, ensure_ascii=False, sort_keys=True, default=str)},
-                      run_id=run_id)
+        note = tags.get(NOTE_TAG, "").rstrip()
+        if not note:
+            note = "Resumed run: the values in effect after a resume differ from the params where listed here."
+        note += "\n" + resume_note(k, next_round, changes)
+        new_tags: dict[str, Any] = {RESUMES_TAG: k, NOTE_TAG: note,
+                                    "cemr.resume_changes": json.dumps(pairs, ensure_ascii=False, sort_keys=True,
+                                                                      default=str)}
+        if next_round is not None:
+            new_tags["cemr.resumed_from_round"] = next_round
+        self.set_tags(new_tags, run_id=run_id)
         if pairs:
             self.log_params({f"resume_{k}/{key}": new for key, (_old, new) in pairs.items()}, run_id=run_id)
         self.log_dict({"resume": k, "next_round": next_round, "changes": pairs, "config": dict(config)},
                       f"resume/resume_{k}.json", run_id=run_id)
+        self.log_dict({"since_round": next_round, "resume": k, "config": dict(config)}, EFFECTIVE_CONFIG,
+                      run_id=run_id)
         return k
 
     def end(self, status: str = "FINISHED") -> None:
@@ -414,38 +408,35 @@ class Tracker:
 
     def log_figure(self, figure: Any, filename: str, run_id: str | None = None) -> None:
         """Log a matplotlib figure as an image artifact, then close it."""
-        if not self.enabled:
-            _pyplot().close(figure)
-            return
+        from cemr.plots import pyplot
+
         try:
-            self.client.log_figure(self._run(run_id), figure, filename)
+            if self.enabled:
+                self.client.log_figure(self._run(run_id), figure, filename)
         finally:
-            _pyplot().close(figure)
+            pyplot().close(figure)
 
-    def plot_f1_vs_round(self, history: Sequence[Any], filename: str = "plots/f1_vs_round.png") -> None:
-        """Plot dev F1 (and pseudo-label F1 when every round >= 1 has it) per round record."""
-        if not self.enabled or not history:
-            return
-        rounds = [r.round for r in history]
-        f1s = [r.dev_f1 for r in history]
-        pseudo = [(r.pseudo_prf or {}).get("f1") for r in history]
-        pseudo_f1s = None
-        if len(history) > 1 and all(p is not None for p in pseudo[1:]):
-            pseudo_f1s = [math.nan if p is None else p for p in pseudo]
-        self.log_figure(f1_vs_round_figure(rounds, f1s, pseudo_f1s), filename, run_id=self.parent_id)
-
-    def plot_f1_vs_threshold(
-        self, thresholds: Sequence[float], f1s: Sequence[float], filename: str = "plots/f1_vs_threshold.png"
-    ) -> None:
-        if not self.enabled:
-            return
-        self.log_figure(f1_vs_threshold_figure(thresholds, f1s), filename, run_id=self.parent_id)
+    def log_plot(self, figure: Any, filename: str, data: Mapping[str, Any] | None = None,
+                 run_id: str | None = None) -> None:
+        """A figure (:mod:`cemr.plots`) as ``filename`` (a ``.png``) and, with ``data``, the numbers
+        it shows as the JSON beside it (``<same name>.json``); logging again replaces both."""
+        if data is not None and self.enabled:
+            self.log_dict(dict(data), str(Path(filename).with_suffix(".json")), run_id=run_id)
+        self.log_figure(figure, filename, run_id=run_id)
 
     def log_text_samples(self, samples: Sequence[Mapping[str, Any]], filename: str, run_id: str | None = None) -> bool:
         """Log examples that contain raw text, only when ``log_samples=True``; returns whether it did."""
         if not self.enabled or not self.log_samples:
             return False
         self.client.log_dict(self._run(run_id), {"samples": list(samples)}, filename)
+        return True
+
+    def log_text_page(self, text: str, filename: str, run_id: str | None = None) -> bool:
+        """Log a page that contains raw text (the HTML view of :mod:`cemr.review.html`), only when
+        ``log_samples=True``; returns whether it did."""
+        if not self.enabled or not self.log_samples:
+            return False
+        self.client.log_text(self._run(run_id), text, filename)
         return True
 
     # -- models -----------------------------------------------------------------------------

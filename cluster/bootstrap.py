@@ -12,16 +12,26 @@ storage every node of the cluster sees)::
                             pseudo-labels (rederive: this round's; accumulate: every round's, first
                             round wins: cluster.pseudosets), a new tagger or, with
                             selftrain.warm_start, one starting from the model that pseudo-labeled
-    after every round       dev + test evaluation (micro and per type) with the Predictor,
-                            pseudo-label precision/recall against data/heldout when present,
-                            metrics on the parent run at step = round (cluster.round_metrics), a
-                            report JSON artifact, with tracking.log_samples a few of the round's
-                            pseudo-labeled sentences (samples/round_<r>.json), state.json saved
-                            (atomically)
+    after every round       dev + test evaluation (micro and per type) with the Predictor, the
+                            calibration of its confidences on dev (cluster.round_metrics.calibration),
+                            pseudo-label precision/recall against data/heldout when present (in all
+                            and per type), metrics on the parent run at step = round
+                            (cluster.round_metrics), a report JSON artifact, the plots (below),
+                            with tracking.log_samples a few of the round's pseudo-labeled sentences
+                            (samples/round_<r>.json, samples/round_<r>_pseudo.html) and dev
+                            documents tagged by its model (samples/round_<r>_dev.html), state.json
+                            saved (atomically)
     stop                    selftrain.max_rounds or selftrain.patience (cemr.selftrain.should_stop)
-    end                     F1-vs-round plot; best_round, best_dev_f1 and best_test_f1 (the test F1
+    end                     the plots again; best_round, best_dev_f1 and best_test_f1 (the test F1
                             of the dev-selected round); that round's model logged as an MLflow
                             pyfunc model and registered (tracking.register_model)
+
+Plots (:mod:`cemr.plots`, each PNG with its numbers as JSON beside it), replaced after every round:
+``plots/f1_vs_round.png`` (dev and test F1 per round, the dev-selected round marked),
+``plots/pseudo_labels.png`` (entities kept per type per round and, with hidden gold, their
+precision per type), and one ``plots/reliability/round_<r>.png`` per round (the reliability
+diagram of its dev predictions, with the confidence the selection policy thresholds: per entity,
+or per sentence in ``selftrain.selection: sentence``; its ECE is the metric ``dev_ece``).
 
 GPUs are asked for exactly as configured (``cluster.use_gpu``, ``cluster.actor_num_gpus``) and
 waited for; when they do not come the run stops, or with ``cluster.cpu_fallback`` runs on the CPU
@@ -48,7 +58,8 @@ Everything else (data, lexicon, model, training) is fixed for the life of a run.
 (:mod:`cemr.fingerprint`). The MLflow params of a resumed run stay those of its first start
 (MLflow params cannot change): each resume is recorded on the run (:meth:`cemr.tracking.Tracker.
 record_resume`: the round it resumed from, the changed keys with their old and new values, the
-config used from then on).
+config used from then on; the run's description lists each resume, and the artifact
+``config/effective.json`` holds the config in effect).
 """
 from __future__ import annotations
 
@@ -65,8 +76,23 @@ from cemr.outputs import atomic_write_text
 from cemr.pipeline import RunLayout, stages_done
 from cemr.selection import KEPT
 from cemr.selftrain import RoundRecord, RunState, best_round, load_state, save_state, should_stop
-from cluster.pseudosets import entity_counts, merge_pseudo_dirs, pseudo_samples, score_against_heldout, type_share_of
-from cluster.round_metrics import final_metrics, round_metrics, round_test_f1, stage_metrics
+from cluster.pseudosets import (
+    entity_counts,
+    merge_pseudo_dirs,
+    pseudo_page,
+    pseudo_samples,
+    score_against_heldout,
+    type_share_of,
+)
+from cluster.round_metrics import (
+    calibration,
+    f1_series,
+    final_metrics,
+    pseudo_series,
+    round_metrics,
+    round_test_f1,
+    stage_metrics,
+)
 
 Log = Callable[[str], None]
 
@@ -83,6 +109,9 @@ UNSAFE_ON_RESUME = ("cluster.num_workers",)
 # read by pseudo-labeling rounds (r >= 1) only: may change while no such round has started
 SELFTRAIN_ONLY = ("selftrain.",)
 NOT_COMPARED_ON_RESUME = ("run_dir",)  # the same directory, however it is spelled
+SAMPLE_DOCUMENTS = 20  # dev documents per round in samples/round_<r>_dev.html (tracking.log_samples)
+F1_PLOT = "plots/f1_vs_round.png"
+PSEUDO_PLOT = "plots/pseudo_labels.png"
 
 
 class BootstrapError(RuntimeError):
@@ -259,13 +288,45 @@ def _open_tracker(cfg: Config, layout: RunLayout, state: RunState, parent_run_id
     return tracker, True
 
 
-def _log_round(tracker: Any, record: RoundRecord, report: Mapping[str, Any]) -> None:
-    """A round's metrics (step = round) and report; with ``tracking.log_samples`` the first
-    sentences of its pseudo-label set (raw text: never otherwise)."""
+def _log_round(tracker: Any, record: RoundRecord, report: Mapping[str, Any],
+               pages: Mapping[str, str] | None = None) -> None:
+    """A round's metrics (step = round), report and reliability plot; with ``tracking.log_samples``
+    the first sentences of its pseudo-label set (JSON and HTML) and ``pages`` (``{artifact: HTML}``,
+    the dev documents tagged by its model): raw text, never otherwise."""
+    from cemr.plots import Reliability, reliability_figure
+
     tracker.log_metrics(round_metrics(record), step=record.round)
     tracker.log_dict(report, f"rounds/round_{record.round:03d}.json")
+    cal = record.extra.get("calibration")
+    if cal and tracker.enabled:
+        fig = reliability_figure(Reliability.from_dict(cal), cal["unit"],
+                                 f"Round {record.round} on dev ({cal['method']})")
+        tracker.log_plot(fig, f"plots/reliability/round_{record.round:03d}.png", cal)
     if tracker.log_samples and record.pseudo_dir:
         tracker.log_text_samples(pseudo_samples(record.pseudo_dir), f"samples/round_{record.round:03d}.json")
+        tracker.log_text_page(pseudo_page(record.pseudo_dir, record.threshold or 0.0,
+                                          f"Round {record.round}: kept pseudo-labels (dashed: below the threshold)"),
+                              f"samples/round_{record.round:03d}_pseudo.html")
+    for name, page in (pages or {}).items():
+        tracker.log_text_page(page, name)
+
+
+def _log_plots(tracker: Any, rounds: Sequence[RoundRecord]) -> None:
+    """The run's plots so far: F1 per round and, once a round pseudo-labeled, the pseudo-labels per
+    type (each replaces the one logged before)."""
+    from cemr.plots import cjk_font, f1_per_round_figure, pseudo_labels_figure, type_labels
+
+    if not tracker.enabled or not rounds:
+        return
+    f1 = f1_series(rounds)
+    tracker.log_plot(f1_per_round_figure(f1["round"], f1["dev_f1"], f1["test_f1"], f1["best_round"]), F1_PLOT, f1)
+    pseudo = pseudo_series(rounds)
+    if pseudo:
+        font = cjk_font()
+        fig = pseudo_labels_figure(pseudo["round"], pseudo["kept"], pseudo.get("precision"),
+                                   pseudo.get("micro_precision"), font_file=font)
+        types = sorted(set(pseudo["kept"]) | set(pseudo.get("precision") or {}))
+        tracker.log_plot(fig, PSEUDO_PLOT, {**pseudo, "labels": type_labels(types, font)})
 
 
 class _RoundRunner:
@@ -296,25 +357,45 @@ class _RoundRunner:
             return res, [str(merged)], rows
         return res, [res.kept_dir], res.kept_after_cap
 
-    def evaluate(self, model_dir: str | os.PathLike) -> dict[str, Any]:
+    def evaluate(self, model_dir: str | os.PathLike, r: int) -> tuple[dict[str, Any], dict[str, str]]:
         """Dev and test of a round's model: the documents tagged whole, every gold span scored
-        (:func:`cemr.pipeline.evaluate_splits`, the path of ``cemr evaluate``)."""
-        from cemr.pipeline import evaluate_splits
+        (:func:`cemr.pipeline.evaluate_splits`, the path of ``cemr evaluate``), and the calibration
+        of its dev confidences (``"calibration"``: :func:`cluster.round_metrics.calibration`, one
+        more pass over dev). With ``tracking.log_samples`` also ``{artifact: HTML}`` of the first
+        dev documents tagged by it."""
+        from cemr.pipeline import evaluate_splits, load_documents
         from cemr.predictor import Predictor
+        from cemr.selection import policy_from_config
 
         predictor = Predictor.load(model_dir, self.device, confidence=self.cfg.selftrain.confidence)
-        return evaluate_splits(predictor, self.layout, self.cfg.train.eval_batch_size)
+        bs = self.cfg.train.eval_batch_size
+        out = evaluate_splits(predictor, self.layout, bs)
+        pages: dict[str, str] = {}
+        dev = load_documents(self.layout, "dev")
+        if dev:
+            policy = policy_from_config(self.cfg.selftrain)
+            out["calibration"] = calibration(predictor.predict_document_sentences(dev, batch_size=bs),
+                                             {d.id: d.spans for d in dev}, policy)
+            if self.cfg.tracking.log_samples:
+                from cemr.review.html import render_html
 
-    def run(self, state: RunState, r: int) -> tuple[RoundRecord, dict[str, Any]]:
-        """Round ``r``: (pseudo-label,) train, evaluate, score pseudo-labels. Returns the record
-        and the round report."""
+                docs = dev[:SAMPLE_DOCUMENTS]
+                preds = predictor.predict_documents(docs, batch_size=bs)
+                pages[f"samples/round_{r:03d}_dev.html"] = render_html(
+                    [(d, preds[d.id]) for d in docs], predictor.labels.types, low_confidence=policy.threshold,
+                    title=f"Round {r}: dev documents tagged by its model (dashed: below selftrain.threshold)")
+        return out, pages
+
+    def run(self, state: RunState, r: int) -> tuple[RoundRecord, dict[str, Any], dict[str, str]]:
+        """Round ``r``: (pseudo-label,) train, evaluate, score pseudo-labels. Returns the record,
+        the round report and the raw-text pages of :meth:`evaluate`."""
         from cluster.train import train_round
 
         t_round = time.perf_counter()
         times: dict[str, float] = {}
         train_dirs = [str(self.layout.split("train"))]
         weights = [1.0]
-        pseudo, pseudo_rows, pseudo_prf, proposed = None, 0, None, None
+        pseudo, pseudo_rows, pseudo_prf, proposed, per_type = None, 0, None, None, None
         threshold = None
         if r > 0:
             threshold = float(self.cfg.selftrain.threshold)
@@ -327,6 +408,7 @@ class _RoundRunner:
             weights += [float(self.cfg.selftrain.pseudo_weight)] * len(dirs)
             proposed = entity_counts(pseudo.all_dir, KEPT)  # before the caps
             pseudo_prf = score_against_heldout(pseudo.kept_dir, self.layout.split("heldout"))
+            per_type = pseudo_prf.pop("per_type") if pseudo_prf else None
         init_model = None
         if r > 0 and self.cfg.selftrain.warm_start:
             init_model = best_round(state.rounds).model_dir  # the model that pseudo-labeled this round
@@ -335,7 +417,7 @@ class _RoundRunner:
                               init_model=init_model, log=self.log)
         times["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        evals = self.evaluate(trained.model_dir)
+        evals, pages = self.evaluate(trained.model_dir, r)
         times["evaluate"] = time.perf_counter() - t0
         dev_micro = (evals.get("dev") or {}).get("micro", {})
         record = RoundRecord(
@@ -358,6 +440,8 @@ class _RoundRunner:
                 "times": times,
                 "pseudo": pseudo.to_dict() if pseudo else None,
                 "pseudo_metrics": pseudo.metrics(proposed, pseudo_prf) if pseudo else {},
+                "pseudo_gold_per_type": per_type,
+                "calibration": evals.get("calibration"),
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
                           "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
                           "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,
@@ -366,7 +450,7 @@ class _RoundRunner:
             },
         )
         report = {"round": record.to_dict(), "history": trained.history}
-        return record, report
+        return record, report, pages
 
 
 def _finish_summary(state: RunState, layout: RunLayout, resumed_from: int | None,
@@ -453,6 +537,7 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
         if new_run:
             for rec in state.rounds:  # rounds done before this MLflow run existed (a seeded sweep member)
                 _log_round(tracker, rec, {"round": rec.to_dict()})
+            _log_plots(tracker, state.rounds)
         elif resumed_from is not None:  # the run's params are the first start's: say what runs now
             tracker.record_resume(changed, resumed_from, flatten(cfg))
 
@@ -466,12 +551,13 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
         while not (decision := should_stop(state.rounds, cfg.selftrain.patience, cfg.selftrain.max_rounds)):
             r = state.next_round
             log(f"round {r}: start ({decision.reason})")
-            record, report = runner.run(state, r)
+            record, report, pages = runner.run(state, r)
             state.add_round(record)
             save_state(layout.root, state)
             atomic_write_text(layout.round_dir(r) / "report.json",
                               json.dumps(report, ensure_ascii=False, indent=1, default=str))
-            _log_round(tracker, record, report)
+            _log_round(tracker, record, report, pages)
+            _log_plots(tracker, state.rounds)
             rounds_run.append(r)
             log(f"round {r}: dev F1 {record.dev_f1:.4f} ({record.seconds:.0f}s)")
 
@@ -479,7 +565,7 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent
         # is resumed into it again
         state.stop_reason = decision.reason
         log(f"stop: {decision.reason}; best round {state.best.round} (dev F1 {state.best.dev_f1:.4f})")
-        tracker.plot_f1_vs_round(state.rounds)
+        _log_plots(tracker, state.rounds)
         model_uri = tracker.log_model_dir(state.best.model_dir, cfg.tracking.register_model)
         summary = _finish_summary(state, layout, resumed_from, rounds_run, started, model_uri)
         atomic_write_text(layout.root / "summary.json",

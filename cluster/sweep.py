@@ -9,9 +9,11 @@ Layout under ``run_dir``::
     sweep_summary.json      every threshold's best round (dev-selected) and the overall winner
 
 Every run is a nested MLflow run under the sweep run (``sweep/best_dev_f1``, ``sweep/best_test_f1``
-at step = threshold x 100); the sweep run gets the F1-vs-threshold plot and the winner's model
-(registered as ``tracking.register_model``). ``--resume`` skips finished thresholds and continues
-the others.
+at step = threshold x 100); the sweep run gets the F1-per-threshold plot (``plots/f1_vs_threshold.png``:
+each threshold's dev-selected round, its dev and test F1, the winner marked; its numbers in the JSON
+beside it) and the winner's model (registered as ``tracking.register_model``). ``--resume`` skips
+finished thresholds and continues the others; the sweep run records the resume
+(:func:`record_sweep_resume`).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from cemr.pipeline import RunLayout
 from cemr.selftrain import RunState, load_state, save_state
 from cluster.bootstrap import BootstrapError, Log, connect, run_bootstrap
 from cluster.round_metrics import round_test_f1
+
+THRESHOLD_PLOT = "plots/f1_vs_threshold.png"
 
 SWEEP_STATE = "sweep_state.json"
 SHARED_DIRS = ("data", "pretrain", "components")
@@ -89,10 +93,36 @@ def member_result(threshold: float, run_dir: str, state: RunState) -> dict[str, 
             "stop_reason": state.stop_reason}
 
 
+def record_sweep_resume(tracker: Any, params: dict[str, Any]) -> int | None:
+    """Record on the reopened sweep run that it was resumed with ``params`` (the flat config and
+    ``sweep.thresholds``): the keys whose value differs from the param the run logged at its start,
+    old and new (:meth:`cemr.tracking.Tracker.record_resume`, no round). Returns the resume number."""
+    from cemr.tracking import changed_params
+
+    if not tracker.enabled:
+        return None
+    logged = tracker.client.get_run(tracker.parent_id).data.params
+    return tracker.record_resume(changed_params(logged, params), None, params)
+
+
+def threshold_plot(tracker: Any, ordered: list[dict[str, Any]], winner: dict[str, Any]) -> None:
+    """The sweep run's F1-per-threshold plot and its numbers (``ordered``: :func:`member_result`
+    lines in threshold order)."""
+    from cemr.plots import f1_per_threshold_figure
+
+    if not tracker.enabled:
+        return
+    data = {"threshold": [r["threshold"] for r in ordered], "best_round": [r["best_round"] for r in ordered],
+            "dev_f1": [r["best_dev_f1"] for r in ordered], "test_f1": [r["best_test_f1"] for r in ordered],
+            "best_threshold": winner["threshold"]}
+    fig = f1_per_threshold_figure(data["threshold"], data["dev_f1"], data["test_f1"], winner["threshold"])
+    tracker.log_plot(fig, THRESHOLD_PLOT, data)
+
+
 def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, Any]:
     """Bootstrap once per threshold ``sweep.start..stop`` (step ``sweep.step``), each a nested MLflow
     run under one sweep run, in ``<run_dir>/threshold_<t>``; round 0 and the stages are shared
-    (``<run_dir>/base``). Logs the F1-vs-threshold plot and registers the best threshold's model."""
+    (``<run_dir>/base``). Logs the F1-per-threshold plot and registers the best threshold's model."""
     from cemr.tracking import Tracker
     from cluster.runtime import shutdown_if_owned
 
@@ -108,12 +138,14 @@ def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, 
     ctx = connect(cfg, log)
     tracker = Tracker.from_config(cfg.tracking, root)
     status = "FAILED"
+    params = {**flatten(cfg), "sweep.thresholds": thresholds}
     try:
         if sweep_state.get("mlflow_run_id"):
             tracker.uri = sweep_state.get("tracking_uri") or tracker.uri
             tracker.resume_parent(sweep_state["mlflow_run_id"])
+            record_sweep_resume(tracker, params)
         else:
-            tracker.start_parent(params={**flatten(cfg), "sweep.thresholds": thresholds},
+            tracker.start_parent(params=params,
                                  tags={"cemr.kind": "sweep", "cemr.name": cfg.name, "cemr.run_dir": str(root)})
             sweep_state = {"mlflow_run_id": tracker.parent_id, "tracking_uri": tracker.uri, "results": {}}
             atomic_write_text(state_path, json.dumps(sweep_state, indent=1))
@@ -140,8 +172,8 @@ def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, 
             sweep_state["results"] = results
             atomic_write_text(state_path, json.dumps(sweep_state, indent=1, ensure_ascii=False, default=str))
         ordered = [results[f"{t:.2f}"] for t in thresholds]
-        tracker.plot_f1_vs_threshold([r["threshold"] for r in ordered], [r["best_dev_f1"] for r in ordered])
         winner = max(ordered, key=lambda r: (r["best_dev_f1"], -r["threshold"]))
+        threshold_plot(tracker, ordered, winner)
         model_uri = tracker.log_model_dir(winner["model_dir"], cfg.tracking.register_model)
         out = {"run_dir": str(root), "thresholds": thresholds, "results": ordered, "best": winner,
                "mlflow_run_id": sweep_state["mlflow_run_id"], "tracking_uri": uri, "model_uri": model_uri}

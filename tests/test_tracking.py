@@ -7,14 +7,16 @@ import pytest
 
 from cemr.config import TrackingConfig
 from cemr.corpus.document import Span
+from cemr.plots import f1_per_round_figure, f1_per_threshold_figure
 from cemr.selftrain import RoundRecord
 from cemr.tracking import (
+    EFFECTIVE_CONFIG,
+    NOTE_TAG,
     SERVING_DISTRIBUTIONS,
     Tracker,
     TrackingError,
-    f1_vs_round_figure,
+    changed_params,
     fluent_tracking_uri,
-    line_figure,
     resolve_tracking_uri,
     serving_requirements,
 )
@@ -84,8 +86,10 @@ def test_disabled_tracker_does_nothing(tmp_path):
     assert t.start_parent({"a": 1}) is None
     t.log_metrics({"f1": 0.5}, step=1)
     assert t.log_text_samples([{"text": "患者发热"}], "samples.json") is False
+    assert t.log_text_page("<p>患者发热</p>", "samples.html") is False
     t.log_dict({"a": 1}, "a.json")
-    t.plot_f1_vs_round([RoundRecord(0, 0.5)])
+    t.log_plot(f1_per_round_figure([0], [0.5]), "plots/f1_vs_round.png", {"dev_f1": [0.5]})
+    assert t.record_resume({"a": (1, 2)}, 1, {"a": 2}) is None
     assert t.log_model_dir(store, "m") is None
     t.end()
     assert list(store.iterdir()) == []
@@ -104,13 +108,14 @@ def test_round_trip_params_metrics_artifacts(store):
     history = []
     for rnd, f1 in enumerate([0.61, 0.66]):
         t.log_metrics({"dev_f1": f1, "pseudo/kept": 10 * rnd}, step=rnd)  # one run, step = round
-        history.append(RoundRecord(rnd, f1, pseudo_prf={"f1": 0.5 + rnd / 10} if rnd else None))
+        history.append(RoundRecord(rnd, f1))
     t.log_dict({"rounds": len(history)}, "summary.json")
     report = store / "report.txt"
     report.write_text("numbers only\n", encoding="utf-8")
     t.log_artifact(report, "reports")
-    t.plot_f1_vs_round(history)
-    t.plot_f1_vs_threshold([0.5, 0.6, 0.7], [0.6, 0.65, 0.64])
+    t.log_plot(f1_per_round_figure([0], [0.61]), "plots/f1_vs_round.png", {"dev_f1": [0.61]})
+    t.log_plot(f1_per_round_figure([0, 1], [0.61, 0.66]), "plots/f1_vs_round.png", {"dev_f1": [0.61, 0.66]})
+    t.log_plot(f1_per_threshold_figure([0.5, 0.6, 0.7], [0.6, 0.65, 0.64]), "plots/f1_vs_threshold.png")
     with pytest.raises(TrackingError, match="metric 'bad'"):
         t.log_metrics({"bad": "high"})
     with pytest.raises(TrackingError, match="does not exist"):
@@ -131,11 +136,17 @@ def test_round_trip_params_metrics_artifacts(store):
     assert [r.info.run_id for r in client.search_runs([exp.experiment_id])] == [parent]  # no run per round
 
     top = {a.path for a in client.list_artifacts(parent)}
-    assert {"summary.json", "reports", "plots"} <= top
+    assert {"summary.json", "reports", "plots", "config"} <= top
     assert {a.path for a in client.list_artifacts(parent, "plots")} == {
-        "plots/f1_vs_round.png", "plots/f1_vs_threshold.png"}
+        "plots/f1_vs_round.png", "plots/f1_vs_round.json", "plots/f1_vs_threshold.png"}
     local = Path(client.download_artifacts(parent, "summary.json", str(store / "dl")))
     assert json.loads(local.read_text(encoding="utf-8")) == {"rounds": 2}
+    data = Path(client.download_artifacts(parent, "plots/f1_vs_round.json", str(store / "dl")))
+    assert json.loads(data.read_text(encoding="utf-8")) == {"dev_f1": [0.61, 0.66]}  # logged again: replaced
+    effective = Path(client.download_artifacts(parent, EFFECTIVE_CONFIG, str(store / "dl")))
+    assert json.loads(effective.read_text(encoding="utf-8")) == {
+        "since_round": 0, "resume": 0, "config": {"selftrain.threshold": 0.7, "data.types": ["A", "B"],
+                                                  "model.bert.checkpoint": None}}
     png = Path(client.download_artifacts(parent, "plots/f1_vs_round.png", str(store / "dl")))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -155,14 +166,55 @@ def test_a_block_that_raises_ends_the_run_failed(store):
 
 def test_text_samples_only_when_asked(store):
     samples = [{"text": "患者发热三天", "spans": []}]
+    page = "<html><body>患者发热三天</body></html>"
     quiet = Tracker(experiment="samples", store_dir=store)
     quiet.start_parent()
     assert quiet.log_text_samples(samples, "samples.json") is False
+    assert quiet.log_text_page(page, "samples.html") is False
     assert [a.path for a in _client(quiet).list_artifacts(quiet.parent_id)] == []
     loud = Tracker(experiment="samples", store_dir=store, log_samples=True)
     loud.start_parent()
     assert loud.log_text_samples(samples, "samples.json") is True
-    assert [a.path for a in _client(loud).list_artifacts(loud.parent_id)] == ["samples.json"]
+    assert loud.log_text_page(page, "samples.html") is True
+    assert [a.path for a in _client(loud).list_artifacts(loud.parent_id)] == ["samples.html", "samples.json"]
+    local = Path(_client(loud).download_artifacts(loud.parent_id, "samples.html", str(store / "dl-page")))
+    assert local.read_text(encoding="utf-8") == page
+
+
+def test_each_resume_says_what_changed_and_what_is_in_effect(store):
+    """Params stay the first start's; the description lists every resume, the resume_<k>/ params
+    and config/effective.json hold the values in effect."""
+    t = Tracker(experiment="resumes", store_dir=store)
+    run_id = t.start_parent({"selftrain.max_rounds": 0, "cluster.actors": 1})
+    t.end()
+    again = Tracker(experiment="resumes", store_dir=store)
+    again.resume_parent(run_id)
+    assert again.record_resume({"selftrain.max_rounds": (0, 2)}, 1,
+                               {"selftrain.max_rounds": 2, "cluster.actors": 1}) == 1
+    assert again.record_resume({"cluster.actors": (1, 4)}, 3, {"selftrain.max_rounds": 2, "cluster.actors": 4}) == 2
+    assert again.record_resume({}, None, {"selftrain.max_rounds": 2, "cluster.actors": 4}) == 3
+    again.end()
+    run = _client(t).get_run(run_id)
+    assert run.data.params["selftrain.max_rounds"] == "0" and run.data.params["cluster.actors"] == "1"
+    assert run.data.params["resume_1/selftrain.max_rounds"] == "2" and run.data.params["resume_2/cluster.actors"] == "4"
+    note = run.data.tags[NOTE_TAG].splitlines()
+    assert len(note) == 4 and note[0].startswith("Resumed run")
+    assert note[1].startswith("- resume 1 at round 1: `selftrain.max_rounds` 0 -> 2")
+    assert note[2].startswith("- resume 2 at round 3: `cluster.actors` 1 -> 4")
+    assert note[3].startswith("- resume 3: no config change")
+    assert run.data.tags["cemr.resumes"] == "3" and run.data.tags["cemr.resumed_from_round"] == "3"
+    effective = json.loads(Path(_client(t).download_artifacts(run_id, EFFECTIVE_CONFIG, str(store / "dl-res")))
+                           .read_text(encoding="utf-8"))
+    assert effective == {"since_round": None, "resume": 3, "config": {"selftrain.max_rounds": 2, "cluster.actors": 4}}
+    assert {a.path for a in _client(t).list_artifacts(run_id, "resume")} == {
+        "resume/resume_1.json", "resume/resume_2.json", "resume/resume_3.json"}
+
+
+def test_changed_params_compares_with_the_logged_strings():
+    logged = {"a": "1", "b": '["x", "y"]', "c": "None"}
+    assert changed_params(logged, {"a": 1, "b": ["x", "y"], "c": None}) == {}
+    assert changed_params(logged, {"a": 2, "b": ["x"], "c": None, "d": 0.5}) == {
+        "a": ("1", 2), "b": ('["x", "y"]', ["x"]), "d": (None, 0.5)}
 
 
 def test_model_dir_as_registered_pyfunc(store):
@@ -251,10 +303,14 @@ def test_texts_from_model_input():
         texts_from_model_input(["a", 3])
 
 
-def test_figures_check_their_series():
-    fig = f1_vs_round_figure([0, 1, 2], [0.5, 0.6, 0.62], [0.7, 0.8, 0.75])
-    assert [line.get_label() for line in fig.axes[0].lines] == ["dev F1", "pseudo-label F1"]
-    with pytest.raises(ValueError, match="2 points for 3"):
-        line_figure([1, 2, 3], {"a": [1, 2]}, title="t", xlabel="x", ylabel="y")
-    with pytest.raises(ValueError, match="nothing to plot"):
-        line_figure([], {}, title="t", xlabel="x", ylabel="y")
+def test_a_figure_is_closed_once_logged_enabled_or_not(store):
+    from cemr.plots import pyplot
+
+    plt = pyplot()
+    for enabled in (False, True):
+        t = Tracker(experiment="figures", store_dir=store, enabled=enabled)
+        t.start_parent()
+        fig = f1_per_round_figure([0], [0.5])
+        t.log_plot(fig, "plots/f1.png")
+        assert not plt.fignum_exists(fig.number)
+        t.end()

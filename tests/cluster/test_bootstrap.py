@@ -14,7 +14,6 @@ import pytest
 
 from cemr.corpus.document import Span
 from cemr.corpus.sentences import Sentence
-from cemr.corpus.shards import write_shards
 from cemr.selftrain import RoundRecord, RunState, load_state, save_state
 from cluster.bootstrap import BootstrapError, check_resume_config
 
@@ -118,36 +117,160 @@ def test_a_resume_with_a_safe_change_is_recorded_on_the_mlflow_run(tmp_path, mon
     assert load_state(tmp_path / "run").config["selftrain.max_rounds"] == 1
 
 
+def _artifacts(client, run_id, path=None):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
 def test_round_samples_reach_mlflow_only_with_log_samples(tmp_path, monkeypatch):
     """Raw text goes to MLflow only with tracking.log_samples: then the first sentences of the
-    round's pseudo-label set, as samples/round_<r>.json; without it a round logs numbers and its
-    report only."""
+    round's pseudo-label set, as samples/round_<r>.json and as the HTML view
+    samples/round_<r>_pseudo.html, and the round's pages (its dev documents); without it a round
+    logs numbers and its report only."""
     from mlflow.tracking import MlflowClient
 
+    from cemr.corpus.shards import ShardWriter
     from cemr.tracking import Tracker
     from cluster import bootstrap
+    from cluster.pseudolabel import PREDICTIONS_FIELD
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     kept = tmp_path / "kept"
-    write_shards([Sentence("u1", i, 0, f"患者头痛{i}天", [Span(2, 4, "症状和体征")]) for i in range(30)], kept,
-                 source="pseudo:r1")
-    rec = RoundRecord(round=1, dev_f1=0.5, pseudo_dir=str(kept))
+    with ShardWriter(kept, extra_fields=[PREDICTIONS_FIELD]) as writer:
+        for i in range(30):
+            writer.write(Sentence("u1", i, 0, f"患者头痛{i}天", [Span(2, 4, "症状和体征")]), "pseudo:r1",
+                         predictions=[{"start": 2, "end": 4, "type": "症状和体征", "confidence": 0.9}])
+    rec = RoundRecord(round=1, dev_f1=0.5, threshold=0.7, pseudo_dir=str(kept))
+    dev_page = {"samples/round_001_dev.html": "<html><body>既往高血压</body></html>"}
     runs = {}
     for log_samples in (False, True):
         tracker = Tracker(experiment="samples", store_dir=tmp_path, log_samples=log_samples)
         runs[log_samples] = tracker.start_parent()
-        bootstrap._log_round(tracker, rec, {"round": rec.to_dict()})
+        bootstrap._log_round(tracker, rec, {"round": rec.to_dict()}, dev_page)
         bootstrap._log_round(tracker, RoundRecord(round=0, dev_f1=0.4), {})  # no pseudo-labels: no samples
         tracker.end()
     client = MlflowClient(tracking_uri=tracker.uri)
     for log_samples, run_id in runs.items():
         files = {f.path for d in ("rounds", "samples") for f in client.list_artifacts(run_id, d)}
         assert files == {"rounds/round_000.json", "rounds/round_001.json",
-                         *(["samples/round_001.json"] if log_samples else [])}
+                         *(["samples/round_001.json", "samples/round_001_pseudo.html",
+                            "samples/round_001_dev.html"] if log_samples else [])}
     local = Path(client.download_artifacts(runs[True], "samples/round_001.json", str(tmp_path / "dl")))
     samples = json.loads(local.read_text(encoding="utf-8"))["samples"]
     assert len(samples) == 20 and samples[0]["text"] == "患者头痛0天"
     assert samples[0]["spans"] == [{"start": 2, "end": 4, "type": "症状和体征"}]
+    page = Path(client.download_artifacts(runs[True], "samples/round_001_pseudo.html", str(tmp_path / "dl")))
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<section class="doc"') == 20 and ">头痛</mark>" in html and 'data-conf="0.900"' in html
+
+
+def _round(r, dev_f1, test_f1, **kw):
+    """A completed round as the runner records it: dev/test reports, calibration, pseudo-labels."""
+    from cemr.plots import reliability_bins
+
+    rel = reliability_bins([0.9, 0.8, 0.3, 0.95], [True, True, False, r > 0]).to_dict()
+    extra = {"test": {"micro": {"f1": test_f1}}, "calibration": {"unit": "entity", "mode": "entity",
+                                                                  "method": "entity_min_marginal", **rel}}
+    if r:
+        extra["pseudo_gold_per_type"] = {
+            "症状和体征": {"precision": 0.9, "recall": 0.5, "f1": 0.64, "tp": 9, "fp": 1, "fn": 9},
+            "疾病和诊断": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "tp": 2, "fp": 2, "fn": 2}}
+        kw.update(pseudo_entities={"症状和体征": 10 * r, "疾病和诊断": 4}, pseudo_prf={"precision": 0.85},
+                  threshold=0.7)
+    return RoundRecord(round=r, dev_f1=dev_f1, extra=extra, **kw)
+
+
+def test_each_round_logs_its_plots_to_the_mlflow_run(tmp_path, monkeypatch):
+    """After every round the run has F1 per round (dev and test), the pseudo-labels per type with
+    their precision, that round's reliability plot and dev_ece, each PNG with its numbers beside it."""
+    from mlflow.tracking import MlflowClient
+
+    from cemr.tracking import Tracker
+    from cluster import bootstrap
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(experiment="plots", store_dir=tmp_path)
+    run_id = tracker.start_parent()
+    rounds = [_round(0, 0.5, 0.45), _round(1, 0.6, 0.58), _round(2, 0.55, 0.6)]
+    for k, rec in enumerate(rounds):
+        bootstrap._log_round(tracker, rec, {"round": rec.to_dict()})
+        bootstrap._log_plots(tracker, rounds[:k + 1])
+        if k == 0:  # gold only so far: no pseudo-label plot yet
+            assert "plots/pseudo_labels.png" not in _artifacts(MlflowClient(tracking_uri=tracker.uri), run_id)
+    tracker.end()
+    client = MlflowClient(tracking_uri=tracker.uri)
+    files = set(_artifacts(client, run_id))
+    assert {"plots/f1_vs_round.png", "plots/f1_vs_round.json", "plots/pseudo_labels.png", "plots/pseudo_labels.json",
+            "plots/reliability/round_000.png", "plots/reliability/round_001.png", "plots/reliability/round_002.png",
+            "plots/reliability/round_002.json"} <= files
+
+    def data(path):
+        local = Path(client.download_artifacts(run_id, path, str(tmp_path / "dl")))
+        return json.loads(local.read_text(encoding="utf-8"))
+
+    assert data("plots/f1_vs_round.json") == {"round": [0, 1, 2], "dev_f1": [0.5, 0.6, 0.55],
+                                              "test_f1": [0.45, 0.58, 0.6], "best_round": 1}  # the last round's
+    pseudo = data("plots/pseudo_labels.json")
+    assert pseudo["round"] == [1, 2] and pseudo["kept"] == {"疾病和诊断": [4, 4], "症状和体征": [10, 20]}
+    assert pseudo["precision"] == {"疾病和诊断": [0.5, 0.5], "症状和体征": [0.9, 0.9]}
+    assert pseudo["micro_precision"] == [0.85, 0.85] and set(pseudo["labels"]) == {"疾病和诊断", "症状和体征"}
+    assert data("plots/reliability/round_002.json")["counts"][9] == 2
+    ece = {m.step: m.value for m in client.get_metric_history(run_id, "dev_ece")}
+    assert sorted(ece) == [0, 1, 2] and ece[0] == pytest.approx(rounds[0].extra["calibration"]["ece"])
+    assert [m.step for m in client.get_metric_history(run_id, "pseudo_gold/症状和体征/precision")] == [1, 2]
+    png = Path(client.download_artifacts(run_id, "plots/f1_vs_round.png", str(tmp_path / "dl")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rounds_evaluation_measures_dev_calibration_and_tags_dev_pages(tmp_path, monkeypatch):
+    """The runner's evaluation: the scores of cemr.pipeline.evaluate_splits, the calibration of the
+    model's dev confidences (per entity in entity selection) and, with tracking.log_samples, the
+    HTML view of the first dev documents tagged by the model."""
+    import cemr.pipeline
+    from cemr.config import load_config
+    from cemr.corpus.document import Document
+    from cemr.pipeline import RunLayout
+    from cemr.predictor import Predictor
+    from cluster import bootstrap
+
+    docs = [Document(f"d{i}", "患者头痛。", [Span(2, 4, "症状和体征")]) for i in range(25)]
+
+    class Ent:
+        def __init__(self, span, confidence):
+            self.span, self.confidence = span, confidence
+
+    class Pred:
+        def __init__(self, entities):
+            self.entities, self.confidence = entities, 0.5
+
+    class Fake:
+        labels = type("Labels", (), {"types": ["症状和体征"]})()
+
+        def predict_document_sentences(self, docs, max_len=None, batch_size=None):
+            return [(Sentence(d.id, 0, 0, d.text), Pred([Ent(Span(2, 4, "症状和体征"), 0.95),
+                                                          Ent(Span(0, 2, "身体部位"), 0.35)])) for d in docs]
+
+        def predict_documents(self, docs, max_len=None, batch_size=None):
+            return {d.id: [Ent(Span(2, 4, "症状和体征"), 0.95)] for d in docs}
+
+    monkeypatch.setattr(Predictor, "load", lambda *a, **k: Fake())
+    monkeypatch.setattr(cemr.pipeline, "evaluate_splits", lambda *a, **k: {"dev": {"micro": {"f1": 0.5}}})
+    monkeypatch.setattr(cemr.pipeline, "load_documents", lambda layout, split: docs if split == "dev" else [])
+    for log_samples in (False, True):
+        cfg = load_config(DEMO, [*TINY, f"run_dir={tmp_path}", "selftrain.selection=entity",
+                                 f"tracking.log_samples={str(log_samples).lower()}"])
+        runner = object.__new__(bootstrap._RoundRunner)
+        runner.cfg, runner.layout, runner.device = cfg, RunLayout.of(tmp_path), "cpu"
+        evals, pages = runner.evaluate(tmp_path / "model", 3)
+        cal = evals["calibration"]
+        assert evals["dev"] == {"micro": {"f1": 0.5}} and (cal["unit"], cal["n"]) == ("entity", 50)
+        assert cal["counts"][9] == 25 and cal["accuracy"][9] == 1.0 and cal["accuracy"][3] == 0.0
+        assert cal["ece"] == pytest.approx(0.5 * 0.05 + 0.5 * 0.35)
+        assert list(pages) == (["samples/round_003_dev.html"] if log_samples else [])
+    page = pages["samples/round_003_dev.html"]
+    assert page.count('<section class="doc"') == bootstrap.SAMPLE_DOCUMENTS and ">头痛</mark>" in page
 
 
 def test_a_finished_run_with_nothing_left_returns_without_ray(tmp_path, monkeypatch):
@@ -254,14 +377,15 @@ def test_mlflow_parent_run_has_params_round_metrics_and_artifacts(two_phase_run)
     assert mrun.data.metrics["best_test_f1"] == pytest.approx(best.extra["test"]["micro"]["f1"])
     assert run["second"].best_test_f1 == pytest.approx(best.extra["test"]["micro"]["f1"])
 
-    def paths(path=None):
-        out = []
-        for f in client.list_artifacts(mrun.info.run_id, path):
-            out += paths(f.path) if f.is_dir else [f.path]
-        return out
-
-    files = paths()
-    assert {"rounds/round_000.json", "rounds/round_001.json", "plots/f1_vs_round.png", "summary.json"} <= set(files)
+    files = _artifacts(client, mrun.info.run_id)
+    assert {"rounds/round_000.json", "rounds/round_001.json", "plots/f1_vs_round.png", "summary.json",
+            "plots/pseudo_labels.png", "plots/reliability/round_000.png", "plots/reliability/round_001.png",
+            "config/effective.json", "resume/resume_1.json"} <= set(files)
+    assert [m.step for m in client.get_metric_history(mrun.info.run_id, "dev_ece")] == [0, 1]
+    assert "resume 1 at round 1: `selftrain.max_rounds` 0 -> 1" in mrun.data.tags["mlflow.note.content"]
+    f1 = json.loads(Path(client.download_artifacts(mrun.info.run_id, "plots/f1_vs_round.json",
+                                                   str(run["run_dir"] / "dl"))).read_text(encoding="utf-8"))
+    assert f1["round"] == [0, 1] and f1["test_f1"] == [r.extra["test"]["micro"]["f1"] for r in state.rounds]
     assert run["second"].model_uri and run["second"].model_uri.startswith("models:/")
     versions = client.search_model_versions("name='cemr-tagger'")
     assert any(v.run_id == mrun.info.run_id for v in versions)

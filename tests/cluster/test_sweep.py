@@ -1,6 +1,7 @@
 """cluster.sweep: thresholds, the members seeded from the shared base, a member's result line."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,48 @@ def test_member_result_is_the_dev_selected_round_with_its_test_f1():
         "threshold": 0.3, "best_round": 1, "best_dev_f1": 0.6, "best_test_f1": 0.55, "model_dir": "m1",
         "run_dir": "run", "stop_reason": "reached max_rounds=1"}
     assert member_result(0.3, "run", RunState(rounds=[RoundRecord(0, 0.4)]))["best_test_f1"] is None
+
+
+def _tracker(tmp_path, monkeypatch):
+    from cemr.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return Tracker(experiment="sweep", store_dir=tmp_path)
+
+
+def test_the_sweep_run_plots_dev_and_test_f1_per_threshold(tmp_path, monkeypatch):
+    from cluster.sweep import THRESHOLD_PLOT, threshold_plot
+
+    tracker = _tracker(tmp_path, monkeypatch)
+    run_id = tracker.start_parent()
+    ordered = [{"threshold": 0.5, "best_round": 1, "best_dev_f1": 0.8, "best_test_f1": 0.78},
+               {"threshold": 0.6, "best_round": 2, "best_dev_f1": 0.85, "best_test_f1": None}]
+    threshold_plot(tracker, ordered, ordered[1])
+    tracker.end()
+    client = tracker.client
+    assert {f.path for f in client.list_artifacts(run_id, "plots")} == {THRESHOLD_PLOT, "plots/f1_vs_threshold.json"}
+    data = json.loads(Path(client.download_artifacts(run_id, "plots/f1_vs_threshold.json", str(tmp_path / "dl")))
+                      .read_text(encoding="utf-8"))
+    assert data == {"threshold": [0.5, 0.6], "best_round": [1, 2], "dev_f1": [0.8, 0.85], "test_f1": [0.78, None],
+                    "best_threshold": 0.6}
+
+
+def test_a_resumed_sweep_records_what_changed_since_its_params(tmp_path, monkeypatch):
+    from cemr.config import flatten, load_config
+    from cemr.tracking import NOTE_TAG
+    from cluster.sweep import record_sweep_resume
+
+    cfg = load_config(DEMO, [f"run_dir={tmp_path / 'sweep'}"])
+    first = {**flatten(cfg), "sweep.thresholds": [0.5, 0.6]}
+    tracker = _tracker(tmp_path, monkeypatch)
+    run_id = tracker.start_parent(params=first)
+    tracker.end()
+    tracker.resume_parent(run_id)
+    assert record_sweep_resume(tracker, {**first, "cluster.actors": 7, "sweep.thresholds": [0.5, 0.6, 0.7]}) == 1
+    tracker.end()
+    run = tracker.client.get_run(run_id)
+    assert run.data.params["resume_1/cluster.actors"] == "7"
+    assert run.data.params["resume_1/sweep.thresholds"] == "[0.5, 0.6, 0.7]"
+    assert json.loads(run.data.tags["cemr.resume_changes"]) == {
+        "cluster.actors": [str(first["cluster.actors"]), 7], "sweep.thresholds": ["[0.5, 0.6]", [0.5, 0.6, 0.7]]}
+    assert "cemr.resumed_from_round" not in run.data.tags and "resume 1: `cluster.actors`" in run.data.tags[NOTE_TAG]
