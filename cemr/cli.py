@@ -2,6 +2,8 @@
 
 The distributed self-training job is ``python -m jobs.bootstrap`` (it needs Ray); everything here runs in
 one process with plain torch. Heavy modules are imported inside each command so ``cemr --help`` is fast.
+Results go to stdout (one JSON document where a report is promised); progress bars and log lines go to
+stderr through :mod:`cemr.progress` (``-q/--quiet`` silences both, errors and warnings excepted).
 """
 from __future__ import annotations
 
@@ -12,15 +14,48 @@ import sys
 from pathlib import Path
 
 from cemr import __version__
+from cemr.progress import say, set_quiet
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with ``(default: X)`` when it has a default to show: not for a flag
+    (``--json``: its help says what it turns on) nor for a default of None (the help says what
+    happens when the option is not given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+QUIET_HELP = ("no progress bars nor informational lines on stderr (errors and warnings still print); "
+              "also CEMR_QUIET=1. Bars are drawn only when stderr is a terminal (CEMR_PROGRESS=1: always)")
+
+
+def _quiet_parent() -> argparse.ArgumentParser:
+    """``-q/--quiet`` accepted after the subcommand too (``cemr predict -q ...``); SUPPRESS leaves the
+    value ``cemr -q predict`` set untouched when the subcommand does not repeat it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
+    return parent
+
+
+def _add_command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
+                          parents=[_quiet_parent()])
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--config", required=required, help="YAML config (default: the embedded demo)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
+    p.add_argument("--config", required=required,
+                   help="YAML config (default: the embedded demo, ray_configs/experiments/demo.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides applied after the file, e.g. train.epochs=3 (docs/config.md lists "
+                        "every key)")
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """An informational line on stderr (silenced by --quiet, warnings excepted)."""
+    say(msg)
 
 
 def _load(args: argparse.Namespace):
@@ -102,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     brief = {"documents": summary["documents"], "out": summary["out"],
              "inputs": {k: {n: v[n] for n in ("format", "read", "kept", "rejected", "reasons")}
                         for k, v in summary["inputs"].items()}}
-    print(json.dumps(brief, ensure_ascii=False), file=sys.stderr)
+    _log(json.dumps(brief, ensure_ascii=False))
     return 0
 
 
@@ -149,35 +184,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from cemr.corpus.readers import INPUT_FORMATS
 
-    ap = argparse.ArgumentParser(prog="cemr", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="cemr", description=__doc__.splitlines()[0].replace("``", ""),
+                                 formatter_class=HelpFormatter,
+                                 epilog="Results go to stdout (JSON where a report is promised), progress bars "
+                                        "and log lines to stderr. `cemr COMMAND --help` shows each command's "
+                                        "options with their defaults.")
     ap.add_argument("--version", action="version", version=f"cemr {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("stats", help="read a corpus and count documents and entities per type",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _add_command(sub, "stats", "read a corpus and count documents and entities per type")
     p.add_argument("--format", default="auto", choices=INPUT_FORMATS,
                    help="corpus format; auto detects it from the data (and prints what it found)")
     p.add_argument("path", help="corpus file or directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("prepare", help="raw labeled + unlabeled inputs -> train/dev/test/unlabeled Parquet shards")
+    p = _add_command(sub, "prepare", "raw labeled + unlabeled inputs -> train/dev/test/unlabeled Parquet shards "
+                                     "(prints the report as JSON)")
     _add_config_args(p)
-    p.add_argument("--out", help="output directory (default RUN_DIR/data)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/data, RUN_DIR the config's run_dir)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("pretrain", help="word2vec chars, BiLM and BERT (MLM) on the unlabeled corpus")
+    p = _add_command(sub, "pretrain", "word2vec chars, BiLM and BERT (MLM) on the unlabeled corpus "
+                                      "(prints the metrics as JSON)")
     _add_config_args(p)
     p.add_argument("--out", help="run directory (default: the config's run_dir); writes OUT/data and OUT/pretrain")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("train", help="supervised training of the tagger (prepare + pretrain included)")
+    p = _add_command(sub, "train", "supervised training of the tagger, prepare + pretrain included "
+                                   "(prints the report as JSON)")
     _add_config_args(p)
     p.add_argument("--out", help="run directory (default: the config's run_dir); the model goes to OUT/model")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="entity-level P/R/F1 of a model directory on a labeled corpus",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _add_command(sub, "evaluate", "entity-level P/R/F1 of a model directory on a labeled corpus")
     p.add_argument("--model", required=True, help="model directory written by cemr train (RUN_DIR/model)")
     p.add_argument("--format", default="auto", choices=[f for f in INPUT_FORMATS if f != "text"],
                    help="labeled corpus format; auto detects it from the data")
@@ -189,18 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the corpus's records the reader may reject before evaluation stops")
     p.add_argument("--strict", action="store_true",
                    help="any rejected record, or entity types differing between model and data, is an error")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="tag documents; JSON lines with spans + confidence, or BRAT",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _add_command(sub, "predict", "tag documents; JSON lines with spans + confidence, BRAT or an HTML page "
+                                     "(the summary goes to stderr)")
     p.add_argument("--model", required=True, help="model directory written by cemr train (RUN_DIR/model)")
     p.add_argument("inputs", nargs="+", help="input files or directories; - reads standard input")
     p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
                    help="input format; auto detects it per input (labels of a labeled format are ignored)")
-    p.add_argument("--column", help="text column / JSON field for text inputs")
+    p.add_argument("--column", help="text inputs: the JSON field or CSV/TSV column holding the text, a header name or "
+                                    "a 0-based index (default: text, else originalText)")
     p.add_argument("--out", required=True,
-                   help="output file (jsonl; - writes standard output) or directory (brat); never an input")
+                   help="output file (jsonl; - writes standard output, one line per document as soon as it is "
+                        "tagged) or directory (brat); never an input. Files and directories appear complete or "
+                        "not at all")
     p.add_argument("--out-format", default="jsonl", choices=["jsonl", "brat", "html"],
                    help="output format; html: one self-contained page, entities highlighted by type")
     p.add_argument("--low-confidence", type=float, default=0.7,
@@ -213,24 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_review_parser(sub)
 
-    p = sub.add_parser("demo", help="write the embedded synthetic demo corpus to disk")
-    p.add_argument("--out", required=True)
-    p.add_argument("--documents", type=int, default=240)
-    p.add_argument("--unlabeled", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=7)
+    p = _add_command(sub, "demo", "write the embedded synthetic demo corpus to disk (labeled JSON lines + "
+                                  "unlabeled text; prints the paths as JSON)")
+    p.add_argument("--out", required=True, help="directory to write the corpus files into")
+    p.add_argument("--documents", type=int, default=240, help="labeled documents to generate")
+    p.add_argument("--unlabeled", type=int, default=2000, help="unlabeled documents to generate")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the generator (same seed, same corpus)")
     p.set_defaults(func=cmd_demo)
     return ap
 
 
 def _add_review_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    review = sub.add_parser("review", help="the review loop: export what the model is least sure of to an "
-                                           "annotation tool, import the reviewed annotations as gold")
-    rsub = review.add_subparsers(dest="review_command", required=True)
+    review = _add_command(sub, "review", "the review loop: export what the model is least sure of to an "
+                                         "annotation tool, import the reviewed annotations as gold")
+    rsub = review.add_subparsers(dest="review_command", required=True, metavar="SUBCOMMAND")
 
-    p = rsub.add_parser("export", formatter_class=fmt,
-                        help="below-threshold sentences, most uncertain first, deduplicated, with the model's "
-                             "predictions as pre-annotations -> Label Studio / doccano / BRAT tasks")
+    p = _add_command(rsub, "export", "below-threshold sentences, most uncertain first, deduplicated, with the "
+                                     "model's predictions as pre-annotations -> Label Studio / doccano / BRAT tasks")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--round-dir", help="a self-training round (RUN_DIR/rounds/round_NNN): its pseudo/all shards")
     src.add_argument("--predictions", help="a cemr predict JSON-lines output (records with an entity below "
@@ -251,9 +294,8 @@ def _add_review_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_review_export)
 
-    p = rsub.add_parser("import", formatter_class=fmt,
-                        help="reviewed annotations (Label Studio JSON export, doccano JSON lines, BRAT) -> cemr "
-                             "JSON lines gold, provenance in meta.review")
+    p = _add_command(rsub, "import", "reviewed annotations (Label Studio JSON export, doccano JSON lines, BRAT) "
+                                     "-> cemr JSON lines gold, provenance in meta.review")
     p.add_argument("--format", required=True, choices=["labelstudio", "doccano", "brat"],
                    help="what the annotation tool exported")
     p.add_argument("path", help="the export file (labelstudio, doccano) or directory (brat, doccano)")
@@ -287,6 +329,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = set_quiet(True) if args.quiet else None
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # stdout closed early (``| head``): not an error of the command
@@ -297,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cemr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            set_quiet(previous)
 
 
 if __name__ == "__main__":

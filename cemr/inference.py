@@ -13,8 +13,9 @@ Inputs are checked before anything is written:
   which no document could be read is an error, never "0 documents".
 
 Outputs appear complete or not at all (JSON lines and HTML through :func:`cemr.outputs.atomic_open`, BRAT
-directories through :func:`cemr.outputs.atomic_dir`). Every input record is accounted for in the
-summary: read, kept, rejected (with reasons), per input.
+directories through :func:`cemr.outputs.atomic_dir`); standard output instead gets each document's line as
+soon as it is tagged. A progress bar on stderr counts the characters tagged (:mod:`cemr.progress`). Every
+input record is accounted for in the summary: read, kept, rejected (with reasons), per input.
 """
 from __future__ import annotations
 
@@ -24,22 +25,19 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cemr.corpus.document import CorpusError, Document, ReadReport
 from cemr.outputs import STDIO, OutputError, atomic_dir, atomic_open, check_output
+from cemr.progress import progress, say, write
 
 Log = Callable[[str], None]
 
 OUT_FORMATS = ("jsonl", "brat", "html")
 STDIN_NAME = "stdin"
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -88,7 +86,7 @@ class InputSource:
 
 
 def resolve_sources(inputs: Sequence[str], read_paths: Sequence[str], fmt: str, *, labeled: bool,
-                    log: Log = _stderr) -> list[InputSource]:
+                    log: Log = say) -> list[InputSource]:
     """One :class:`InputSource` per input: ``fmt`` (``auto`` detects per input, printing what it
     found; an explicit format is checked against the data)."""
     from cemr.corpus.readers import resolve_format
@@ -123,13 +121,17 @@ def _claim_id(seen: dict[str, str], doc: Document, src: InputSource) -> None:
     seen[doc.id] = where
 
 
-def check_unique_ids(sources: Sequence[InputSource], column: str | None = None) -> None:
+def check_unique_ids(sources: Sequence[InputSource], column: str | None = None) -> int:
     """Read every input once for its document ids; two documents with one id raise ``CorpusError``
-    naming both sources (before anything is tagged or written)."""
+    naming both sources (before anything is tagged or written). Returns the characters of all the
+    documents (what a progress bar of the tagging counts to)."""
     seen: dict[str, str] = {}
+    chars = 0
     for src in sources:
         for d in src.documents(column, report=ReadReport()):
             _claim_id(seen, d, src)
+            chars += len(d.text)
+    return chars
 
 
 def require_documents(src: InputSource) -> None:
@@ -153,7 +155,7 @@ def load_inputs(sources: Sequence[InputSource], column: str | None = None) -> li
 
 
 def read_labeled(data: str | os.PathLike, fmt: str, *, max_rejected: float, strict: bool,
-                 log: Log = _stderr) -> tuple[list[Document], InputSource]:
+                 log: Log = say) -> tuple[list[Document], InputSource]:
     """A labeled corpus to score: its format detected (or checked) with labels required, every
     document read, the rejection policy applied (:func:`cemr.corpus.policy.check_rejections`)."""
     from cemr.corpus.policy import check_rejections
@@ -166,14 +168,20 @@ def read_labeled(data: str | os.PathLike, fmt: str, *, max_rejected: float, stri
 
 def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, *,
                   input_format: str = "auto", out_format: str = "jsonl", device: str = "auto",
-                  column: str | None = None, overwrite: bool = False, chunk: int = 256,
+                  column: str | None = None, overwrite: bool = False, step: int | None = None,
                   max_len: int | None = None, stdin: Any = None, stdout: Any = None,
-                  low_confidence: float | None = None, log: Log = _stderr) -> dict[str, Any]:
-    """``cemr predict``: tag documents from files in chunks; JSON lines (spans with confidence, on
-    document offsets), BRAT, or one self-contained HTML page (:mod:`cemr.review.html`; entities
-    below ``low_confidence`` marked). Returns the summary: documents written, the output, and per input
+                  low_confidence: float | None = None, log: Log = say) -> dict[str, Any]:
+    """``cemr predict``: tag documents from files; JSON lines (spans with confidence, on document
+    offsets), BRAT, or one self-contained HTML page (:mod:`cemr.review.html`; entities below
+    ``low_confidence`` marked). Returns the summary: documents written, the output, and per input
     its format and accounting. Raises before writing anything for a bad output, duplicate ids,
-    an input that does not fit its format, or an unreadable model directory."""
+    an input that does not fit its format, or an unreadable model directory.
+
+    Documents stream through :meth:`cemr.predictor.Predictor.iter_documents` (``step`` sentences
+    tagged at a time, its default when None): on standard output each document's line is written
+    and flushed as soon as it is tagged; a file or directory output still appears only when complete.
+    A progress bar on stderr counts the characters tagged (:mod:`cemr.progress`), so it moves inside
+    one long document too."""
     from cemr.modeldir import check_model_dir
     from cemr.predictor import Predictor
 
@@ -190,57 +198,51 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
     check_model_dir(model_dir)
     with stdin_as_file(inputs, stdin) as read_paths:
         sources = resolve_sources(inputs, read_paths, input_format, labeled=False, log=log)
-        check_unique_ids(sources, column)
+        chars = check_unique_ids(sources, column)
         predictor = Predictor.load(model_dir, device, max_len=max_len)
 
-        def tagged() -> Iterator[tuple[Document, list[Any]]]:
+        def documents() -> Iterator[Document]:
             for src in sources:
-                buf: list[Document] = []
-                for d in src.documents(column):
-                    buf.append(d)
-                    if len(buf) >= chunk:
-                        yield from _tag_chunk(predictor, buf)
-                        buf = []
-                if buf:
-                    yield from _tag_chunk(predictor, buf)
+                yield from src.documents(column)
                 require_documents(src)
 
-        if out_format == "brat":
-            from cemr.corpus.writers import write_brat
+        with progress(total=chars, desc="predict", unit="char", unit_scale=True) as bar:
+            tagged = predictor.iter_documents(documents(), step=step, progress=bar)
+            if out_format == "brat":
+                from cemr.corpus.writers import write_brat
 
-            with atomic_dir(out, overwrite=overwrite) as tmp:
-                n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged()), tmp)
-        elif out_format == "html":
-            from cemr.review.html import DEFAULT_LOW_CONFIDENCE, write_html
+                with atomic_dir(out, overwrite=overwrite) as tmp:
+                    n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged), tmp)
+            elif out_format == "html":
+                from cemr.review.html import DEFAULT_LOW_CONFIDENCE, write_html
 
-            low = DEFAULT_LOW_CONFIDENCE if low_confidence is None else low_confidence
-            title = f"cemr predict: {', '.join(map(str, inputs))}"
-            with atomic_open(out, "w") as fh:
-                n = write_html(tagged(), fh, predictor.labels.types, low_confidence=low, title=title)
-        elif str(out) == STDIO:
-            n = _write_jsonl(tagged(), stdout if stdout is not None else sys.stdout)
-        else:
-            with atomic_open(out, "w") as fh:
-                n = _write_jsonl(tagged(), fh)
+                low = DEFAULT_LOW_CONFIDENCE if low_confidence is None else low_confidence
+                title = f"cemr predict: {', '.join(map(str, inputs))}"
+                with atomic_open(out, "w") as fh:
+                    n = write_html(tagged, fh, predictor.labels.types, low_confidence=low, title=title)
+            elif str(out) == STDIO:
+                n = _write_jsonl(tagged, stdout if stdout is not None else sys.stdout, stream=True)
+            else:
+                with atomic_open(out, "w") as fh:
+                    n = _write_jsonl(tagged, fh)
     return {"documents": n, "out": str(out), "out_format": out_format,
             "inputs": {src.path: src.summary() for src in sources}}
 
 
-def _write_jsonl(tagged: Iterator[tuple[Document, list[Any]]], fh: Any) -> int:
+def _write_jsonl(tagged: Iterable[tuple[Document, list[Any]]], fh: Any, stream: bool = False) -> int:
+    """One JSON line per document; ``stream``: each written and flushed as it comes (stdout)."""
     n = 0
     for d, preds in tagged:
         row = {"id": d.id, "text": d.text,
                "entities": [{**p.span.to_dict(), "mention": d.text[p.span.start:p.span.end],
                              "confidence": round(p.confidence, 6)} for p in preds]}
-        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        if stream:
+            write(line, fh)
+        else:
+            fh.write(line)
         n += 1
     return n
-
-
-def _tag_chunk(predictor: Any, docs: list[Document]) -> Iterator[tuple[Document, list[Any]]]:
-    preds = predictor.predict_documents(docs)
-    for d in docs:
-        yield d, preds[d.id]
 
 
 def tag_records(predictor: Any, texts: Sequence[str], batch_size: int | None = None) -> list[list[dict[str, Any]]]:
@@ -252,13 +254,16 @@ def tag_records(predictor: Any, texts: Sequence[str], batch_size: int | None = N
     return [[{**p.span.to_dict(), "confidence": float(p.confidence)} for p in preds[d.id]] for d in docs]
 
 
-def evaluate_documents(predictor: Any, docs: Sequence[Document], batch_size: int | None = None) -> Any:
+def evaluate_documents(predictor: Any, docs: Sequence[Document], batch_size: int | None = None, *,
+                       desc: str = "evaluate") -> Any:
     """The one way a model is scored: ``docs`` (raw text + every gold span) tagged whole by
     :meth:`cemr.predictor.Predictor.predict_documents` (split as unseen text is, mapped back to
-    document offsets) and scored by :func:`cemr.metrics.evaluate`. Returns the ``EvalReport``."""
+    document offsets) and scored by :func:`cemr.metrics.evaluate`. Returns the ``EvalReport``.
+    A progress bar named ``desc`` counts the characters tagged (:mod:`cemr.progress`)."""
     from cemr.metrics import evaluate
 
-    preds = predictor.predict_documents(docs, batch_size=batch_size)
+    with progress(total=sum(len(d.text) for d in docs), desc=desc, unit="char", unit_scale=True) as bar:
+        preds = predictor.predict_documents(docs, batch_size=batch_size, progress=bar)
     return evaluate(docs, {k: [p.span for p in v] for k, v in preds.items()})
 
 
@@ -289,7 +294,7 @@ def type_mismatch(model_types: set[str], data_types: set[str]) -> str | None:
 
 def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.PathLike, device: str = "auto",
                        max_len: int | None = None, *, max_rejected: float = 0.0, strict: bool = False,
-                       log: Log = _stderr) -> Evaluation:
+                       log: Log = say) -> Evaluation:
     """``cemr evaluate``: read a labeled corpus, tag whole documents (split and mapped back), score.
 
     The reader's accounting comes with the scores; a corpus with rejected records beyond

@@ -17,12 +17,16 @@ sentence once, so there it only costs memory: up to ``model.feature_cache_mb`` (
 default) per frozen featurizer in every process, e.g. every Ray Data pseudo-labeling actor.
 Documents are split into sentences of at most ``max_len`` chars (:func:`split_document`, ignoring
 any gold spans the documents carry, so evaluation sees what unseen text sees) and the predicted
-spans are shifted back to exact document offsets.
+spans are shifted back to exact document offsets. :meth:`Predictor.iter_documents` streams: it
+reads documents lazily, tags their sentences a step at a time and yields each document as soon as
+its last sentence is tagged (``cemr predict --out -`` writes it then); every tagging call takes an
+optional progress bar (:mod:`cemr.progress`) advanced by the characters of each batch.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +42,7 @@ from cemr.tags import LabelSet, bio_id_spans
 from cemr.vocab import CharVocab
 
 DEFAULT_MAX_LEN = 256
+STEP_BATCHES = 8  # Predictor.iter_documents tags this many batches of sentences per step
 
 
 BUCKET_FILL = 0.75  # a bucket ends where a row would fill less than this share of its width
@@ -174,15 +179,20 @@ class Predictor:
 
     # -- sentences -----------------------------------------------------------------------------
 
-    def predict_sentences(self, texts: Sequence[str], batch_size: int | None = None) -> list[SentencePrediction]:
-        """Entities (sentence offsets) with confidences for each text, in input order."""
+    def predict_sentences(self, texts: Sequence[str], batch_size: int | None = None, *,
+                          progress: Any = None) -> list[SentencePrediction]:
+        """Entities (sentence offsets) with confidences for each text, in input order.
+        ``progress`` (anything with ``update(n)``) advances by the characters of each batch tagged."""
         bs = batch_size or self.batch_size
         out: list[SentencePrediction] = [SentencePrediction() for _ in texts]
         with torch.inference_mode():
             for idx in length_buckets([len(t) for t in texts], bs):
-                batch = self.collate.from_texts([texts[i] for i in idx]).to(self.device)
+                rows = [texts[i] for i in idx]
+                batch = self.collate.from_texts(rows).to(self.device)
                 for i, pred in zip(idx, self._predict_batch(batch)):
                     out[i] = pred
+                if progress is not None:
+                    progress.update(sum(map(len, rows)))
         return out
 
     def _predict_batch(self, batch) -> list[SentencePrediction]:
@@ -210,7 +220,7 @@ class Predictor:
     def split(self, docs: Sequence[Document], max_len: int | None = None) -> list[Sentence]:
         """The sentences the documents are tagged as (gold spans ignored for the split)."""
         n = max_len or self.max_len
-        return [s for d in docs for s in split_document(Document(d.id, d.text, source=d.source), n)]
+        return [s for d in docs for s in _split(d, n)]
 
     def predict_document_sentences(
         self, docs: Sequence[Document], max_len: int | None = None, batch_size: int | None = None
@@ -219,24 +229,88 @@ class Predictor:
         sents = self.split(docs, max_len)
         return list(zip(sents, self.predict_sentences([s.text for s in sents], batch_size)))
 
+    def iter_documents(
+        self, docs: Iterable[Document], max_len: int | None = None, batch_size: int | None = None, *,
+        step: int | None = None, progress: Any = None,
+    ) -> Iterator[tuple[Document, list[Prediction]]]:
+        """``(document, [Prediction])`` for each of ``docs`` in input order (document offsets, sorted
+        by span), each one as soon as its last sentence is tagged, so a caller that writes each
+        result at once streams its output.
+
+        Documents are read lazily and split into sentences, which are tagged ``step`` at a time
+        (default ``STEP_BATCHES * batch_size``; 0: all of them in one call, as
+        :meth:`predict_documents`): a long document spans several steps, short ones share one.
+        ``progress`` (anything with ``update(n)``, e.g. a :func:`cemr.progress.progress` bar)
+        advances by the characters of each batch as it is tagged, and by a document's characters
+        outside its sentences (whitespace) when it completes: its total is ``sum(len(d.text))``.
+        A document id given twice raises ``ValueError``."""
+        n = max_len or self.max_len
+        bs = batch_size or self.batch_size
+        step = STEP_BATCHES * bs if step is None else step
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        seen: set[str] = set()
+        pending: deque[_PendingDocument] = deque()
+        queue: list[tuple[_PendingDocument, Sentence]] = []
+
+        def tag(items: list[tuple[_PendingDocument, Sentence]]) -> None:
+            preds = self.predict_sentences([s.text for _, s in items], bs, progress=progress)
+            for (slot, sent), pred in zip(items, preds):
+                slot.add(sent, pred)
+
+        def finished() -> Iterator[tuple[Document, list[Prediction]]]:
+            while pending and pending[0].remaining == 0:
+                slot = pending.popleft()
+                if progress is not None and slot.untagged_chars:
+                    progress.update(slot.untagged_chars)
+                yield slot.doc, sorted(slot.predictions, key=lambda p: p.span)
+
+        for d in docs:
+            if d.id in seen:
+                raise ValueError(f"document id {d.id!r} given twice" + (f" ({d.source})" if d.source else ""))
+            seen.add(d.id)
+            sents = _split(d, n)
+            slot = _PendingDocument(d, len(sents), len(d.text) - sum(len(s.text) for s in sents))
+            pending.append(slot)
+            queue.extend((slot, s) for s in sents)
+            while step and len(queue) >= step:
+                tag(queue[:step])
+                del queue[:step]
+            yield from finished()
+        if queue:
+            tag(queue)
+        yield from finished()
+
     def predict_documents(
-        self, docs: Sequence[Document], max_len: int | None = None, batch_size: int | None = None
+        self, docs: Sequence[Document], max_len: int | None = None, batch_size: int | None = None, *,
+        progress: Any = None,
     ) -> dict[str, list[Prediction]]:
         """``{doc_id: [Prediction]}`` in document offsets, sorted by span; every document present
-        (``[]`` when nothing is found). Duplicate document ids raise ``ValueError``."""
-        out: dict[str, list[Prediction]] = {}
-        texts: dict[str, str] = {}
-        for d in docs:
-            if d.id in out:
-                raise ValueError(f"document id {d.id!r} given twice" + (f" ({d.source})" if d.source else ""))
-            out[d.id] = []
-            texts[d.id] = d.text
-        for sent, pred in self.predict_document_sentences(docs, max_len, batch_size):
-            for p in pred:
-                span = p.span.shifted(sent.offset)
-                if texts[sent.doc_id][span.start : span.end] != sent.text[p.span.start : p.span.end]:
-                    raise RuntimeError(f"document {sent.doc_id!r}: offset mapping broke at {span}")
-                out[sent.doc_id].append(Prediction(span, p.confidence))
-        for preds in out.values():
-            preds.sort(key=lambda p: p.span)
-        return out
+        (``[]`` when nothing is found), all sentences tagged in one call (``progress``: as
+        :meth:`iter_documents`). Duplicate document ids raise ``ValueError`` before any tagging."""
+        return {d.id: preds for d, preds in self.iter_documents(docs, max_len, batch_size, step=0,
+                                                                progress=progress)}
+
+
+def _split(doc: Document, max_len: int) -> list[Sentence]:
+    """``doc`` cut as unseen text is (its gold spans ignored)."""
+    return split_document(Document(doc.id, doc.text, source=doc.source), max_len)
+
+
+@dataclass
+class _PendingDocument:
+    """A document of :meth:`Predictor.iter_documents` whose sentences are being tagged."""
+
+    doc: Document
+    remaining: int  # sentences not tagged yet
+    untagged_chars: int  # characters outside its sentences (progress only)
+    predictions: list[Prediction] = field(default_factory=list)
+
+    def add(self, sent: Sentence, pred: SentencePrediction) -> None:
+        text = self.doc.text
+        for p in pred:
+            span = p.span.shifted(sent.offset)
+            if text[span.start : span.end] != sent.text[p.span.start : p.span.end]:
+                raise RuntimeError(f"document {sent.doc_id!r}: offset mapping broke at {span}")
+            self.predictions.append(Prediction(span, p.confidence))
+        self.remaining -= 1

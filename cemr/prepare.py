@@ -82,6 +82,7 @@ from cemr.corpus.shards import ShardWriter
 from cemr.corpus.validate import DUPLICATE_ID, RawSpan, RecordBuilder
 from cemr.corpus.writers import write_jsonl
 from cemr.outputs import atomic_write_text
+from cemr.progress import progress
 
 SPLITS = ("train", "dev", "test", "unlabeled", "heldout")
 GOLD = "gold"
@@ -263,7 +264,7 @@ def _read_labeled(role: str, fmt: str, path: str, d: DataConfig, seen: set[str]
     docs = read_documents(fmt, path, report=report, overlap_policy=d.overlap_policy,
                           types=set(d.types) if d.types else None)
     entry: dict[str, Any] = {"role": role, "format": fmt, "detected": how, "path": path}
-    kept = _claim_ids(docs, seen, entry)
+    kept = _claim_ids(progress(docs, desc=f"prepare: reading data.{role}", unit="doc"), seen, entry)
     check_rejections(report, f"data.{role} {path}", d.max_rejected, d.strict)
     entry["reader"] = _reader_dict(report)
     return kept, entry
@@ -287,7 +288,7 @@ def _labeled_inputs(d: DataConfig, seen: set[str]) -> tuple[
         entry: dict[str, Any] = {"role": "train", "format": "demo", "path": None,
                                  "demo": {"documents": d.demo_documents,
                                           "unlabeled": d.demo_unlabeled, "seed": d.demo_seed}}
-        pool = _claim_ids(docs, seen, entry)
+        pool = _claim_ids(progress(docs, desc="prepare: reading the demo corpus", unit="doc"), seen, entry)
         check_rejections(report, "data.train (demo)", d.max_rejected, d.strict)
         entry["reader"] = _reader_dict(report)
         return pool, None, None, [entry], demo
@@ -400,7 +401,7 @@ def _write_gold(docs: list[Document], out: Path, rows: int, max_len: int, guided
     stats = SplitStats()
     sentences: list[Sentence] = []
     with ShardWriter(out, rows_per_shard=rows, overwrite=True) as writer:
-        for doc in docs:
+        for doc in progress(docs, desc=f"prepare: writing {out.name}", unit="doc"):
             for sent in split_document(doc, max_len, stats, guided=guided):
                 writer.write(sent, GOLD)
                 sentences.append(sent)
@@ -453,11 +454,18 @@ def _references(ls: _LabeledSplit, threshold: float, gold_sentences: Iterable[Se
     digests of the dev/test sentences, and how many dev/test documents duplicate a train one."""
     evaluation = [*ls.dev, *ls.test]
     deduper = Deduper(threshold=threshold)
-    deduper.seed(((("dev/test", x.id), x.text) for x in evaluation), reason=LEAKAGE)
-    deduper.seed(((("train", x.id), x.text) for x in ls.train), reason=TRAIN_DUPLICATE)
-    train_index = Deduper(threshold=threshold)
-    train_index.seed(((x.id, x.text) for x in ls.train_all), reason=TRAIN_DUPLICATE)
-    cross = sum(not train_index.check(x.text).kept for x in evaluation)
+    with progress(total=2 * len(evaluation) + len(ls.train) + len(ls.train_all), desc="prepare: dedup index",
+                  unit="doc") as bar:
+        def counted(docs: Iterable[Document]) -> Iterator[Document]:
+            for x in docs:
+                yield x
+                bar.update(1)
+
+        deduper.seed(((("dev/test", x.id), x.text) for x in counted(evaluation)), reason=LEAKAGE)
+        deduper.seed(((("train", x.id), x.text) for x in counted(ls.train)), reason=TRAIN_DUPLICATE)
+        train_index = Deduper(threshold=threshold)
+        train_index.seed(((x.id, x.text) for x in counted(ls.train_all)), reason=TRAIN_DUPLICATE)
+        cross = sum(not train_index.check(x.text).kept for x in counted(evaluation))
     digests = {text_digest(normalize(s.text)) for s in gold_sentences}
     digests.discard(text_digest(""))
     return deduper, digests, cross
@@ -479,31 +487,36 @@ def _open_unlabeled(d: DataConfig, demo: Any) -> list[tuple[dict[str, Any], Read
 
 def _fill_pool(pool: _Pool, heldout: list[Document], streams, cap: int | None
                ) -> list[dict[str, Any]]:
-    """Admit the held-out documents, then every unlabeled input (up to ``cap`` kept)."""
-    entry = _pool_entry("heldout", HELDOUT, path=None)
-    for doc in heldout:
-        entry["documents"] += 1
-        pool.admit(doc, HELDOUT, entry)
-    _finish_entry(entry)
-    entries = [entry]
-    kept = 0
-    for entry, rep, docs in streams:
-        if cap is not None and kept >= cap:
-            entry["skipped"] = f"data.max_unlabeled={cap} reached before this input"
-        else:
-            tag = entry["tag"]
-            for doc in docs:
-                entry["documents"] += 1
-                renamed = Document(f"{tag}:{doc.id}", doc.text, [], doc.source, doc.meta)
-                if pool.admit(renamed, tag, entry):
-                    kept += 1
-                    if cap is not None and kept >= cap:
-                        entry["stopped"] = f"data.max_unlabeled={cap} reached: reading stopped"
-                        break
-        if rep is not None:
-            entry["reader"] = _reader_dict(rep)
+    """Admit the held-out documents, then every unlabeled input (up to ``cap`` kept); a progress bar
+    counts the documents read."""
+    with progress(desc="prepare: unlabeled pool", unit="doc") as bar:
+        entry = _pool_entry("heldout", HELDOUT, path=None)
+        for doc in heldout:
+            entry["documents"] += 1
+            bar.update(1)
+            pool.admit(doc, HELDOUT, entry)
         _finish_entry(entry)
-        entries.append(entry)
+        entries = [entry]
+        kept = 0
+        for entry, rep, docs in streams:
+            if cap is not None and kept >= cap:
+                entry["skipped"] = f"data.max_unlabeled={cap} reached before this input"
+            else:
+                tag = entry["tag"]
+                bar.set_postfix(input=entry.get("path") or tag, refresh=False)
+                for doc in docs:
+                    entry["documents"] += 1
+                    bar.update(1)
+                    renamed = Document(f"{tag}:{doc.id}", doc.text, [], doc.source, doc.meta)
+                    if pool.admit(renamed, tag, entry):
+                        kept += 1
+                        if cap is not None and kept >= cap:
+                            entry["stopped"] = f"data.max_unlabeled={cap} reached: reading stopped"
+                            break
+            if rep is not None:
+                entry["reader"] = _reader_dict(rep)
+            _finish_entry(entry)
+            entries.append(entry)
     return entries
 
 

@@ -128,3 +128,94 @@ def test_evaluate_and_predict_on_documents(trained, tmp_path, capsys):
                          "--input-format", "jsonl", "--out", tmp_path / "brat", "--out-format", "brat")
     assert code == 0
     assert len(list((tmp_path / "brat").glob("*.ann"))) == 12
+
+
+# -- help, --quiet, progress on stderr ---------------------------------------------------------------
+
+
+def _parsers(parser, name="cemr"):
+    """Every (name, parser) of the command line: the top level and each (nested) subcommand."""
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_of_every_command_is_explained_with_its_default():
+    import argparse
+
+    from cemr.cli import build_parser
+
+    walked = dict(_parsers(build_parser()))
+    assert {"cemr stats", "cemr predict", "cemr review export", "cemr review import", "cemr demo"} <= set(walked)
+    for name, parser in walked.items():
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help.strip(), f"{what}: no help text"
+            if action.default not in (None, argparse.SUPPRESS) and action.nargs != 0:
+                assert f"(default: {action.default})" in text, f"{what}: default {action.default!r} not shown"
+        if name != "cemr":
+            assert "-q, --quiet" in text, f"{name}: no --quiet"
+
+
+def test_quiet_goes_before_or_after_the_command():
+    from cemr.cli import build_parser
+
+    ap = build_parser()
+    assert ap.parse_args(["-q", "stats", "x"]).quiet and ap.parse_args(["stats", "x", "--quiet"]).quiet
+    assert ap.parse_args(["-q", "review", "import", "--format", "brat", "p", "--out", "o"]).quiet
+    assert ap.parse_args(["review", "import", "--format", "brat", "p", "--out", "o", "-q"]).quiet
+    assert not ap.parse_args(["stats", "x"]).quiet
+
+
+def test_quiet_silences_informational_lines_not_errors(tmp_path, capsys):
+    from cemr import progress
+
+    data = tmp_path / "gold.jsonl"
+    data.write_text('{"id": "a", "text": "发热三天", "entities": []}\n', encoding="utf-8")
+    code, out, err = run_cli(capsys, "stats", data, "--json")
+    assert code == 0 and "gold.jsonl: " in err  # what auto detection found
+    code, quiet_out, err = run_cli(capsys, "stats", data, "--json", "-q")
+    assert code == 0 and err == "" and json.loads(quiet_out) == json.loads(out)
+    code, _, err = run_cli(capsys, "-q", "stats", "--format", "yidu", tmp_path / "nope")
+    assert code == 2 and "nope" in err  # errors still print
+    assert not progress.quiet()  # main() put the setting back
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tagger_fakes import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("m") / "model")
+
+
+def test_bars_go_to_stderr_and_stdout_holds_results_only(tiny_model, tmp_path, capsys, monkeypatch):
+    from tagger_fakes import tiny_documents
+
+    from cemr import progress
+
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setenv(progress.PROGRESS_ENV, "1")  # bars as on a terminal (test_progress checks the TTY test)
+    note = tmp_path / "notes.txt"
+    note.write_text("患者有糖尿病，服用胰岛素治疗。\n今日复查肺炎好转。\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "predict", "--model", tiny_model, note, "--out", "-")
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["notes.txt:1", "notes.txt:2"]
+    assert "predict:" in err and "char" in err  # the bar
+    assert '"documents": 2' in err  # the summary line
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": d.id, "text": d.text, "entities": [s.to_dict() for s in d.spans]},
+                                       ensure_ascii=False) + "\n" for d in tiny_documents(4)), encoding="utf-8")
+    code, out_eval, err = run_cli(capsys, "evaluate", "--model", tiny_model, "--data", gold, "--json")
+    assert code == 0 and json.loads(out_eval)["documents"] == 4  # one JSON document, nothing else
+    assert "evaluate:" in err
+
+    code, quiet_out, err = run_cli(capsys, "predict", "-q", "--model", tiny_model, note, "--out", "-")
+    assert code == 0 and quiet_out == out and err == ""

@@ -97,23 +97,23 @@ def test_a_failure_while_tagging_leaves_no_output_and_keeps_the_old_one(model_di
     note = tmp_path / "notes.txt"
     note.write_text(NOTE * 3, encoding="utf-8")
     calls = {"n": 0}
-    real = Predictor.predict_documents
+    real = Predictor.predict_sentences
 
-    def flaky(self, docs, *a, **k):
+    def flaky(self, texts, *a, **k):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise RuntimeError("boom in chunk 2")
-        return real(self, docs, *a, **k)
+            raise RuntimeError("boom in step 2")
+        return real(self, texts, *a, **k)
 
-    monkeypatch.setattr(Predictor, "predict_documents", flaky)
+    monkeypatch.setattr(Predictor, "predict_sentences", flaky)
     out = tmp_path / "pred.jsonl"
     with pytest.raises(RuntimeError, match="boom"):
-        predict_files(model_dir, [str(note)], out, chunk=1, log=lambda m: None)
+        predict_files(model_dir, [str(note)], out, step=1, log=lambda m: None)
     assert not out.exists()
     out.write_text("old\n", encoding="utf-8")
     calls["n"] = 0
     with pytest.raises(RuntimeError, match="boom"):
-        predict_files(model_dir, [str(note)], out, chunk=1, overwrite=True, log=lambda m: None)
+        predict_files(model_dir, [str(note)], out, step=1, overwrite=True, log=lambda m: None)
     assert out.read_text(encoding="utf-8") == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "pred.jsonl"]  # no temporary left
 
@@ -209,3 +209,54 @@ def test_check_unique_ids_names_both_sources(tmp_path):
     srcs = [InputSource(str(tmp_path / d / "x.txt"), str(tmp_path / d / "x.txt"), "text") for d in ("a", "b")]
     with pytest.raises(CorpusError, match=r"b/x.txt.*x.txt:1.*a/x.txt"):
         check_unique_ids(srcs)
+
+
+def test_standard_output_gets_each_line_as_soon_as_its_document_is_tagged(model_dir, tmp_path, monkeypatch):
+    from cemr.predictor import Predictor
+
+    note = tmp_path / "notes.txt"
+    note.write_text("患者有糖尿病。\n今日复查肺炎好转。\n服用胰岛素治疗。\n", encoding="utf-8")
+    sink = io.StringIO()
+    lines_before = []  # lines on stdout when each tagging call began
+    real = Predictor.predict_sentences
+
+    def spy(self, texts, *a, **k):
+        lines_before.append((len(texts), sink.getvalue().count("\n")))
+        return real(self, texts, *a, **k)
+
+    monkeypatch.setattr(Predictor, "predict_sentences", spy)
+    summary = predict_files(model_dir, [str(note)], "-", stdout=sink, step=1, log=lambda m: None)
+    # the first document's line is out before the second document is tagged, and so on
+    assert lines_before == [(1, 0), (1, 1), (1, 2)]
+    assert summary["documents"] == 3 and len(sink.getvalue().splitlines()) == 3
+
+
+def test_the_progress_bar_moves_inside_one_long_document(model_dir, tmp_path, monkeypatch):
+    from cemr import inference
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kw):
+            self.kw, self.updates = kw, []
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates.append(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(inference, "progress", lambda **kw: Bar(**kw))
+    long_text = "患者有糖尿病，服用胰岛素治疗。今日复查肺炎好转。" * 60  # one line: one document
+    note = tmp_path / "record.txt"
+    note.write_text(long_text + "\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    assert predict_files(model_dir, [str(note)], out, log=lambda m: None)["documents"] == 1
+    (bar,) = bars
+    assert bar.kw["total"] == len(long_text) and bar.kw["desc"] == "predict"
+    assert len(bar.updates) > 1 and sum(bar.updates) == len(long_text)  # per batch, not per document
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1

@@ -166,3 +166,61 @@ def test_length_buckets_cover_every_text_once_longest_first():
     assert [[lengths[i] for i in b] for b in buckets] == [[40, 40, 39], [30, 12], [7, 5], [3, 2], [1]]
     assert length_buckets([4, 4, 4], batch_size=8) == [[0, 1, 2]]
     assert length_buckets([0, 0], batch_size=8) == []
+
+
+class CountingBar:
+    """Records ``update(n)`` calls as a progress bar would receive them."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+
+def _long_document(parts: int = 6) -> Document:
+    text, spans = "", []
+    for d in tiny_documents(parts):
+        spans += [s.shifted(len(text)) for s in d.spans]
+        text += d.text + " \n"
+    return Document("long", text, spans)
+
+
+def test_iter_documents_yields_each_document_once_its_sentences_are_tagged(predictor):
+    docs = [_long_document(), Document("short", "患者有糖尿病。"), Document("empty", ""), Document("last", "无。")]
+    read = []  # how many documents had been read when each result came out
+
+    def reading():
+        for d in docs:
+            read.append(d.id)
+            yield d
+
+    def order(step):
+        read.clear()
+        return [(d.id, len(read)) for d, _ in predictor.iter_documents(reading(), max_len=12, step=step)]
+
+    assert len(predictor.split([docs[0]], 12)) % 2 == 0
+    # one sentence per step: each document comes out before the next one is read
+    assert order(1) == [("long", 1), ("short", 2), ("empty", 3), ("last", 4)]
+    # two per step: the long document fills whole steps; the short ones share the last
+    assert order(2) == [("long", 1), ("short", 4), ("empty", 4), ("last", 4)]
+    assert order(0) == [("long", 4), ("short", 4), ("empty", 4), ("last", 4)]  # 0: all in one call
+    streamed = {d.id: preds for d, preds in predictor.iter_documents(docs, max_len=12, step=2)}
+    whole = predictor.predict_documents(docs, max_len=12)
+    assert list(streamed) == list(whole)
+    for k in whole:  # the batching differs, the predictions do not
+        assert [p.span for p in streamed[k]] == [p.span for p in whole[k]]
+        assert [p.confidence for p in streamed[k]] == pytest.approx([p.confidence for p in whole[k]], abs=1e-5)
+    with pytest.raises(ValueError, match="'a' given twice"):
+        list(predictor.iter_documents([Document("a", "无。"), Document("a", "有。")]))
+
+
+def test_progress_moves_inside_one_long_document(predictor):
+    doc = _long_document()
+    bar = CountingBar()
+    predictor.predict_documents([doc], max_len=12, batch_size=2, progress=bar)
+    assert len(bar.updates) > 2  # one update per batch of sentences, not one per document
+    assert sum(bar.updates) == len(doc.text)  # whitespace between sentences counted: the bar ends full
+    bar = CountingBar()
+    list(predictor.iter_documents([doc, Document("b", "无。")], max_len=12, batch_size=2, step=4, progress=bar))
+    assert len(bar.updates) > 2 and sum(bar.updates) == len(doc.text) + 2

@@ -334,3 +334,16 @@ def test_labeled_format_must_fit_and_auto_detects(tiny, tmp_path):
     train_in = report["inputs"][0]
     assert train_in["format"] == "jsonl" and train_in["detected"].startswith("detected jsonl")
     assert train_in["reader"]["kept"] == 12
+
+
+def test_long_loops_show_progress_on_stderr_and_stdout_stays_empty(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CEMR_QUIET", raising=False)
+    monkeypatch.setenv("CEMR_PROGRESS", "1")  # bars as on a terminal
+    capsys.readouterr()
+    report = prepare(load_config(None, [*DEMO, "data.demo_unlabeled=60"]), tmp_path).to_dict()
+    captured = capsys.readouterr()
+    for bar in ("prepare: reading the demo corpus", "prepare: writing train", "prepare: writing dev",
+                "prepare: dedup index", "prepare: unlabeled pool"):
+        assert bar in captured.err, bar
+    assert captured.out == ""
+    _check_accounting(report, tmp_path)

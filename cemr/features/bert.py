@@ -33,6 +33,7 @@ from transformers.utils import logging as hf_logging
 from cemr.config import BertConfig
 from cemr.features.bilm import chunk_text, length_batches, split_heldout
 from cemr.features.chartokenizer import VOCAB_FILE, CharTokenizer
+from cemr.progress import progress
 
 FEATURIZER_FILE = "featurizer.json"
 IGNORE = -100
@@ -397,7 +398,7 @@ def mlm_eval(
     was_training = model.training
     model.eval()
     total, correct, count = 0.0, 0, 0
-    for ids, attn, labels in batches:
+    for ids, attn, labels in progress(batches, desc="bert mlm held-out", unit="batch"):
         logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits  # (B, T, V)
         labels = labels.to(device)
         total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"))
@@ -486,7 +487,9 @@ def pretrain_bert_mlm(
         for epoch in range(cfg.pretrain_epochs):
             model.train()
             total, n = 0.0, 0
-            for batch in length_batches(lengths, cfg.pretrain_batch_size, rng):
+            bar = progress(length_batches(lengths, cfg.pretrain_batch_size, rng),
+                           desc=f"bert mlm epoch {epoch + 1}/{cfg.pretrain_epochs}", unit="batch")
+            for batch in bar:
                 ids, attn, labels = data.batch([train[i] for i in batch], gen)
                 loss = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
                 optimizer.zero_grad(set_to_none=True)
@@ -497,6 +500,7 @@ def pretrain_bert_mlm(
                 total += loss.item()
                 n += 1
                 step += 1
+                bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)
             last_epoch_loss = total / max(n, 1)
             say(f"bert mlm epoch {epoch + 1}/{cfg.pretrain_epochs}: train loss {last_epoch_loss:.4f}")
         after = mlm_eval(model, held_batches, device)

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from cemr.config import BiLMConfig
 from cemr.features.word2vec import CharVectors, init_embedding_from_vectors
+from cemr.progress import progress
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -298,7 +299,8 @@ def perplexity(
     was_training = lm.training
     lm.eval()
     total, count = 0.0, 0
-    for batch in length_batches([len(s) for s in seqs], batch_size):
+    batches = length_batches([len(s) for s in seqs], batch_size)
+    for batch in progress(batches, desc=f"bilm perplexity ({'backward' if reverse else 'forward'})", unit="batch"):
         inputs, targets = lm_batch([seqs[i] for i in batch], reverse)
         loss, n = lm.loss(inputs.to(device), targets.to(device))
         total += float(loss)
@@ -380,7 +382,9 @@ def train_bilm(
             for lm in lms:
                 lm.train()
             total, count = 0.0, 0
-            for batch in length_batches(lengths, cfg.batch_size, rng):
+            bar = progress(length_batches(lengths, cfg.batch_size, rng), desc=f"bilm epoch {epoch + 1}/{cfg.epochs}",
+                           unit="batch")
+            for batch in bar:
                 seqs = [corpus.train[i] for i in batch]
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = torch.zeros((), device=device)
@@ -395,6 +399,7 @@ def train_bilm(
                 optimizer.step()
                 total += loss_sum.item() / 2 * n_tok
                 count += n_tok
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
             held_f = perplexity(lms[0], corpus.heldout, False, cfg.batch_size, device)
             held_b = perplexity(lms[1], corpus.heldout, True, cfg.batch_size, device)
             say(f"bilm epoch {epoch + 1}/{cfg.epochs}: train loss {total / max(count, 1):.4f} "

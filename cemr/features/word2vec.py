@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cemr.config import Word2VecConfig
+from cemr.progress import progress
 
 # gensim silently truncates sentences longer than this many tokens: longer texts are cut into
 # pieces of at most this many chars before they reach it.
@@ -113,6 +114,20 @@ class CharSentences:
                 yield list(text[start:start + self.max_len])
 
 
+class _Counted:
+    """``sentences`` (re-iterable), each one counted on ``bar`` as gensim reads it: every pass
+    (vocabulary, each epoch) walks ``sentences`` again."""
+
+    def __init__(self, sentences: Iterable[list[str]], bar: Any):
+        self.sentences = sentences
+        self.bar = bar
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for sentence in self.sentences:
+            yield sentence
+            self.bar.update(1)
+
+
 def _restartable(texts: Iterable[str]) -> Iterable[str]:
     """A one-shot iterator (generator, file object) is materialised; collections pass through."""
     if iter(texts) is texts:
@@ -152,10 +167,12 @@ def train_char_word2vec(
     model = Word2Vec(
         vector_size=dim, window=window, min_count=min_count, sg=1 if sg else 0, seed=seed, workers=workers
     )
-    model.build_vocab(sentences)
+    with progress(desc="word2vec vocabulary", unit="sent") as bar:
+        model.build_vocab(_Counted(sentences, bar))
     if len(model.wv.index_to_key) == 0:
         raise ValueError(f"train_char_word2vec: no char occurs at least min_count={min_count} times")
-    model.train(sentences, total_examples=model.corpus_count, epochs=epochs)
+    with progress(total=model.corpus_count * epochs, desc=f"word2vec ({epochs} epochs)", unit="sent") as bar:
+        model.train(_Counted(sentences, bar), total_examples=model.corpus_count, epochs=epochs)
     return CharVectors(list(model.wv.index_to_key), np.array(model.wv.vectors, dtype=np.float32))
 
 

@@ -317,3 +317,12 @@ def test_mlm_loss_falls_and_the_checkpoint_continues_from_where_it_stopped(tmp_p
 def test_config_builder_gives_the_architecture():
     assert bert_model_args(BertConfig()) == {"hidden_size": 128, "layers": 2, "heads": 2,
                                              "intermediate_size": 256, "max_position": 256}
+
+
+def test_mlm_pretraining_shows_a_bar_per_epoch_on_stderr(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CEMR_QUIET", raising=False)
+    monkeypatch.setenv("CEMR_PROGRESS", "1")  # bars as on a terminal
+    pretrain_bert_mlm(CORPUS[:12], mlm_cfg(pretrain_epochs=1, pretrain_batch_size=4), tmp_path / "m", seed=0)
+    captured = capsys.readouterr()
+    assert "bert mlm epoch 1/1" in captured.err and "0/3" in captured.err  # 11 train pieces, batches of 4
+    assert "bert mlm held-out" in captured.err and captured.out == ""

@@ -180,3 +180,15 @@ def test_long_texts_are_cut_to_max_len_and_sentences_capped():
     _, m = train_bilm(texts, None, tiny_cfg(epochs=1, max_len=32, max_sentences=5), seed=0)
     assert m["sentences_available"] == 9
     assert m["sentences_train"] + m["sentences_heldout"] == 5
+
+
+def test_training_shows_a_bar_per_epoch_on_stderr_only_when_asked(capsys, monkeypatch):
+    monkeypatch.delenv("CEMR_QUIET", raising=False)
+    monkeypatch.delenv("CEMR_PROGRESS", raising=False)
+    train_bilm(TEXTS, None, tiny_cfg(epochs=1, batch_size=2), seed=0)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no bar
+    monkeypatch.setenv("CEMR_PROGRESS", "1")  # bars as on a terminal
+    train_bilm(TEXTS, None, tiny_cfg(epochs=1, batch_size=2), seed=0)
+    captured = capsys.readouterr()
+    assert "bilm epoch 1/1" in captured.err and "0/2 " in captured.err  # 3 train pieces, batches of 2
+    assert "bilm perplexity" in captured.err and captured.out == ""

@@ -127,3 +127,13 @@ def test_embedding_rows_are_copied_for_known_tokens_only():
 def test_config_builder_gives_the_training_arguments():
     args = word2vec_args(Word2VecConfig(dim=12, window=3, min_count=2, epochs=4, sg=True))
     assert args == {"dim": 12, "window": 3, "min_count": 2, "epochs": 4, "sg": True}
+
+
+def test_training_shows_a_bar_over_every_pass_on_stderr(capsys, monkeypatch):
+    monkeypatch.delenv("CEMR_QUIET", raising=False)
+    monkeypatch.setenv("CEMR_PROGRESS", "1")  # bars as on a terminal
+    train_char_word2vec(TEXTS, dim=8, epochs=2, seed=1)
+    captured = capsys.readouterr()
+    assert "word2vec vocabulary" in captured.err
+    assert "word2vec (2 epochs)" in captured.err and f"0/{2 * len(TEXTS)}" in captured.err
+    assert captured.out == ""
