@@ -63,7 +63,8 @@ from cemr.outputs import atomic_write_text
 
 MARKER = "fingerprint.json"
 # bump a stage's number when its code changes what it writes
-STAGE_VERSIONS = {"prepare": 2, "pretrain": 1, "components": 1}  # prepare 2: dev/test cut as unseen text, documents/ written
+STAGE_VERSIONS = {"prepare": 2, "pretrain": 2, "components": 1}
+# prepare 2: dev/test cut as unseen text, documents/ written; pretrain 2: BiLM/BERT batches by cemr.batching
 # config keys of a featurizer section that do not change what pretraining writes
 NOT_PRETRAINING = ("enabled", "freeze", "autocast", "window_batch_size")
 MAX_SHOWN = 20  # differences listed in an error (all are counted)

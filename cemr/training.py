@@ -9,7 +9,7 @@ with the same (synchronised) weights, so all take the same early-stopping decisi
 
 Per epoch: batches of similar length (:func:`cemr.batching.length_batches`: indices shuffled with
 the seed, pooled ``50 * batch_size`` at a time, sorted by length inside a pool, cut into batches,
-batch order shuffled), Adam, the
+batch order shuffled; a progress bar per epoch on a terminal, :mod:`cemr.progress`), Adam, the
 model's dropout, gradient clipping, the learning rate ``lr * lr_decay ** (epoch - 1)``, optional AMP
 (``train.amp``: the forward pass under ``torch.autocast`` of ``train.amp_dtype``; float16 with a
 GradScaler on CUDA only, bfloat16 on CUDA or CPU); then dev
@@ -52,6 +52,7 @@ from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, merge_predictions
 from cemr.batching import batches_per_epoch, length_batches, shard_batches
 from cemr.metrics import evaluate
+from cemr.progress import progress
 from cemr.stopping import Patience
 from cemr.tags import LabelSet, bio_to_spans
 
@@ -458,6 +459,7 @@ def train_tagger(
         if done == 0:
             sums = _zero_sums()
         prior_seconds = sums["seconds"]
+        bar = progress(total=len(batches) - done, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
         for b in range(done, len(batches)):
             idx = batches[b]
             sents = [train[i] for i in idx]
@@ -482,10 +484,13 @@ def train_tagger(
             sums["loss"] += float(loss.detach()) * len(idx)
             sums["sentences"] += len(idx)
             sums["chars"] += sum(lengths[i] for i in idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / max(sums['sentences'], 1):.4f}", refresh=False)
             if on_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0 \
                     and b + 1 < len(batches):
                 sums["seconds"] = prior_seconds + time.perf_counter() - t0
                 on_checkpoint(capture(epoch - 1, b + 1, batch_rng, sums))
+        bar.close()
         train_s = prior_seconds + time.perf_counter() - t0
         seen_sents = int(sums["sentences"])
         metrics: dict[str, Any] = {

@@ -384,3 +384,24 @@ def test_a_state_saved_as_early_stopping_struck_resumes_to_the_same_stop():
     assert whole.stopped_early and len(whole.history) == 2
     _, again = _run(_setup, cfg, sents[:6], sents[6:9], resume=states[-1])
     assert again.stopped_early and _comparable(again.history) == _comparable(whole.history)
+
+
+def test_an_epoch_shows_a_progress_bar_on_a_terminal_and_nothing_off_it(monkeypatch):
+    import io
+    import sys
+
+    tagger, collate, sents, labels = _setup()
+    monkeypatch.delenv("CEMR_QUIET", raising=False)
+    monkeypatch.delenv("CEMR_PROGRESS", raising=False)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = Tty()
+    monkeypatch.setattr("sys.stderr", fake)
+    train_tagger(tagger, sents[:6], sents[6:9], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
+    assert "epoch 1/1" in fake.getvalue() and "batch" in fake.getvalue()
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: no bar
+    train_tagger(tagger, sents[:6], sents[6:9], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
+    assert "epoch 1/1" not in sys.stderr.getvalue()

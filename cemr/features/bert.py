@@ -31,7 +31,8 @@ from transformers import BertForMaskedLM, BertModel
 from transformers.utils import logging as hf_logging
 
 from cemr.config import BertConfig
-from cemr.features.bilm import chunk_text, length_batches, split_heldout
+from cemr.batching import length_batches
+from cemr.features.bilm import chunk_text, split_heldout
 from cemr.features.chartokenizer import VOCAB_FILE, CharTokenizer
 from cemr.progress import progress
 
@@ -479,15 +480,15 @@ def pretrain_bert_mlm(
         total_steps = batches_per_epoch * cfg.pretrain_epochs
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(total_steps))
-        rng = random.Random(seed)
-        gen = torch.Generator().manual_seed(seed)
+        order = torch.Generator().manual_seed(seed + 2)  # batch order (cemr.batching)
+        gen = torch.Generator().manual_seed(seed)  # masking
         lengths = [len(s) for s in train]
         last_epoch_loss = float("nan")
         step = 0
         for epoch in range(cfg.pretrain_epochs):
             model.train()
             total, n = 0.0, 0
-            bar = progress(length_batches(lengths, cfg.pretrain_batch_size, rng),
+            bar = progress(length_batches(lengths, cfg.pretrain_batch_size, order),
                            desc=f"bert mlm epoch {epoch + 1}/{cfg.pretrain_epochs}", unit="batch")
             for batch in bar:
                 ids, attn, labels = data.batch([train[i] for i in batch], gen)

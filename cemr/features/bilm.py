@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cemr.batching import length_batches
 from cemr.config import BiLMConfig
 from cemr.features.word2vec import CharVectors, init_embedding_from_vectors
 from cemr.progress import progress
@@ -279,18 +280,6 @@ def split_heldout(items: Sequence[Any], fraction: float, seed: int) -> tuple[lis
     return [items[i] for i in order[n_held:]], [items[i] for i in order[:n_held]]
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random | None = None) -> list[list[int]]:
-    """Indices grouped into batches of similar length (sorted by length, then chunked).
-
-    The order of the batches is shuffled when ``rng`` is given.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if rng is not None:
-        rng.shuffle(batches)
-    return batches
-
-
 @torch.no_grad()
 def perplexity(
     lm: CharLM, seqs: Sequence[Sequence[int]], reverse: bool, batch_size: int, device: torch.device
@@ -376,13 +365,13 @@ def train_bilm(
             metrics[f"heldout_ppl_{name}_initial"] = perplexity(lm, corpus.heldout, rev, cfg.batch_size, device)
         params = [p for lm in lms for p in lm.parameters()]
         optimizer = torch.optim.Adam(params, lr=cfg.lr)
-        rng = random.Random(seed)
+        order = torch.Generator().manual_seed(seed)  # batch order (cemr.batching)
         lengths = [len(s) for s in corpus.train]
         for epoch in range(cfg.epochs):
             for lm in lms:
                 lm.train()
             total, count = 0.0, 0
-            bar = progress(length_batches(lengths, cfg.batch_size, rng), desc=f"bilm epoch {epoch + 1}/{cfg.epochs}",
+            bar = progress(length_batches(lengths, cfg.batch_size, order), desc=f"bilm epoch {epoch + 1}/{cfg.epochs}",
                            unit="batch")
             for batch in bar:
                 seqs = [corpus.train[i] for i in batch]

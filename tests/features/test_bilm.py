@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cemr.config import BiLMConfig
+from cemr.batching import length_batches
 from cemr.features.bilm import (
     BOS_ID,
     EOS_ID,
@@ -12,7 +13,6 @@ from cemr.features.bilm import (
     CharLM,
     CharVocab,
     chunk_text,
-    length_batches,
     lm_batch,
     pad_ids,
     reverse_padded,
@@ -68,8 +68,8 @@ def test_lm_batch_shifts_targets_and_ignores_padding():
 def test_chunks_keep_every_char_and_batches_group_similar_lengths():
     assert chunk_text("abcdefg", 3) == ["abc", "def", "g"]
     assert chunk_text("", 3) == []
-    batches = length_batches([5, 1, 4, 2, 3], 2)
-    assert batches == [[1, 3], [4, 2], [0]]
+    batches = length_batches([5, 1, 4, 2, 3], 2)  # cemr.batching: longest first without a generator
+    assert batches == [[0, 2], [4, 3], [1]]
     ids, lengths = pad_ids([[3], []])
     assert ids.shape == (2, 1) and lengths.tolist() == [1, 0]
 
