@@ -45,6 +45,21 @@ def _add_command(sub: argparse._SubParsersAction, name: str, help: str) -> argpa
                           parents=[_quiet_parent()])
 
 
+DEVICE_HELP = "auto (cuda when torch sees one, else cpu), cpu, cuda or cuda:N: as train.device"
+
+
+def _device(value: str) -> str:
+    """``--device``: a value ``train.device`` takes, checked when the command line is read (the
+    device itself is resolved by :func:`cemr.training.resolve_device`, as ``train.device`` is)."""
+    import re
+
+    from cemr.config import DEVICE_PATTERN
+
+    if not re.fullmatch(DEVICE_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r}: unknown device; use auto, cpu, cuda or cuda:N (as train.device)")
+    return value
+
+
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--config", required=required,
                    help="YAML config (default: the embedded demo, ray_configs/experiments/demo.yaml)")
@@ -75,8 +90,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         print(f"{stats['format']} {stats['path']}")
         print(f"documents: {stats['documents']}")
-        for t, n in stats["entities"].items():
-            print(f"  {t}: {n}")
+        from cemr.textwidth import LEFT, RIGHT, format_table
+
+        for line in format_table([["type", "entities"], *stats["entities"].items()], [LEFT, RIGHT], rule_after=(0,)):
+            print(f"  {line}")  # padded by display width: Chinese type names stay aligned
         print(f"rejected: {stats['rejected']}  repaired: {stats['repaired']}")
         for e in stats.get("errors", [])[:20]:
             print(f"  ! {e}")
@@ -173,9 +190,9 @@ def cmd_review_import(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cemr.demo import generate_demo, write_demo
+    from cemr.demo import demo_corpus, write_demo
 
-    corpus = generate_demo(args.documents, args.unlabeled, args.seed)
+    corpus = demo_corpus(args.corpus, args.documents, args.unlabeled, args.seed)
     paths = write_demo(corpus, Path(args.out))
     print(json.dumps({k: str(v) for k, v in paths.items()}, ensure_ascii=False))
     return 0
@@ -223,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=[f for f in INPUT_FORMATS if f != "text"],
                    help="labeled corpus format; auto detects it from the data")
     p.add_argument("--data", required=True, help="file or directory in that format")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", type=_device, help=DEVICE_HELP)
     p.add_argument("--max-len", type=int, default=None,
                    help="sentence length documents are split into (default: the one the model records)")
     p.add_argument("--max-rejected", type=float, default=0.0,
@@ -252,14 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--max-len", type=int, default=None,
                    help="sentence length documents are split into (default: the one the model records)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", type=_device, help=DEVICE_HELP)
     p.set_defaults(func=cmd_predict)
 
     _add_review_parser(sub)
 
-    p = _add_command(sub, "demo", "write the embedded synthetic demo corpus to disk (labeled JSON lines + "
-                                  "unlabeled text; prints the paths as JSON)")
+    p = _add_command(sub, "demo", "write synthetic demo documents to disk (labeled JSON lines + unlabeled text; "
+                                  "prints the paths as JSON): by default new ones, none of whose texts the demo "
+                                  "experiment trains on, to predict on or score a demo model with")
     p.add_argument("--out", required=True, help="directory to write the corpus files into")
+    p.add_argument("--corpus", default="new", choices=["new", "training"],
+                   help="new: documents kept apart from the demo experiment's training corpus (no text equal to or "
+                        "inside one of its texts); training: the training corpus --documents/--unlabeled/--seed "
+                        "draw (with the defaults, the one the demo experiment trains on)")
     p.add_argument("--documents", type=int, default=240, help="labeled documents to generate")
     p.add_argument("--unlabeled", type=int, default=2000, help="unlabeled documents to generate")
     p.add_argument("--seed", type=int, default=7, help="random seed of the generator (same seed, same corpus)")
@@ -290,7 +312,7 @@ def _add_review_parser(sub: argparse._SubParsersAction) -> None:
                                    "entity types")
     p.add_argument("--types", help="comma-separated entity types of the labeling config; none given: the model's, "
                                    "else those predicted")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (with --model)")
+    p.add_argument("--device", default="auto", type=_device, help=DEVICE_HELP + " (with --model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_review_export)
 

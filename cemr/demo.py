@@ -24,7 +24,11 @@ The gold spans of the unlabeled texts are kept apart, in ``DemoCorpus.unlabeled_
 pseudo-labels be scored, and are never part of an unlabeled ``Document``.
 
 ``generate_demo(n_docs, n_unlabeled, seed)`` is deterministic: the same arguments give the same
-corpus (texts, spans, ids) in any process.
+corpus (texts, spans, ids) in any process. It is what ``data.format: demo`` trains on
+(:func:`training_corpus`). ``cemr demo`` writes other documents by default,
+:func:`generate_new_demo`'s: drawn the same way, none of their texts equal to or inside a text of
+that training corpus, so predicting on them (``cemr predict``) or scoring them (``cemr evaluate``)
+shows what a model does with text it has not seen (:func:`demo_corpus`: ``new`` or ``training``).
 """
 from __future__ import annotations
 
@@ -32,10 +36,11 @@ import functools
 import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from cemr.corpus.document import Document, Span
 
@@ -217,6 +222,9 @@ class DemoCorpus:
     unlabeled_only: dict[str, list[str]] = field(default_factory=dict)
     unlabeled_gold: dict[str, list[Span]] = field(default_factory=dict)
     seed: int = 0
+    kind: str = "training"  # "new": generate_new_demo's, none of whose texts is in ``unlike``'s
+    unlike: dict[str, int] | None = None  # the training corpus it was kept apart from (sizes, seed)
+    redrawn: int = 0  # texts drawn again because the training corpus had them
 
 
 class _TermSampler:
@@ -475,13 +483,74 @@ def generate_demo(
     ``demo-u00000``...), of which about ``duplicate_rate`` are copies (see the module docstring);
     ``unlabeled_fraction`` of each type's terms occur only in unlabeled texts.
     """
+    _check_sizes(n_docs, n_unlabeled, unlabeled_fraction, duplicate_rate)
+    return _generate(n_docs, n_unlabeled, random.Random(seed), seed, "demo", unlabeled_fraction,
+                     duplicate_rate)
+
+
+def training_corpus(data: Any = None) -> DemoCorpus:
+    """The corpus an experiment with ``data.format: demo`` trains on (``data``: its
+    ``cemr.config.DataConfig``; default: the default config's, which is also what
+    ``ray_configs/experiments/demo.yaml`` uses): labeled records and unlabeled texts both, since
+    self-training and pretraining read the unlabeled ones."""
+    if data is None:
+        from cemr.config import DataConfig
+
+        data = DataConfig()
+    return generate_demo(data.demo_documents, data.demo_unlabeled, data.demo_seed)
+
+
+def generate_new_demo(
+    n_docs: int = 240,
+    n_unlabeled: int = 2000,
+    seed: int = 7,
+    *,
+    training: DemoCorpus | None = None,
+    unlabeled_fraction: float = 0.2,
+    duplicate_rate: float = 0.06,
+) -> DemoCorpus:
+    """Demo documents a model trained on ``training`` (default: :func:`training_corpus`) has not
+    seen: drawn as :func:`generate_demo` draws them (same templates, terms and proportions) from
+    a random generator of their own (seeded by ``"cemr demo new <seed>"``, so no ``seed`` gives
+    the training draw), ids ``demo-new-00000`` and ``demo-new-u00000``..., and every text equal
+    to or contained in a text of ``training`` (compared normalised: whitespace, full-width digits
+    and case do not count, :func:`cemr.corpus.dedup.normalize`) drawn again; ``redrawn`` counts
+    those. Deterministic for the arguments and ``training``."""
+    from cemr.corpus.dedup import normalize
+
+    _check_sizes(n_docs, n_unlabeled, unlabeled_fraction, duplicate_rate)
+    if training is None:
+        training = training_corpus()
+    # one string holding every training text, separated by a character no normalised text has
+    seen_text = "\x00".join(normalize(d.text) for d in [*training.labeled, *training.unlabeled])
+
+    def seen(text: str) -> bool:
+        return normalize(text) in seen_text
+
+    corpus = _generate(n_docs, n_unlabeled, random.Random(f"cemr demo new {seed}"), seed, "demo-new",
+                       unlabeled_fraction, duplicate_rate, seen)
+    corpus.kind = "new"
+    corpus.unlike = {"documents": len(training.labeled), "unlabeled": len(training.unlabeled),
+                     "seed": training.seed}
+    return corpus
+
+
+_MAX_REDRAWS = 1000  # in a row: the training corpus holds (nearly) every text there is to draw
+
+
+def _check_sizes(n_docs: int, n_unlabeled: int, unlabeled_fraction: float, duplicate_rate: float) -> None:
     if n_docs < 0 or n_unlabeled < 0:
         raise ValueError(f"n_docs and n_unlabeled must be >= 0, got {n_docs}, {n_unlabeled}")
     if not 0.0 <= unlabeled_fraction < 1.0:
         raise ValueError(f"unlabeled_fraction must be in [0, 1), got {unlabeled_fraction}")
     if not 0.0 <= duplicate_rate <= 1.0:
         raise ValueError(f"duplicate_rate must be in [0, 1], got {duplicate_rate}")
-    rng = random.Random(seed)
+
+
+def _generate(n_docs: int, n_unlabeled: int, rng: random.Random, seed: int, prefix: str,
+              unlabeled_fraction: float, duplicate_rate: float,
+              seen: Callable[[str], bool] | None = None) -> DemoCorpus:
+    """The corpus drawn with ``rng``; a text for which ``seen`` is true is drawn again (and counted)."""
     terms = load_terms()
     groups = term_groups()
     only = _choose_unlabeled_only(terms, groups, unlabeled_fraction, rng)
@@ -489,35 +558,64 @@ def generate_demo(
     # term is never chosen, so excluding by string is exact)
     excluded = frozenset(t for ts in only.values() for t in ts)
     sampler = _TermSampler(terms, groups, rng)
+    redrawn = 0
+
+    def draw(make: Callable[[], tuple[Any, ...]], what: str) -> tuple[Any, ...]:
+        nonlocal redrawn
+        for _ in range(_MAX_REDRAWS):
+            got = make()
+            if seen is None or not seen(got[1]):
+                return got
+            redrawn += 1
+        raise ValueError(f"{_MAX_REDRAWS} {what} texts in a row were already in the training corpus: "
+                         f"nothing new left to draw")
 
     labeled: list[Document] = []
     for i in range(n_docs):
-        text, spans = _render_plan(_labeled_plan(rng, sampler, excluded))
-        labeled.append(Document(f"demo-{i:05d}", text, spans, source="demo"))
+        _, text, spans = draw(lambda: (None, *_render_plan(_labeled_plan(rng, sampler, excluded))), "labeled")
+        labeled.append(Document(f"{prefix}-{i:05d}", text, spans, source="demo"))
 
     unlabeled: list[Document] = []
     gold: dict[str, list[Span]] = {}
     plans: list[Plan] = []  # per unlabeled text ([] for a copy of a labeled record)
-    for i in range(n_unlabeled):
+
+    def one_unlabeled() -> tuple[dict[str, str], str, list[Span], Plan]:
         copy = None
         if rng.random() < duplicate_rate:
             copy = _copy(rng.choice(COPY_KINDS), rng, labeled, unlabeled, gold, plans)
-        if copy is None:
-            plan = _unlabeled_plan(rng, sampler)
-            text, spans = _render_plan(plan)
-            meta: dict[str, str] = {"origin": "generated"}
-        else:
-            meta, text, spans, plan = copy
-        doc_id = f"demo-u{i:05d}"
+        if copy is not None:
+            return copy
+        plan = _unlabeled_plan(rng, sampler)
+        text, spans = _render_plan(plan)
+        return {"origin": "generated"}, text, spans, plan
+
+    for i in range(n_unlabeled):
+        meta, text, spans, plan = draw(one_unlabeled, "unlabeled")
+        doc_id = f"{prefix}-u{i:05d}"
         plans.append(plan)
         unlabeled.append(Document(doc_id, text, [], source="demo", meta=meta))
         gold[doc_id] = sorted(spans)
-    return DemoCorpus(labeled, unlabeled, terms, only, gold, seed)
+    return DemoCorpus(labeled, unlabeled, terms, only, gold, seed, redrawn=redrawn)
 
 
 # ----------------------------------------------------------------------------------------------
 # On disk
 # ----------------------------------------------------------------------------------------------
+
+
+DEMO_KINDS = ("new", "training")
+
+
+def demo_corpus(kind: str = "new", n_docs: int = 240, n_unlabeled: int = 2000, seed: int = 7) -> DemoCorpus:
+    """What ``cemr demo`` writes: ``new`` (the default), documents the demo experiment never
+    trains on (:func:`generate_new_demo`, kept apart from :func:`training_corpus`); ``training``,
+    :func:`generate_demo` of the arguments (with the defaults: the demo experiment's own corpus,
+    to train on it from files or to look at it)."""
+    if kind == "new":
+        return generate_new_demo(n_docs, n_unlabeled, seed)
+    if kind == "training":
+        return generate_demo(n_docs, n_unlabeled, seed)
+    raise ValueError(f"demo corpus {kind!r}: expected one of {', '.join(DEMO_KINDS)}")
 
 
 def write_demo(corpus: DemoCorpus, out_dir: str | Path) -> dict[str, Path]:
@@ -526,7 +624,9 @@ def write_demo(corpus: DemoCorpus, out_dir: str | Path) -> dict[str, Path]:
     * ``labeled``: ``labeled.jsonl`` in cemr's JSON-lines format (read it with format ``jsonl``);
     * ``unlabeled``: ``unlabeled.txt``, one text per line (format ``text``);
     * ``unlabeled_gold``: ``unlabeled_gold.jsonl``, the unlabeled texts with their gold spans;
-    * ``terms``: ``terms/<type>.txt``, one term per line (a lexicon source per type).
+    * ``terms``: ``terms/<type>.txt``, one term per line (a lexicon source per type);
+    * ``demo.json``: sizes, seed, which corpus it is (``corpus``: ``new`` or ``training``; for
+      ``new``, the training corpus it is kept apart from, ``unlike``, and ``redrawn``).
     """
     from cemr.corpus.writers import write_jsonl
 
@@ -556,6 +656,8 @@ def write_demo(corpus: DemoCorpus, out_dir: str | Path) -> dict[str, Path]:
     (out / "demo.json").write_text(
         json.dumps(
             {
+                "corpus": corpus.kind,
+                **({"unlike": corpus.unlike, "redrawn": corpus.redrawn} if corpus.unlike else {}),
                 "seed": corpus.seed,
                 "labeled": len(corpus.labeled),
                 "unlabeled": len(corpus.unlabeled),

@@ -212,7 +212,8 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
                 from cemr.corpus.writers import write_brat
 
                 with atomic_dir(out, overwrite=overwrite) as tmp:
-                    n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged), tmp)
+                    n = write_brat((Document(d.id, d.text, [p.span for p in preds]) for d, preds in tagged), tmp,
+                                   types=predictor.labels.types)
             elif out_format == "html":
                 from cemr.review.html import DEFAULT_LOW_CONFIDENCE, write_html
 

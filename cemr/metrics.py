@@ -10,13 +10,14 @@ there is no gold; F1 = 2PR / (P + R), 0 when P + R = 0.
 """
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from cemr.corpus.document import Document, Span
+from cemr.textwidth import LEFT, RIGHT, format_table
+from cemr.textwidth import display_width  # noqa: F401 - re-exported (what the tables are padded by)
 
 SpansByDoc = Union[Mapping[str, Iterable[Span]], Iterable[Document]]
 
@@ -73,7 +74,8 @@ class EvalReport:
         }
 
     def to_table(self, digits: int = 4) -> str:
-        """Aligned text table, one row per type then ``micro`` (CJK type names count double width)."""
+        """Aligned text table, one row per type then ``micro``; columns are padded by display
+        width (:mod:`cemr.textwidth`), so CJK type names (2 columns a character) stay aligned."""
         header = ["type", "precision", "recall", "f1", "tp", "fp", "fn", "support"]
         rows = [header]
         for name, prf in [*self.per_type.items(), ("micro", self.micro)]:
@@ -87,26 +89,9 @@ class EvalReport:
                 str(prf.fn),
                 str(prf.support),
             ])
-        widths = [max(display_width(r[c]) for r in rows) for c in range(len(header))]
-        lines = []
-        for k, row in enumerate(rows):
-            cells = [_pad(row[0], widths[0], left=True)]
-            cells += [_pad(cell, w, left=False) for cell, w in zip(row[1:], widths[1:])]
-            lines.append("  ".join(cells).rstrip())
-            if k == 0 or k == len(rows) - 2:
-                lines.append("  ".join("-" * w for w in widths))
+        lines = format_table(rows, [LEFT] + [RIGHT] * (len(header) - 1), rule_after=(0, len(rows) - 2))
         lines.append(f"documents: {self.documents}  gold entities: {self.entities}")
         return "\n".join(lines)
-
-
-def display_width(text: str) -> int:
-    """Terminal columns of ``text``: wide and full-width characters (CJK) count 2."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
-
-
-def _pad(text: str, width: int, left: bool) -> str:
-    fill = " " * (width - display_width(text))
-    return text + fill if left else fill + text
 
 
 def spans_by_doc(data: SpansByDoc, role: str) -> dict[str, list[Span]]:

@@ -21,8 +21,11 @@ document), once to tag. Written must equal kept, per input and in all, or :class
 Output (``out_format``): ``jsonl`` (``part-NNNNNN.jsonl``, one ``{"id", "text", "entities": [{"start",
 "end", "type", "mention", "confidence"}]}`` per line, document offsets, end exclusive: what ``cemr
 predict`` writes), ``parquet`` (``part-NNNNNN.parquet``, the same fields, ``OUTPUT_SCHEMA``) or
-``brat`` (``<id>.txt`` + ``<id>.ann``, ids quoted as :func:`cemr.corpus.writers.write_brat` does;
-a shard is the documents one write task wrote). The output is a directory filled in a temporary
+``brat`` (``<name>.txt`` + ``<name>.ann``, named from the ids as :func:`cemr.corpus.writers.write_brat`
+names them, a name being a function of its id alone, so write tasks agree without talking; a shard
+is the documents one write task wrote; then ``annotation.conf`` and ``visual.conf`` declaring the
+model's entity types, and ``cemr_ids.jsonl`` gathering every name that differs from its id from
+the write tasks' lists, file to file). The output is a directory filled in a temporary
 sibling (:func:`cemr.outputs.atomic_dir`) that is renamed at the end: it appears complete, with its
 ``manifest.json``, or not at all. It must be on storage every node sees, as the inputs and the model.
 Shards hold documents in no particular order; ``id`` says which is which.
@@ -50,6 +53,7 @@ from cluster.runtime import actor_device, actor_resources
 OUT_FORMATS = ("jsonl", "parquet", "brat")
 MANIFEST = "manifest.json"
 READS_DIR = "_reads"  # the readers' accounting, per input, while the output is being made
+NAMES_DIR = "_names"  # BRAT: per write task, its renamed files (name -> id), while the output is being made
 MAX_DUPLICATES = 5  # repeated ids quoted by the error
 ENTITY_TYPE = pa.struct([pa.field("start", pa.int32()), pa.field("end", pa.int32()), pa.field("type", pa.string()),
                          pa.field("mention", pa.string()), pa.field("confidence", pa.float64())])
@@ -79,12 +83,13 @@ def prepare_sources(inputs: Sequence[str], fmt: str, log: Log) -> list[Any]:
 
 def id_key(doc_id: str, out_format: str) -> str:
     """What must be unique among the documents: the id, or for BRAT the file name it becomes
-    (quoted, case-folded: ``A`` and ``a`` are one file on a case-insensitive file system)."""
+    (:func:`cemr.corpus.brat_names.file_stem`, case-folded: ``A`` and ``a`` are one file on a
+    case-insensitive file system)."""
     if out_format != "brat":
         return doc_id
-    from cemr.corpus.formats.brat import quote_id
+    from cemr.corpus.brat_names import file_stem
 
-    return quote_id(doc_id).casefold()
+    return file_stem(doc_id).casefold()
 
 
 def read_input_batches(batch: Mapping[str, np.ndarray], *, sources: Sequence[Any], column: str | None,
@@ -281,23 +286,23 @@ class ShardSink(Datasink):
                 per_input[k] = per_input.get(k, 0) + 1
                 rows.append(row)
         name = f"part-{ctx.task_idx:06d}" + ("" if self.out_format == "brat" else f".{self.out_format}")
-        write_shard(rows, Path(self.out_dir), name, self.out_format)
-        return {"name": name, "documents": len(rows), "inputs": per_input}
+        types = write_shard(rows, Path(self.out_dir), name, self.out_format)
+        out = {"name": name, "documents": len(rows), "inputs": per_input}
+        if self.out_format == "brat":
+            out["types"] = types
+        return out
 
     def on_write_complete(self, write_result: Any) -> None:
         self.shards = sorted((r for r in write_result.write_returns if r), key=lambda r: r["name"])
 
 
-def write_shard(rows: Sequence[Mapping[str, Any]], out_dir: Path, name: str, out_format: str) -> None:
+def write_shard(rows: Sequence[Mapping[str, Any]], out_dir: Path, name: str, out_format: str) -> list[str]:
     """Write ``rows`` (:func:`output_row`) as the shard ``name`` of ``out_dir``: JSON lines or a
-    Parquet file (temporary name, then renamed), or BRAT pairs (their own names)."""
+    Parquet file (temporary name, then renamed), or BRAT pairs (their own names; the names that
+    differ from their ids listed in ``out_dir/NAMES_DIR/<name>.jsonl``). Returns the entity
+    types written (BRAT; else ``[]``)."""
     if out_format == "brat":
-        from cemr.corpus.document import Document, Span
-        from cemr.corpus.writers import write_brat
-
-        write_brat((Document(r["id"], r["text"], [Span(e["start"], e["end"], e["type"]) for e in r["entities"]])
-                    for r in rows), out_dir)
-        return
+        return _write_brat_shard(rows, out_dir, name)
     tmp = out_dir / f".{name}.tmp"
     if out_format == "parquet":
         pq.write_table(pa.Table.from_pylist(list(rows), schema=OUTPUT_SCHEMA), tmp)
@@ -305,6 +310,59 @@ def write_shard(rows: Sequence[Mapping[str, Any]], out_dir: Path, name: str, out
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     os.replace(tmp, out_dir / name)
+    return []
+
+
+def _write_brat_shard(rows: Sequence[Mapping[str, Any]], out_dir: Path, name: str) -> list[str]:
+    from cemr.corpus.brat_names import id_map_lines
+    from cemr.corpus.document import Document, Span
+    from cemr.corpus.writers import BratWriter
+
+    writer = BratWriter(out_dir, side_files=False)
+    for r in rows:
+        writer.write(Document(r["id"], r["text"], [Span(e["start"], e["end"], e["type"]) for e in r["entities"]]))
+    names = out_dir / NAMES_DIR
+    names.mkdir(exist_ok=True)
+    tmp = names / f".{name}.tmp"
+    tmp.write_text("".join(id_map_lines(writer.namer.renamed)), encoding="utf-8")
+    os.replace(tmp, names / f"{name}.jsonl")  # a retried task replaces its list
+    return writer.types()
+
+
+def finish_brat(out_dir: Path, types: Sequence[str], shards: Sequence[Mapping[str, Any]]) -> int:
+    """A BRAT output's side files once every shard is written: ``annotation.conf`` and
+    ``visual.conf`` declaring ``types`` then every other type the shards wrote, and
+    ``cemr_ids.jsonl`` made of the shards' lists of renamed files (copied file to file, in shard
+    order; the driver never holds them), which are then removed. Returns the files renamed."""
+    from cemr.corpus.brat_names import ID_MAP
+    from cemr.corpus.writers import write_brat_side_files
+
+    seen = {t for s in shards for t in s.get("types", ())}
+    write_brat_side_files(out_dir, [*types, *sorted(seen - set(types))], ())
+    names = out_dir / NAMES_DIR
+    renamed = 0
+    if names.is_dir():
+        lists = sorted(names.glob("*.jsonl"))
+        with open(out_dir / ID_MAP, "w", encoding="utf-8") as out:
+            for f in lists:
+                with open(f, encoding="utf-8") as fh:
+                    for line in fh:
+                        out.write(line)
+                        renamed += 1
+        for f in names.iterdir():
+            f.unlink()
+        names.rmdir()
+        if renamed == 0:
+            (out_dir / ID_MAP).unlink()
+    return renamed
+
+
+def model_types(model_dir: str | os.PathLike) -> list[str]:
+    """The entity types of a model directory (its ``labels.json``), read without loading it."""
+    from cemr.modeldir import LABELS_FILE
+    from cemr.tags import LabelSet
+
+    return list(LabelSet.from_list(json.loads((Path(model_dir) / LABELS_FILE).read_text(encoding="utf-8"))).types)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,12 +399,14 @@ def check_manifest(manifest: Mapping[str, Any]) -> None:
 
 def predict_to_shards(inputs: Sequence[str], out: str | os.PathLike, model_dir: str | os.PathLike, cfg: Any, *,
                       input_format: str = "auto", column: str | None = None, out_format: str = "jsonl",
-                      overwrite: bool = False, max_len: int | None = None, log: Log = print) -> dict[str, Any]:
+                      overwrite: bool = False, max_len: int | None = None, log: Log = print,
+                      sources: Sequence[Any] | None = None) -> dict[str, Any]:
     """Tag every document of ``inputs`` into the directory ``out`` (module docstring); returns the
     manifest with ``out``, ``seconds`` and the actor sizing. Ray must be initialised. The output
     is checked (never an input, an existing one replaced only with ``overwrite``) and the model
     directory read before anything runs; repeated ids or an input without a readable document
-    raise ``CorpusError`` before anything is tagged."""
+    raise ``CorpusError`` before anything is tagged. ``sources``: ``inputs`` already resolved by
+    :func:`prepare_sources` (their formats detected or checked before Ray started)."""
     from cemr.modeldir import check_model_dir
     from cemr.outputs import atomic_dir, atomic_write_text, check_output
 
@@ -356,7 +416,8 @@ def predict_to_shards(inputs: Sequence[str], out: str | os.PathLike, model_dir: 
         raise BatchPredictError("Ray is not initialised: call cluster.runtime.init_ray first")
     check_output(out, inputs, overwrite=overwrite, kind="dir")
     check_model_dir(model_dir)
-    sources = prepare_sources(inputs, input_format, log)
+    if sources is None:
+        sources = prepare_sources(inputs, input_format, log)
     chunk = int(cfg.cluster.batch_size)
     started = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -380,6 +441,8 @@ def predict_to_shards(inputs: Sequence[str], out: str | os.PathLike, model_dir: 
         reads_dir.rmdir()
         manifest = build_manifest(reads, sink.shards, out_format, str(Path(model_dir).resolve()))
         check_manifest(manifest)
+        if out_format == "brat":
+            manifest["renamed"] = finish_brat(tmp, model_types(model_dir), sink.shards)
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1))
     seconds = time.perf_counter() - started
     log(f"batch predict: {manifest['documents']['written']} documents in {len(manifest['shards'])} shard(s), "

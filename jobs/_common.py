@@ -1,8 +1,11 @@
 """What every job entry point shares: arguments, config loading, termination, the JSON last line.
 
 Every job takes ``--config PATH`` (default: the demo experiment), ``key=value`` overrides
-(``train.epochs=3``, parsed as YAML) and, where it makes sense, ``--resume``. A job runs locally
-(joining ``RAY_ADDRESS`` / ``cluster.address`` or starting a local Ray instance) or under
+(``train.epochs=3``, parsed as YAML) and, where it makes sense, ``--resume``. A job that reads
+inputs (``jobs.predict``) takes them as ``cemr predict`` does, as positional paths, mixed with the
+overrides: an argument ``dotted.key=value`` that is not an existing path is an override
+(:func:`split_inputs`). A job runs locally (joining ``RAY_ADDRESS`` / ``cluster.address`` or
+starting a local Ray instance) or under
 ``ray job submit --working-dir . -- python -m jobs.<name> ...``; under a job submission give an
 absolute ``run_dir`` on storage every node sees (a relative one lands in the job's temporary copy
 of the working directory).
@@ -17,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -37,15 +41,53 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise JobTerminated(EXIT_TERMINATED)
 
 
-def build_parser(prog: str, description: str, *, resume: bool = False, config: bool = True) -> argparse.ArgumentParser:
-    """A parser with ``--config`` and ``key=value`` overrides (and ``--resume`` when asked)."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+
+
+def split_inputs(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(inputs, overrides)`` of positional arguments, each list in the order given: an item
+    ``dotted.key=value`` is a config override unless a file or directory of that name exists
+    (``./a=b.txt`` is always a path)."""
+    inputs, overrides = [], []
+    for item in items:
+        (overrides if OVERRIDE_RE.match(item) and not os.path.exists(item) else inputs).append(item)
+    return inputs, overrides
+
+
+class InputsParser(argparse.ArgumentParser):
+    """A job parser whose positional arguments are inputs and ``key=value`` overrides mixed
+    (:func:`split_inputs`): after parsing, ``inputs`` holds the inputs (the positional ones, then
+    those of the older ``--input``), ``overrides`` the overrides. No input, or ``-`` (standard
+    input, which Ray tasks on other nodes cannot read), is a usage error (exit 2)."""
+
+    def parse_intermixed_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        ns = super().parse_intermixed_args(args, namespace)
+        ns.inputs, ns.overrides = split_inputs(ns.items)
+        ns.inputs += list(getattr(ns, "input", None) or [])
+        if not ns.inputs:
+            self.error("give at least one INPUT (a file or directory)")
+        if "-" in ns.inputs:
+            self.error("'-' (standard input): the inputs are read by Ray tasks, possibly on other nodes; write it "
+                       "to a file on storage every node sees and give that")
+        return ns
+
+
+def build_parser(prog: str, description: str, *, resume: bool = False, config: bool = True,
+                 inputs: bool = False) -> argparse.ArgumentParser:
+    """A parser with ``--config`` and ``key=value`` overrides (and ``--resume`` when asked);
+    ``inputs``: an :class:`InputsParser`, its positional arguments inputs and overrides mixed."""
+    cls = InputsParser if inputs else argparse.ArgumentParser
+    p = cls(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     if config:
         p.add_argument("--config", default=None,
                        help=f"experiment YAML (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="config overrides, e.g. train.epochs=3 selftrain.threshold=0.6")
+        if inputs:
+            p.add_argument("items", nargs="*", metavar="INPUT | KEY=VALUE",
+                           help="input files or directories (as cemr predict takes them), and config overrides, "
+                                "e.g. cluster.actors=4 (an argument key=value that is not an existing path)")
+        else:
+            p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                           help="config overrides, e.g. train.epochs=3 selftrain.threshold=0.6")
     if resume:
         p.add_argument("--resume", action="store_true",
                        help="continue the run in run_dir from its last completed round")
@@ -61,7 +103,10 @@ def load_job_config(args: argparse.Namespace):
 
 
 def log_line(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """One log line on stderr that never breaks a progress bar (:func:`cemr.progress.say`)."""
+    from cemr.progress import say
+
+    say(msg)
 
 
 def run_job(main: Callable[[argparse.Namespace], dict[str, Any]], parser: argparse.ArgumentParser,

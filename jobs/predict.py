@@ -1,16 +1,22 @@
-"""``python -m jobs.predict --input PATH [--input PATH ...] --out DIR [options] [key=value ...]``:
-streaming batch inference with Ray Data (:mod:`cluster.batch_predict`).
+"""``python -m jobs.predict --model DIR INPUT... --out DIR [options] [key=value ...]``: streaming batch
+inference with Ray Data (:mod:`cluster.batch_predict`).
 
-Inputs are files or directories read with cemr's readers in Ray tasks, one per input
-(``--input-format``: ``auto``, detected per input, ``text`` or a labeled format, whose labels are
-ignored; rejected records are counted in the manifest, never silently dropped); the documents are
-tagged by a pool of actors (:class:`cluster.batch_predict.DocumentTagger`: one
-:class:`cemr.predictor.Predictor` per actor; records split into sentences of at most ``--max-len``
-chars, by default the model's own, and mapped back: :func:`cemr.inference.tag_records`) and written
-as shards of the directory ``--out``: ``part-NNNNNN.jsonl`` (``{"id", "text", "entities": [{"start",
-"end", "type", "mention", "confidence"}]}``, document offsets, end exclusive), ``part-NNNNNN.parquet``
-(the same fields) or BRAT (``<id>.txt`` + ``<id>.ann``), with ``manifest.json``: per input what was
-read, kept, rejected (with reasons) and written, per shard its documents. The driver holds no
+Inputs are given as ``cemr predict`` takes them: files or directories, positional (mixed with the
+``key=value`` config overrides: an argument ``dotted.key=value`` that is no existing path is an
+override; ``--input PATH``, the older spelling, still adds one), their format detected per input
+(``--input-format auto``, printing what it found) or checked against the data (``text`` or a
+labeled format, whose labels are ignored), rejected records counted in the manifest, never silently
+dropped, and an input from which no document can be read an error. Unlike ``cemr predict``, ``-``
+(standard input) cannot be read: the inputs are read by Ray tasks, one per input, possibly on other
+nodes. The documents are tagged by a pool of actors (:class:`cluster.batch_predict.DocumentTagger`:
+one :class:`cemr.predictor.Predictor` per actor; records split into sentences of at most
+``--max-len`` chars, by default the model's own, and mapped back: :func:`cemr.inference.tag_records`)
+and written as shards of the directory ``--out``: ``part-NNNNNN.jsonl`` (``{"id", "text",
+"entities": [{"start", "end", "type", "mention", "confidence"}]}``, document offsets, end
+exclusive: what ``cemr predict`` writes), ``part-NNNNNN.parquet`` (the same fields) or BRAT
+(``<name>.txt`` + ``<name>.ann`` named as ``cemr predict --out-format brat`` names them, with
+``annotation.conf``, ``visual.conf`` and ``cemr_ids.jsonl``), with ``manifest.json``: per input what
+was read, kept, rejected (with reasons) and written, per shard its documents. The driver holds no
 documents, so a corpus of any size fits.
 
 The output is checked before anything is read (never an input; an existing one replaced only with
@@ -18,14 +24,20 @@ The output is checked before anything is read (never an input; an existing one r
 anything is tagged (exit 2); documents written that differ from those kept fail it (exit 1).
 
 The model is ``--model DIR``, by default the best round's model of ``run_dir`` (its
-``state.json``). Actors: ``cluster.actors`` x (``cluster.actor_num_cpus``, ``cluster.actor_num_gpus``,
-waited for up to ``cluster.gpu_wait_s``); batches of up to ``cluster.batch_size`` documents; shards of
-about ``cluster.rows_per_shard`` documents. Inputs, model and output must be on storage every node sees.
+``state.json``). ``--device``: ``cpu`` runs every actor on CPU (``cluster.actor_num_gpus=0``);
+``cuda`` gives each one a GPU (``cluster.actor_num_gpus``, 1 when it is 0), which Ray chooses, so
+``cuda:N`` is refused; ``auto`` (the default) does what ``cluster.actor_num_gpus`` says (default 0:
+CPU). Each actor then resolves the device it was given as ``cemr predict --device`` and
+``train.device`` are resolved (:func:`cemr.training.resolve_device`). Actors: ``cluster.actors`` x
+(``cluster.actor_num_cpus``, ``cluster.actor_num_gpus``, waited for up to ``cluster.gpu_wait_s``);
+batches of up to ``cluster.batch_size`` documents; shards of about ``cluster.rows_per_shard``
+documents. Inputs, model and output must be on storage every node sees.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -77,40 +89,80 @@ def tag_texts(items: Sequence[tuple[str, str]], model_dir: str | Path, cfg: Any,
     return ((str(row["id"]), json.loads(row["entities"])) for row in tagged.iter_rows())
 
 
+JOB_DEVICES = ("auto", "cpu", "cuda")
+
+
+def job_device(value: str) -> str:
+    """``--device``: ``auto``, ``cpu`` or ``cuda`` (spelled as ``train.device`` and ``cemr predict
+    --device``; ``cuda:N`` is refused: Ray chooses each actor's GPU)."""
+    from cemr.config import DEVICE_PATTERN
+
+    if value in JOB_DEVICES:
+        return value
+    if re.fullmatch(DEVICE_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r}: Ray chooses each actor's GPU; use cuda (a GPU per actor), "
+                                         f"cpu or auto")
+    raise argparse.ArgumentTypeError(f"{value!r}: unknown device; use auto, cpu or cuda")
+
+
+def device_overrides(device: str, actor_num_gpus: float) -> list[str]:
+    """The config overrides ``--device`` stands for, given the configured ``cluster.actor_num_gpus``
+    (module docstring): ``cpu`` -> 0 GPUs per actor, ``cuda`` -> 1 when none is configured."""
+    if device == "cpu" and actor_num_gpus != 0:
+        return ["cluster.actor_num_gpus=0"]
+    if device == "cuda" and actor_num_gpus == 0:
+        return ["cluster.actor_num_gpus=1"]
+    return []
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from cemr.modeldir import check_model_dir
     from cemr.outputs import check_output
-    from cluster.batch_predict import predict_to_shards
+    from cluster.batch_predict import predict_to_shards, prepare_sources
     from cluster.bootstrap import connect
     from cluster.runtime import shutdown_if_owned
 
     cfg = load_job_config(args)
+    extra = device_overrides(args.device, float(cfg.cluster.actor_num_gpus))
+    if extra:
+        args.overrides = [*(args.overrides or []), *extra]
+        cfg = load_job_config(args)
+        log_line(f"jobs.predict: --device {args.device}: {' '.join(extra)}")
     model_dir = Path(args.model) if args.model else best_model_dir(cfg.run_dir)
-    check_output(args.out, args.input, overwrite=args.overwrite, kind="dir")  # before Ray starts
+    # before Ray starts: the output, the model, each input's format (detected, or checked against the data)
+    check_output(args.out, args.inputs, overwrite=args.overwrite, kind="dir")
     check_model_dir(model_dir)
+    sources = prepare_sources(args.inputs, args.input_format, log_line)
     ctx = connect(cfg, log_line)
     try:
-        return predict_to_shards(args.input, args.out, model_dir, cfg, input_format=args.input_format,
+        return predict_to_shards(args.inputs, args.out, model_dir, cfg, input_format=args.input_format,
                                  column=args.column, out_format=args.out_format, overwrite=args.overwrite,
-                                 max_len=args.max_len, log=log_line)
+                                 max_len=args.max_len, log=log_line, sources=sources)
     finally:
         shutdown_if_owned(ctx)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = build_parser("jobs.predict", __doc__)
-    p.add_argument("--model", help="model directory (default: the best round of run_dir)")
-    p.add_argument("--input", action="append", required=True, help="file or directory (repeatable)")
-    p.add_argument("--input-format", default="auto",
-                   help="auto (default: detected per input), text, or a labeled format (labels ignored)")
-    p.add_argument("--column", default=None, help="column / JSON field of the text (text inputs)")
+    from cemr.corpus.readers import INPUT_FORMATS
+
+    p = build_parser("jobs.predict", __doc__, inputs=True)
+    p.add_argument("--model", help="model directory written by cemr train or a round (default: the best round "
+                                   "of run_dir)")
+    p.add_argument("--input", action="append", default=[], metavar="PATH",
+                   help="one more input file or directory (repeatable; the older spelling of a positional INPUT)")
+    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                   help="input format; auto (default) detects it per input; labels of a labeled format are ignored")
+    p.add_argument("--column", default=None, help="text column / JSON field for text inputs")
     p.add_argument("--out", required=True,
-                   help="output directory: shards part-NNNNNN.<format> (BRAT: <id>.txt/.ann) and manifest.json; "
-                        "never an input")
+                   help="output directory: shards part-NNNNNN.<format> (BRAT: <name>.txt/.ann, annotation.conf) and "
+                        "manifest.json; never an input")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--out-format", default="jsonl", choices=OUT_FORMATS)
     p.add_argument("--max-len", type=int, default=None,
-                   help="sentence length for splitting (default: the one the model directory records)")
+                   help="sentence length documents are split into (default: the one the model records)")
+    p.add_argument("--device", default="auto", type=job_device,
+                   help="auto (default: as cluster.actor_num_gpus says), cpu, or cuda (a GPU per actor, which Ray "
+                        "chooses)")
     return p
 
 

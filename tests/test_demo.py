@@ -1,4 +1,5 @@
 """The embedded demo corpus: deterministic, spans that match the text, the promised properties."""
+import json
 from collections import Counter
 
 import pytest
@@ -143,3 +144,73 @@ def test_write_demo_reads_back_with_the_corpus_readers(tmp_path):
     assert {d.id: d.spans for d in gold} == c.unlabeled_gold
     for type_, terms in c.terms.items():
         assert (paths["terms"] / f"{type_}.txt").read_text(encoding="utf-8").split() == terms
+
+
+# ----------------------------------------------------------------------------------------------
+# What `cemr demo` writes by default: documents the demo experiment does not train on
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_training():
+    """What ray_configs/experiments/demo.yaml trains on: its labeled records and unlabeled texts."""
+    from pathlib import Path
+
+    from cemr.config import load_config
+    from cemr.demo import training_corpus
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "ray_configs" / "experiments" / "demo.yaml", [])
+    assert cfg.data.format == "demo"
+    return training_corpus(cfg.data)
+
+
+def test_the_default_demo_corpus_holds_no_training_text(demo_training, tmp_path):
+    from cemr.demo import demo_corpus
+
+    corpus = demo_corpus()  # what `cemr demo --out DIR` writes
+    assert corpus.kind == "new" and len(corpus.labeled) == 240 and len(corpus.unlabeled) == 2000
+    paths = write_demo(corpus, tmp_path)
+    written = [d.text for d in read_documents("jsonl", paths["labeled"])]
+    written += [d.text for d in read_documents("jsonl", paths["unlabeled_gold"])]
+    written += [d.text for d in read_unlabeled(paths["unlabeled"])]
+    training = [d.text for d in demo_training.labeled + demo_training.unlabeled]
+    assert len(training) == 2240 and len(written) == 2 * 2000 + 240
+    blob = "\x00".join(training)
+    inside = [t for t in written if t in blob]  # equal to, or contained in, a training text
+    assert inside == []
+    # nor once whitespace, full-width digits and case are set aside
+    from cemr.corpus.dedup import normalize
+
+    normal = "\x00".join(normalize(t) for t in training)
+    assert [t for t in written if normalize(t) in normal] == []
+    assert corpus.redrawn > 0  # short texts do recur in the templates: those were drawn again
+    meta = json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))
+    assert meta["corpus"] == "new" and meta["unlike"] == {"documents": 240, "unlabeled": 2000, "seed": 7}
+    # ids of their own, so the two corpora can sit side by side
+    assert not {d.id for d in corpus.labeled + corpus.unlabeled} & {d.id for d in demo_training.labeled}
+    assert corpus.labeled[0].id == "demo-new-00000" and corpus.unlabeled[0].id == "demo-new-u00000"
+
+
+def test_the_new_demo_corpus_is_like_the_training_one_and_deterministic(demo_training):
+    from cemr.demo import generate_new_demo
+
+    a = generate_new_demo(30, 50, seed=3, training=demo_training)
+    assert _snapshot(a) == _snapshot(generate_new_demo(30, 50, seed=3, training=demo_training))
+    assert _snapshot(a) != _snapshot(generate_new_demo(30, 50, seed=4, training=demo_training))
+    # the training corpus's own seed draws other records (none had to be drawn again), not its own
+    same_seed = generate_new_demo(30, 0, seed=demo_training.seed, training=demo_training)
+    assert same_seed.redrawn == 0
+    assert {s.type for d in a.labeled for s in d.spans} == set(TYPES)
+    for d in a.labeled:
+        assert all(s.end <= len(d.text) for s in d.spans)
+
+
+def test_the_training_corpus_stays_available_on_request(demo_training, tmp_path):
+    from cemr.demo import demo_corpus
+
+    corpus = demo_corpus("training")
+    assert _snapshot(corpus) == _snapshot(demo_training)
+    write_demo(corpus, tmp_path)
+    assert json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["corpus"] == "training"
+    with pytest.raises(ValueError, match="'old': expected one of new, training"):
+        demo_corpus("old")

@@ -122,6 +122,45 @@ def test_to_table_is_aligned():
     assert "documents: 1" in lines[-1]
 
 
+def _column_ends(line):
+    """The terminal column (wcwidth) where each space-separated cell of ``line`` ends."""
+    from wcwidth import wcswidth
+
+    ends, col, inside = [], 0, False
+    for ch in line:
+        if ch == " ":
+            if inside:
+                ends.append(col)
+            inside = False
+        else:
+            inside = True
+        col += wcswidth(ch) if ch != " " else 1
+    if inside:
+        ends.append(col)
+    return ends
+
+
+def test_to_table_columns_line_up_in_terminal_columns_for_cjk_and_combining_type_names():
+    # wide CJK (2 columns a character), ASCII, full-width parentheses, and a decomposed accent
+    # (e + U+0301: 1 column, 2 code points) as type names of very different display widths
+    types = ["疾病和诊断", "DRUG", "检查（实验室）", "Te\u0301te"]
+    gold = {"d": [Span(i, i + 1, t) for i, t in enumerate(types)] * 3}
+    pred = {"d": [Span(0, 1, types[0]), Span(2, 3, types[2])]}
+    lines = evaluate(gold, pred).to_table().splitlines()
+    table = [l for l in lines[:-1] if not set(l) <= {"-", " "}]  # header, rows, micro
+    assert [l.split()[0] for l in table] == ["type", "DRUG", "Te\u0301te", "检查（实验室）", "疾病和诊断", "micro"]
+    ends = [_column_ends(l) for l in table]
+    assert all(len(e) == 8 for e in ends)
+    # the type column and every right-aligned number column end in the same terminal column on every row
+    for c in range(1, 8):
+        assert len({e[c] for e in ends}) == 1, (c, lines)
+    # the first number column starts two columns after the widest type name (14 columns: 检查（实验室）)
+    widest = max(_column_ends(l)[0] for l in table)
+    assert widest == 14
+    rules = [l for l in lines if l and set(l) <= {"-", " "}]
+    assert rules and all(_column_ends(r) == [widest, *ends[0][1:]] for r in rules)
+
+
 @st.composite
 def gold_and_pred(draw):
     def doc_spans():

@@ -14,9 +14,11 @@ back:
   Manager by it puts the least sure first;
 - doccano (:func:`write_doccano`): JSON lines ``{"text": ..., "label": [[start, end, TYPE]],
   "cemr": {...}}`` (sequence labeling; columns other than text and label are kept as metadata);
-- BRAT (:func:`write_brat_tasks`): ``<id>.txt`` + ``<id>.ann`` per task (the pre-annotations
-  as ``T`` lines, their confidence as ``AnnotatorNotes``), ``annotation.conf`` (the entity
-  types) and ``review_manifest.jsonl`` (each task's provenance, one line per id).
+- BRAT (:func:`write_brat_tasks`): ``<name>.txt`` + ``<name>.ann`` per task, named from its id
+  as :func:`cemr.corpus.writers.write_brat` names documents (the pre-annotations as ``T`` lines,
+  their confidence as ``AnnotatorNotes``), ``annotation.conf`` and ``visual.conf`` (the entity
+  types, shown by their names), ``cemr_ids.jsonl`` (task id of each file whose name differs from
+  it) and ``review_manifest.jsonl`` (each task's provenance, one line per id).
 """
 from __future__ import annotations
 
@@ -118,30 +120,24 @@ def write_doccano(items: Sequence[ReviewItem], out: str | os.PathLike, exported_
 # ----------------------------------------------------------------------------------------------
 
 
-def brat_conf(types: Sequence[str]) -> str:
-    """A BRAT ``annotation.conf`` declaring ``types`` as entities."""
-    return "[entities]\n" + "".join(f"{t}\n" for t in types) + "\n[relations]\n\n[events]\n\n[attributes]\n"
-
-
 def write_brat_tasks(items: Sequence[ReviewItem], out_dir: str | os.PathLike, types: Sequence[str],
                      exported_from: str = "") -> int:
-    """Write the tasks into the (new or empty) directory ``out_dir``: per task ``.txt`` + ``.ann``
-    (``T`` lines, then one ``#`` AnnotatorNotes line per entity with its confidence),
-    ``annotation.conf`` and ``review_manifest.jsonl``. Returns the number of tasks."""
-    from cemr.corpus.formats.brat import quote_id
-    from cemr.corpus.writers import ann_lines, write_brat
+    """Write the tasks into the (new or empty) directory ``out_dir`` as
+    :func:`cemr.corpus.writers.write_brat` writes documents (file names from the task ids, names
+    that had to change in ``cemr_ids.jsonl``; ``annotation.conf`` and ``visual.conf`` declaring
+    ``types``), each ``.ann`` holding the ``T`` lines then one ``#`` AnnotatorNotes line per entity
+    with its confidence, and ``review_manifest.jsonl``. Returns the number of tasks."""
+    from cemr.corpus.writers import BratWriter
 
-    out = Path(out_dir)
-    docs = [Document(it.id, it.text, [p.span for p in _predictions(it)]) for it in items]
-    write_brat(docs, out)
-    for it, doc in zip(items, docs):
-        by_span = {p.span: p.confidence for p in _predictions(it)}
-        lines = ann_lines(doc)
+    writer = BratWriter(out_dir, types)
+    for it in items:
+        preds = _predictions(it)
+        doc = Document(it.id, it.text, [p.span for p in preds])
+        by_span = {p.span: p.confidence for p in preds}
         notes = [f"#{n}\tAnnotatorNotes T{n}\tcemr confidence {by_span[s]:.3f}" for n, s in enumerate(doc.spans, 1)]
-        (out / f"{quote_id(doc.id)}.ann").write_text("".join(x + "\n" for x in lines + notes), encoding="utf-8",
-                                                     newline="")
-    (out / BRAT_CONF).write_text(brat_conf(types), encoding="utf-8")
-    with open(out / MANIFEST, "w", encoding="utf-8") as fh:
+        writer.write(doc, notes)  # the T lines are numbered in doc.spans order, as the notes
+    writer.close()
+    with open(Path(out_dir) / MANIFEST, "w", encoding="utf-8") as fh:
         for it in items:
             fh.write(json.dumps({"id": it.id, PROVENANCE_KEY: provenance(it, exported_from)}, ensure_ascii=False)
                      + "\n")

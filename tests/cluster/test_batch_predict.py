@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cemr.corpus.brat_names import file_stem, read_id_map, storage_type
 from cemr.corpus.document import CorpusError
 from cluster import batch_predict as bp
 
@@ -51,7 +52,9 @@ def test_a_read_task_yields_its_input_in_chunks_and_leaves_the_readers_accountin
     assert (acc["format"], acc["read"], acc["kept"], acc["rejected"], acc["reasons"]) == ("text", 4, 3, 1, {"empty": 1})
     ids = list(bp.read_input_batches({"input": np.array([0])}, sources=sources, column=None, chunk=10,
                                      ids_only=True, out_format="brat"))
-    assert list(ids[0]["key"]) == ["notes.txt%3a1", "notes.txt%3a3", "notes.txt%3a4"]  # BRAT file names, folded
+    # BRAT: the file names, folded (one file on a case-insensitive file system)
+    assert list(ids[0]["key"]) == [file_stem(f"notes.txt:{n}").casefold() for n in (1, 3, 4)]
+    assert ids[0]["key"][0].startswith("notes.txt_1-")
     assert ids[0]["source"][0].endswith("notes.txt:1")
 
 
@@ -90,9 +93,19 @@ def test_a_shard_holds_its_rows_and_says_how_many_per_input(tmp_path, fmt):
     elif fmt == "parquet":
         rows = pq.read_table(tmp_path / "part-000007.parquet").to_pylist()
     else:
-        assert got["name"] == "part-000007" and sorted(p.name for p in tmp_path.iterdir()) == \
-            ["a%3A1.ann", "a%3A1.txt", "a%3A2.ann", "a%3A2.txt", "b%3A1.ann", "b%3A1.txt"]
-        assert "DIS 3 6\t糖尿病" in (tmp_path / "a%3A1.ann").read_text(encoding="utf-8")
+        names = {i: file_stem(i) for i in ("a:1", "b:1", "a:2")}
+        assert got["name"] == "part-000007" and got["types"] == ["DIS"]
+        assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == \
+            sorted(f"{n}{ext}" for n in names.values() for ext in (".txt", ".ann"))
+        assert "DIS 3 6\t糖尿病" in (tmp_path / f"{names['a:1']}.ann").read_text(encoding="utf-8")
+        # the renamed files of this write task, gathered with the others' into cemr_ids.jsonl at the end
+        other = bp.ShardSink(tmp_path, fmt, rows_per_shard=10)
+        other.write([_block(["c:1"], ["无。"], [[]], [1])], SimpleNamespace(task_idx=8))
+        assert bp.finish_brat(tmp_path, ["症状和体征"], [got]) == 4
+        assert read_id_map(tmp_path) == {**{n: i for i, n in names.items()}, file_stem("c:1"): "c:1"}
+        assert not (tmp_path / bp.NAMES_DIR).exists()
+        conf = (tmp_path / "annotation.conf").read_text(encoding="utf-8")
+        assert conf.startswith(f"[entities]\n{storage_type('症状和体征')}\nDIS\n")
         return
     assert rows[0] == {"id": "a:1", "text": "患者有糖尿病。", "entities": [
         {"start": 3, "end": 6, "type": "DIS", "mention": "糖尿病", "confidence": 0.987654}]}
@@ -161,6 +174,32 @@ def test_the_pipeline_tags_every_document_as_the_one_inference_path_and_writes_a
         assert [(e["start"], e["end"], e["type"], e["mention"]) for e in by_text[text]["entities"]] == \
             [(e["start"], e["end"], e["type"], text[e["start"]:e["end"]]) for e in ref]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary sibling left
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_pipeline_writes_brat_that_brat_opens_and_the_reader_maps_back(ray_local, model_dir, tmp_path):
+    from cemr.corpus.brat_names import original_type
+    from cemr.corpus.readers import read_documents
+    from cemr.inference import tag_records
+    from cemr.predictor import Predictor
+
+    notes = _notes(tmp_path / "in", "notes.txt", "".join(f"第{i}天复查，患者有高血压，服用阿司匹林治疗。\n" for i in range(7)))
+    out = tmp_path / "pred"
+    res = bp.predict_to_shards([str(notes)], out, model_dir, _cfg(), out_format="brat", log=lambda m: None)
+    assert res["documents"]["written"] == 7 and res["renamed"] == 7  # notes.txt:N -> notes.txt_N-<digest>
+    assert not (out / bp.NAMES_DIR).exists() and not (out / bp.READS_DIR).exists()
+    types = bp.model_types(model_dir)
+    conf = (out / "annotation.conf").read_text(encoding="utf-8")
+    assert conf.startswith("[entities]\n" + "".join(f"{storage_type(t)}\n" for t in types))
+    ids = read_id_map(out)
+    back = {ids.get(d.id, d.id): d for d in read_documents("brat", out)}
+    assert sorted(back) == sorted(f"notes.txt:{n}" for n in range(1, 8))
+    reference = tag_records(Predictor.load(model_dir), [d.text for d in back.values()])
+    assert sum(len(r) for r in reference) > 3
+    for d, ref in zip(back.values(), reference):
+        assert [(s.start, s.end, original_type(s.type)) for s in d.spans] == \
+            [(e["start"], e["end"], e["type"]) for e in ref]
 
 
 @pytest.mark.slow

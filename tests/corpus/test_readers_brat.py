@@ -82,3 +82,22 @@ def test_not_a_directory(tmp_path):
     empty.mkdir()
     with pytest.raises(CorpusError, match="empty directory"):
         list(read_documents("brat", empty))
+
+
+def test_a_directory_written_by_write_brat_reads_back_with_its_ids_and_types(tmp_path):
+    """write_brat names files readably (cemr_ids.jsonl keeps the ids it had to change) and
+    stores types brat cannot (Chinese) as xn-- Punycode: the reader gives back ids and types."""
+    from cemr.corpus import Document, Span, write_brat
+    from cemr.corpus.brat_names import file_stem, read_id_map, storage_type
+
+    original = [Document("subtask1_training_part1:3", "胃癌术后", [Span(0, 2, "疾病和诊断")]),
+                Document("ccks2017/train/病史特点-1", "头痛", [Span(0, 2, "症状和体征")]),
+                Document("Ab", "一"), Document("aB", "二", [Span(0, 1, "DRUG")])]
+    write_brat(original, tmp_path)
+    assert read_id_map(tmp_path)[file_stem("subtask1_training_part1:3")] == "subtask1_training_part1:3"
+    assert storage_type("疾病和诊断") in (tmp_path / f"{file_stem('subtask1_training_part1:3')}.ann").read_text(
+        encoding="utf-8")
+    report = ReadReport()
+    back = {d.id: (d.text, d.spans) for d in read_documents("brat", tmp_path, report=report, strict=True)}
+    assert back == {d.id: (d.text, d.spans) for d in original}
+    assert report.kept == 4 and report.reasons["ignored_file"] == 3  # annotation.conf, visual.conf, the id map

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from review_fixtures import item
 
+from cemr.corpus.brat_names import file_stem, read_id_map, storage_type
 from cemr.corpus.document import CorpusError, ReadReport, Span
 from cemr.corpus.readers import read_documents
 from cemr.review.export import (BRAT_CONF, MANIFEST, labelstudio_config, write_brat_tasks, write_doccano,
@@ -132,7 +133,12 @@ def test_brat_round_trip(tmp_path):
     out = tmp_path / "brat"
     write_brat_tasks(ITEMS, out, TYPES)
     assert (out / BRAT_CONF).read_text().startswith("[entities]\nDIS\nSYM\n")
-    ann = out / "n1.txt%3A1%230.ann"
+    # readable file names without '%' (brat puts the name in its URLs): the id's letters, '_' for the
+    # rest and a digest of the id; each recorded with its task id
+    name = file_stem("n1.txt:1#0")
+    assert name.startswith("n1.txt_1_0-") and "%" not in name
+    assert read_id_map(out) == {file_stem(it.id): it.id for it in ITEMS}
+    ann = out / f"{name}.ann"
     lines = ann.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "T1\tSYM 2 4\t发热" and lines[2].startswith("#1\tAnnotatorNotes T1\tcemr confidence 0.410")
     # the annotator, in brat: DIS -> SYM for T2, one mention added
@@ -140,7 +146,7 @@ def test_brat_round_trip(tmp_path):
     summary = import_reviewed("brat", out, tmp_path / "gold.jsonl")
     data = summary["data"]
     assert summary["documents"] == 2 and data["rejected"] == 0
-    assert data["reasons"]["ignored_file"] == 2  # annotation.conf and the manifest, noted
+    assert data["reasons"]["ignored_file"] == 4  # annotation.conf, visual.conf, the id map, the manifest: noted
     docs = {d.id: d for d in read_documents("jsonl", tmp_path / "gold.jsonl")}
     doc = docs["review:n1.txt:1#0"]
     assert doc.spans == [Span(2, 4, "SYM"), Span(4, 6, "SYM"), Span(6, 8, "DIS")]
@@ -149,3 +155,32 @@ def test_brat_round_trip(tmp_path):
     (out / MANIFEST).write_text("not json\n", encoding="utf-8")
     with pytest.raises(CorpusError, match=f"{MANIFEST}:1"):
         import_reviewed("brat", out, tmp_path / "gold2.jsonl")
+
+
+def test_brat_tasks_with_chinese_types_open_in_brat_and_their_corrections_come_back(tmp_path):
+    """brat stores types matching [A-Za-z0-9_-]+ only (it would turn every Chinese type into
+    '_____'): the types are declared and written in a form it stores, labelled with their names."""
+    import re
+
+    dis, sym = "疾病和诊断", "症状和体征"
+    items = [item("病史特点-1#0", "患者发热，既往高血压。", [(2, 4, sym, 0.41)], 0.59)]
+    out = tmp_path / "brat"
+    write_brat_tasks(items, out, [dis, sym])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["annotation.conf", "visual.conf", "cemr_ids.jsonl", MANIFEST, f"{file_stem('病史特点-1#0')}.txt",
+         f"{file_stem('病史特点-1#0')}.ann"])
+    conf = (out / BRAT_CONF).read_text(encoding="utf-8")
+    declared = conf.split("[entities]\n")[1].split("\n\n")[0].splitlines()
+    assert declared == [storage_type(dis), storage_type(sym)]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", t) for t in declared) and len(set(declared)) == 2
+    for section in ("[relations]", "[events]", "[attributes]"):
+        assert section in conf
+    visual = (out / "visual.conf").read_text(encoding="utf-8")
+    assert f"{storage_type(dis)} | {dis}\n" in visual and f"{storage_type(sym)} | {sym}\n" in visual
+    ann = out / f"{file_stem('病史特点-1#0')}.ann"
+    assert ann.read_text(encoding="utf-8").startswith(f"T1\t{storage_type(sym)} 2 4\t发热\n")
+    # the annotator adds a disease, choosing the type brat offers (its storage form)
+    ann.write_text(f"T1\t{storage_type(sym)} 2 4\t发热\nT2\t{storage_type(dis)} 7 10\t高血压\n", encoding="utf-8")
+    import_reviewed("brat", out, tmp_path / "gold.jsonl")
+    (doc,) = read_documents("jsonl", tmp_path / "gold.jsonl")
+    assert doc.id == "review:病史特点-1#0" and doc.spans == [Span(2, 4, sym), Span(7, 10, dis)]

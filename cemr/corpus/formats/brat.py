@@ -7,14 +7,19 @@ is dropped with reason ``discontinuous``. Other lines (attributes ``A``, relatio
 counted in ``report.reasons`` as ``ignored_brat_<letter>``. The mention is checked against the
 text with line breaks and tabs read as spaces (a ``.ann`` line cannot hold a line break).
 
-``path`` is the directory (recursive, sorted). Document id: the relative path without ``.txt``,
-percent-decoded (``unquote_id``), so ids written by ``write_brat`` come back unchanged.
+``path`` is the directory (recursive, sorted). Document id: what ``cemr_ids.jsonl`` at its top
+says for the file (``write_brat`` records there every file name that differs from its id), else
+the relative path without ``.txt``, percent-decoded (``unquote_id``: how older cemr versions named
+files), so ids written by ``write_brat`` come back unchanged. A type written as ``xn--`` +
+Punycode (how ``write_brat`` stores a type brat cannot: ``疾病和诊断``) is read as the type it
+encodes (:func:`cemr.corpus.brat_names.original_type`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..brat_names import original_type, read_id_map
 from ..document import CorpusError, Document, ReadReport
 from ..validate import (BAD_LINE, DISCONTINUOUS, IGNORED, IGNORED_FILE,
                         MISSING_FILE, RawSpan, RecordBuilder)
@@ -136,7 +141,7 @@ def _add_annotations(ann: Path, builder: RecordBuilder, report: ReadReport) -> b
             builder.bad_span(f"annotation {line!r}: {exc}; span dropped", reason,
                              path=str(ann), line=number)
             continue
-        builder.add_span(RawSpan(start, end, type_, mention, str(ann), number, line))
+        builder.add_span(RawSpan(start, end, original_type(type_), mention, str(ann), number, line))
     return True
 
 
@@ -146,6 +151,7 @@ def read(path: str | Path, *, report: ReadReport, overlap_policy: str = "keep_lo
     root = require_path(path)
     if not root.is_dir():
         raise CorpusError(str(root), None, "BRAT expects a directory of .txt + .ann files")
+    id_map = read_id_map(root)
     for stem, txt, ann in iter_pairs(root, report):
         where = txt or ann
         assert where is not None
@@ -158,6 +164,6 @@ def read(path: str | Path, *, report: ReadReport, overlap_policy: str = "keep_lo
         text = read_whole_text(txt, report, builder)
         if text is None or not _add_annotations(ann, builder, report):
             continue
-        doc = builder.build(unquote_id(stem), text, source=str(txt))
+        doc = builder.build(id_map.get(stem) or unquote_id(stem), text, source=str(txt))
         if doc is not None:
             yield doc
