@@ -439,7 +439,7 @@ class _RoundRunner:
                 "test": evals.get("test"),
                 "times": times,
                 "pseudo": pseudo.to_dict() if pseudo else None,
-                "pseudo_metrics": pseudo.metrics(proposed, pseudo_prf) if pseudo else {},
+                "pseudo_metrics": pseudo.metrics(proposed, pseudo_prf, per_type) if pseudo else {},
                 "pseudo_gold_per_type": per_type,
                 "calibration": evals.get("calibration"),
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),

@@ -387,7 +387,8 @@ class PseudoLabelResult:
         return asdict(self)
 
     def metrics(self, proposed_entities: Mapping[str, int] | None = None,
-                heldout: Mapping[str, float] | None = None) -> dict[str, float]:
+                heldout: Mapping[str, float] | None = None,
+                heldout_per_type: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, float]:
         """Every number of this pass as flat tracking metrics, the one source of the ``pseudo/*``
         metrics of a round (:func:`cluster.round_metrics.round_metrics`).
 
@@ -398,7 +399,8 @@ class PseudoLabelResult:
         the threshold, before the caps: :func:`cluster.pseudosets.entity_counts`)
         ``pseudo/proposed_entities/<type>``; with ``heldout`` (the kept set scored against hidden gold:
         :func:`cluster.pseudosets.score_against_heldout`) ``pseudo/precision``, ``pseudo/recall``
-        and ``pseudo/f1``.
+        and ``pseudo/f1``, and with ``heldout_per_type`` (its ``per_type``)
+        ``pseudo_gold/<type>/{precision,recall,f1}``.
         """
         out: dict[str, float] = {f"pseudo/{s}": float(self.counts.get(s, 0)) for s in STATUSES}
         for name in ("input_rows", "kept_after_cap", "capped", "sentences_per_s", "kept_chars", "unsure_chars",
@@ -409,6 +411,8 @@ class PseudoLabelResult:
         out.update({metric_key("pseudo", "proposed_entities", t): float(n)
                     for t, n in (proposed_entities or {}).items()})
         out.update({f"pseudo/{k}": float(heldout[k]) for k in PRF_KEYS if k in (heldout or {})})
+        for t, prf in (heldout_per_type or {}).items():
+            out.update({metric_key("pseudo_gold", t, k): float(prf[k]) for k in PRF_KEYS if k in prf})
         return out
 
 

@@ -2,12 +2,12 @@
 each round (step = round) and the run's end (step = the best round); and the numbers its plots
 show (:func:`f1_series`, :func:`pseudo_series`, :func:`calibration`).
 
-Pseudo-label metrics (``pseudo/*``) have one source, :meth:`cluster.pseudolabel.PseudoLabelResult.
-metrics`: a round stores what it returned (``RoundRecord.extra["pseudo_metrics"]``) and
-:func:`round_metrics` passes it on as it is. The kept set scored per type against the pool's
-hidden gold (``RoundRecord.extra["pseudo_gold_per_type"]``, :func:`cluster.pseudosets.
-score_against_heldout`) becomes ``pseudo_gold/<type>/{precision,recall,f1}``, and the round's
-calibration on dev (``RoundRecord.extra["calibration"]``, :func:`calibration`) ``dev_ece``.
+Pseudo-label metrics (``pseudo/*``, and ``pseudo_gold/<type>/{precision,recall,f1}``: the kept set
+scored per type against the pool's hidden gold) have one source, :meth:`cluster.pseudolabel.
+PseudoLabelResult.metrics`: a round stores what it returned (``RoundRecord.extra["pseudo_metrics"]``)
+and :func:`round_metrics` passes it on as it is (``RoundRecord.extra["pseudo_gold_per_type"]`` keeps
+the per-type counts for the plot). The round's calibration on dev (``RoundRecord.extra["calibration"]``,
+:func:`calibration`) becomes ``dev_ece``.
 Names are made MLflow-safe by :func:`metric_key`.
 """
 from __future__ import annotations
@@ -72,8 +72,6 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
     out.update(prf_metrics("dev", ex.get("dev")))
     out.update(prf_metrics("test", ex.get("test")))
     out.update({str(k): float(v) for k, v in (ex.get("pseudo_metrics") or {}).items()})
-    for t, prf in (ex.get("pseudo_gold_per_type") or {}).items():
-        out.update({metric_key("pseudo_gold", t, k): float(prf[k]) for k in PRF_KEYS if k in prf})
     if (ex.get("calibration") or {}).get("ece") is not None:
         out["dev_ece"] = float(ex["calibration"]["ece"])
     for k, v in (ex.get("times") or {}).items():

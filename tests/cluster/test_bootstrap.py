@@ -177,6 +177,8 @@ def _round(r, dev_f1, test_f1, **kw):
         extra["pseudo_gold_per_type"] = {
             "症状和体征": {"precision": 0.9, "recall": 0.5, "f1": 0.64, "tp": 9, "fp": 1, "fn": 9},
             "疾病和诊断": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "tp": 2, "fp": 2, "fn": 2}}
+        extra["pseudo_metrics"] = {f"pseudo_gold/{t}/{k}": prf[k] for t, prf in extra["pseudo_gold_per_type"].items()
+                                   for k in ("precision", "recall", "f1")}  # as PseudoLabelResult.metrics gives them
         kw.update(pseudo_entities={"症状和体征": 10 * r, "疾病和诊断": 4}, pseudo_prf={"precision": 0.85},
                   threshold=0.7)
     return RoundRecord(round=r, dev_f1=dev_f1, extra=extra, **kw)

@@ -332,3 +332,4 @@ def test_max_failed_fraction_must_be_a_fraction(ray_local, unlabeled, tmp_path):
     with pytest.raises(PseudoLabelError, match="max_failed_fraction must be between 0 and 1"):
         pseudo_label(unlabeled, _model_dir(tmp_path), tmp_path / "r", 0.7, replace(CLUSTER, max_failed_fraction=1.5),
                      SelfTrainConfig(), 1, predictor=PREDICTOR)
+

@@ -54,8 +54,9 @@ def test_round_metrics_flatten_every_number_of_a_round():
                        "per_type": {"疾病和诊断": {"precision": 1.0, "recall": 0.5, "f1": 0.667}}},
                "test": TEST,
                "times": {"train": 3.0, "pseudo_label": 2.0},
-               "pseudo_metrics": _pseudo().metrics({"疾病和诊断": 5}, {"precision": 0.9, "recall": 0.3, "f1": 0.45}),
-               "pseudo_gold_per_type": {"疾病和诊断": {"precision": 0.8, "recall": 0.2, "f1": 0.32, "tp": 4}},
+               "pseudo_metrics": _pseudo().metrics({"疾病和诊断": 5}, {"precision": 0.9, "recall": 0.3, "f1": 0.45},
+                                                   {"疾病和诊断": {"precision": 0.8, "recall": 0.2, "f1": 0.32, "tp": 4}}),
+               "pseudo_gold_per_type": {"疾病和诊断": {"precision": 0.1, "recall": 0.1, "f1": 0.1, "tp": 4}},
                "calibration": {"ece": 0.07, "unit": "entity"},
                "train": {"best_epoch": 2, "epochs_run": 3}},
     )
@@ -169,3 +170,13 @@ def test_calibration_is_the_reliability_of_the_items():
     assert (cal["unit"], cal["mode"], cal["method"], cal["n"]) == ("entity", "entity", "entity_min_marginal", 3)
     assert cal["ece"] == pytest.approx((0.1 + 0.4 + 0.3) / 3)
     assert calibration([], GOLD, SelectionPolicy(0.5, "entity"))["ece"] is None  # nothing predicted
+
+
+def test_pseudo_label_metrics_have_one_source_per_type_scores_included():
+    m = _pseudo().metrics(None, {"precision": 0.9}, {"疾病和诊断": {"precision": 0.8, "recall": 0.2, "f1": 0.32, "tp": 4}})
+    assert m["pseudo/precision"] == 0.9 and m["pseudo_gold/疾病和诊断/precision"] == 0.8
+    assert "pseudo_gold/疾病和诊断/tp" not in m
+    # a round's metrics are what the result gave, not rebuilt from the record's other fields
+    rec = RoundRecord(round=1, dev_f1=0.5, extra={"pseudo_metrics": m, "pseudo_gold_per_type": {"x": {"precision": 1.0}}})
+    assert "pseudo_gold/x/precision" not in round_metrics(rec)
+    assert round_metrics(rec)["pseudo_gold/疾病和诊断/precision"] == 0.8
