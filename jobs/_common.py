@@ -27,6 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cemr.cli import HelpFormatter
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "ray_configs" / "experiments" / "demo.yaml"
 
@@ -72,12 +74,17 @@ class InputsParser(argparse.ArgumentParser):
         return ns
 
 
+class JobHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """The module docstring as written, and every option's default shown as ``cemr``'s commands show
+    it (:class:`cemr.cli.HelpFormatter`)."""
+
+
 def build_parser(prog: str, description: str, *, resume: bool = False, config: bool = True,
                  inputs: bool = False) -> argparse.ArgumentParser:
     """A parser with ``--config`` and ``key=value`` overrides (and ``--resume`` when asked);
     ``inputs``: an :class:`InputsParser`, its positional arguments inputs and overrides mixed."""
     cls = InputsParser if inputs else argparse.ArgumentParser
-    p = cls(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cls(prog=prog, description=description, formatter_class=JobHelpFormatter)
     if config:
         p.add_argument("--config", default=None,
                        help=f"experiment YAML (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")

@@ -80,9 +80,10 @@ def parser() -> argparse.ArgumentParser:
     p = build_parser("jobs.evaluate", __doc__)
     p.add_argument("--model", help="model directory (default: the best round of run_dir)")
     p.add_argument("--split", default="test", choices=("dev", "test"), help="prepared split of run_dir")
-    p.add_argument("--format", default=None, help="format of --data (ccks2017, yidu, jsonl, brat, ...)")
+    p.add_argument("--format", default=None, help="format of --data (ccks2017, yidu, jsonl, brat, ...; "
+                                                   "required with --data)")
     p.add_argument("--data", default=None, help="labeled corpus to evaluate on instead of a split")
-    p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.add_argument("--out", default=None, help="also write the JSON report here (not given: stdout only)")
     return p
 
 

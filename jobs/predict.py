@@ -157,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
                    help="output directory: shards part-NNNNNN.<format> (BRAT: <name>.txt/.ann, annotation.conf) and "
                         "manifest.json; never an input")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--out-format", default="jsonl", choices=OUT_FORMATS)
+    p.add_argument("--out-format", default="jsonl", choices=OUT_FORMATS,
+                   help="jsonl or parquet shards, or a BRAT directory")
     p.add_argument("--max-len", type=int, default=None,
                    help="sentence length documents are split into (default: the one the model records)")
     p.add_argument("--device", default="auto", type=job_device,

@@ -41,6 +41,22 @@ def test_every_job_has_help(name):
     assert ("--resume" in out.stdout) == (name in ("bootstrap", "sweep", "train"))
 
 
+@pytest.mark.parametrize("name", JOBS)
+def test_every_job_option_is_explained_with_its_default(name):
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(f"jobs.{name}").parser()
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        what = f"jobs.{name} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help and action.help.strip(), f"{what}: no help text"
+        if action.default not in (None, argparse.SUPPRESS, []) and action.nargs != 0:
+            assert f"(default: {action.default})" in text, f"{what}: default {action.default!r} not shown"
+
+
 def test_options_and_overrides_may_be_intermixed():
     p = build_parser("jobs.x", "doc", resume=True)
     args = p.parse_intermixed_args(["train.epochs=3", "--resume", "--config", "c.yaml", "selftrain.threshold=0.5"])
