@@ -129,23 +129,32 @@ def _nan(values: Sequence[float | None]) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _dev_test_figure(what: str, x: Sequence[float], dev_f1: Sequence[float], test_f1: Sequence[float | None] | None,
+                     labels: tuple[str, str], best: float | None, best_label: str | None):
+    """Dev and (where a point has one) test F1 over ``x``, ``best`` marked by a dotted line; the
+    caller sets the x axis and the title."""
+    series = {"dev F1": dev_f1, **({"test F1": test_f1} if test_f1 is not None else {})}
+    _check_series(what, x, series)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
+    ax.plot(list(x), _nan(dev_f1), marker="o", color=DEV, label=labels[0])
+    if test_f1 is not None and any(v is not None for v in test_f1):
+        ax.plot(list(x), _nan(test_f1), marker="s", color=TEST, label=labels[1])
+    if best is not None:
+        ax.axvline(best, color="grey", linestyle=":", label=best_label)
+    ax.set_ylabel("micro F1 (exact span and type)")
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
 def f1_per_round_figure(rounds: Sequence[int], dev_f1: Sequence[float], test_f1: Sequence[float | None] | None = None,
                         best_round: int | None = None):
     """Dev and (where a round has one) test micro F1 per round; ``best_round`` (the dev-selected
     one) is marked with a dotted line. Rounds are integers on the axis."""
-    series = {"dev F1": dev_f1, **({"test F1": test_f1} if test_f1 is not None else {})}
-    _check_series("F1 per round", rounds, series)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
-    ax.plot(list(rounds), _nan(dev_f1), marker="o", color=DEV, label="dev F1")
-    if test_f1 is not None and any(v is not None for v in test_f1):
-        ax.plot(list(rounds), _nan(test_f1), marker="s", color=TEST, label="test F1")
-    if best_round is not None:
-        ax.axvline(best_round, color="grey", linestyle=":", label=f"best round on dev ({best_round})")
+    fig, ax = _dev_test_figure("F1 per round", rounds, dev_f1, test_f1, ("dev F1", "test F1"), best_round,
+                               f"best round on dev ({best_round})")
     round_axis(ax, rounds)
-    ax.set_ylabel("micro F1 (exact span and type)")
     ax.set_title("F1 per self-training round")
-    ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
@@ -155,21 +164,13 @@ def f1_per_threshold_figure(thresholds: Sequence[float], dev_f1: Sequence[float]
                             test_f1: Sequence[float | None] | None = None, best: float | None = None):
     """The sweep: per confidence threshold, the dev F1 of its dev-selected round and that round's
     test F1; ``best`` (the winning threshold) marked. One tick per threshold."""
-    series = {"dev F1": dev_f1, **({"test F1": test_f1} if test_f1 is not None else {})}
-    _check_series("F1 per threshold", thresholds, series)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=100)
-    ax.plot(list(thresholds), _nan(dev_f1), marker="o", color=DEV, label="dev F1 (best round)")
-    if test_f1 is not None and any(v is not None for v in test_f1):
-        ax.plot(list(thresholds), _nan(test_f1), marker="s", color=TEST, label="test F1 (same round)")
-    if best is not None:
-        ax.axvline(best, color="grey", linestyle=":", label=f"best threshold on dev ({best:.2f})")
+    fig, ax = _dev_test_figure("F1 per threshold", thresholds, dev_f1, test_f1,
+                               ("dev F1 (best round)", "test F1 (same round)"), best,
+                               None if best is None else f"best threshold on dev ({best:.2f})")
     if len(thresholds) <= 20:
         ax.set_xticks(list(thresholds), [f"{t:.2f}" for t in thresholds])
     ax.set_xlabel("confidence threshold (selftrain.threshold)")
-    ax.set_ylabel("micro F1 (exact span and type)")
     ax.set_title("F1 per confidence threshold")
-    ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
