@@ -138,6 +138,18 @@ def match_counts(gold: Iterable[Span], pred: Iterable[Span]) -> dict[str, tuple[
     return {t: (c[0], c[1], c[2]) for t, c in out.items()}
 
 
+def paired_documents(gold: SpansByDoc, pred: SpansByDoc) -> tuple[dict, dict]:
+    """``gold`` and ``pred`` as ``{doc_id: spans}``; a ``pred`` document unknown to gold raises
+    :class:`EvalError` naming its id (a gold document absent from ``pred`` has no predictions)."""
+    gold_map = spans_by_doc(gold, "gold")
+    pred_map = spans_by_doc(pred, "pred")
+    unknown = [d for d in pred_map if d not in gold_map]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise EvalError(f"pred: document {unknown[0]!r} is not in gold{more}")
+    return gold_map, pred_map
+
+
 def evaluate(gold: SpansByDoc, pred: SpansByDoc) -> EvalReport:
     """Score ``pred`` against ``gold`` (each ``{doc_id: spans}`` or an iterable of Documents).
 
@@ -145,12 +157,7 @@ def evaluate(gold: SpansByDoc, pred: SpansByDoc) -> EvalReport:
     unknown to gold raises :class:`EvalError` naming its id. ``per_type`` has every type seen in
     gold or predictions, sorted.
     """
-    gold_map = spans_by_doc(gold, "gold")
-    pred_map = spans_by_doc(pred, "pred")
-    unknown = [d for d in pred_map if d not in gold_map]
-    if unknown:
-        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        raise EvalError(f"pred: document {unknown[0]!r} is not in gold{more}")
+    gold_map, pred_map = paired_documents(gold, pred)
     totals: dict[str, list[int]] = {}
     for doc_id, gold_spans in gold_map.items():
         for typ, (tp, fp, fn) in match_counts(gold_spans, pred_map.get(doc_id, ())).items():
