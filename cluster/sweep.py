@@ -51,8 +51,22 @@ def thresholds_of(start: float, stop: float, step: float) -> list[float]:
     return out
 
 
+def decimals(threshold: float) -> int:
+    """Decimals that write ``threshold`` exactly: 2 for a 0.01 grid (``0.60``), more for finer
+    steps (``0.605``: 3), at most 6 (:func:`thresholds_of` rounds to 6)."""
+    for d in range(2, 7):
+        if abs(round(threshold, d) - threshold) < 1e-9:
+            return d
+    return 6
+
+
+def threshold_label(threshold: float) -> str:
+    """The name of a threshold in directories, run names and results: ``0.60``, ``0.605``."""
+    return f"{threshold:.{decimals(threshold)}f}"
+
+
 def member_dir(root: str | os.PathLike, threshold: float) -> Path:
-    return Path(root) / f"threshold_{threshold:.2f}"
+    return Path(root) / f"threshold_{threshold_label(threshold)}"
 
 
 def member_config(cfg: Config, root: Path, threshold: float, tracking_uri: str | None) -> Config:
@@ -62,7 +76,7 @@ def member_config(cfg: Config, root: Path, threshold: float, tracking_uri: str |
         cfg,
         run_dir=str(member_dir(root, threshold)),
         selftrain=dataclasses.replace(cfg.selftrain, threshold=float(threshold)),
-        tracking=dataclasses.replace(cfg.tracking, tracking_uri=tracking_uri, run_name=f"threshold_{threshold:.2f}",
+        tracking=dataclasses.replace(cfg.tracking, tracking_uri=tracking_uri, run_name=f"threshold_{threshold_label(threshold)}",
                                      register_model=None),
     )
 
@@ -158,20 +172,21 @@ def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, 
         base = RunLayout.of(base_cfg.run_dir)
         base_state = load_state(base.root)
         results: dict[str, Any] = dict(sweep_state.get("results", {}))
+        grid = max(decimals(t) for t in thresholds)  # the metric step of a threshold: t * 10**grid
         for t in thresholds:
             mcfg = member_config(cfg, root, t, uri)
             seed_member(mcfg, base, base_state)
-            log(f"sweep: threshold {t:.2f}")
+            log(f"sweep: threshold {threshold_label(t)}")
             summary = run_bootstrap(mcfg, resume=True, log=log, parent_run_id=tracker.parent_id, kind="sweep_member")
             result = member_result(t, summary.run_dir, load_state(summary.run_dir))
-            results[f"{t:.2f}"] = result
+            results[threshold_label(t)] = result
             test_f1 = result["best_test_f1"]
             tracker.log_metrics({"sweep/best_dev_f1": result["best_dev_f1"], "sweep/threshold": t,
                                  **({"sweep/best_test_f1": test_f1} if test_f1 is not None else {})},
-                                step=int(round(t * 100)))
+                                step=int(round(t * 10 ** grid)))  # 0.1 grid: 10, 20, ...
             sweep_state["results"] = results
             atomic_write_text(state_path, json.dumps(sweep_state, indent=1, ensure_ascii=False, default=str))
-        ordered = [results[f"{t:.2f}"] for t in thresholds]
+        ordered = [results[threshold_label(t)] for t in thresholds]
         winner = max(ordered, key=lambda r: (r["best_dev_f1"], -r["threshold"]))
         threshold_plot(tracker, ordered, winner)
         model_uri = tracker.log_model_dir(winner["model_dir"], cfg.tracking.register_model)

@@ -95,3 +95,13 @@ def test_a_resumed_sweep_records_what_changed_since_its_params(tmp_path, monkeyp
     assert json.loads(run.data.tags["cemr.resume_changes"]) == {
         "cluster.actors": [str(first["cluster.actors"]), 7], "sweep.thresholds": ["[0.5, 0.6]", [0.5, 0.6, 0.7]]}
     assert "cemr.resumed_from_round" not in run.data.tags and "resume 1: `cluster.actors`" in run.data.tags[NOTE_TAG]
+
+
+def test_fine_thresholds_get_their_own_directories_and_names():
+    from cluster.sweep import member_dir, threshold_label, thresholds_of
+
+    ts = thresholds_of(0.6, 0.62, 0.005)
+    assert [threshold_label(t) for t in ts] == ["0.60", "0.605", "0.61", "0.615", "0.62"]
+    assert len({member_dir("r", t) for t in ts}) == len(ts)  # no two thresholds share a run directory
+    assert threshold_label(0.6) == "0.60" and member_dir("r", 0.3).name == "threshold_0.30"  # as before
+    assert threshold_label(0.605) == "0.605"
