@@ -248,6 +248,9 @@ class DataConfig:
     overlap_policy: str = opt("keep_longest", "What to do with overlapping or nested gold spans",
                               choices=OVERLAP_POLICIES, kind="an overlap policy")
     max_sentence_len: int = opt(256, "Documents are split into sentences of at most this many chars", ge=8)
+    dedup_threshold: float = opt(0.9, "Jaccard similarity (char 5-grams, verified exactly) from which a pool "
+                                 "document is a near duplicate of a gold or earlier pool document and left "
+                                 "out (counted in the prepare report)", gt=0.0, le=1.0)
     types: list[str] | None = opt(None, "Entity types to declare/keep (spans of other types are "
                                   "rejected); null: the types found in the data", nonempty=True)
     max_rejected: float = opt(0.01, "A run stops when more than this share of a labeled source's "

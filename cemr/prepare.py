@@ -520,11 +520,12 @@ def _fill_pool(pool: _Pool, heldout: list[Document], streams, cap: int | None
     return entries
 
 
-def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float = 0.9,
+def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float | None = None,
             sentence_dedup: bool = True, rows_per_shard: int | None = None) -> PrepareReport:
     """Read, split, deduplicate and write the data of ``cfg.data`` (see the module docstring).
 
-    ``dedup_threshold``: Jaccard threshold of near-duplicate documents; ``sentence_dedup``:
+    ``dedup_threshold``: Jaccard threshold of near-duplicate documents (default
+    ``data.dedup_threshold``); ``sentence_dedup``:
     also drop unlabeled sentences equal to an earlier pool sentence (on CCKS2017 this halves the
     pool: EMR sentences repeat a lot); ``rows_per_shard`` defaults to
     ``cfg.cluster.rows_per_shard``. Re-running replaces the shards of ``out_dir``. Returns the
@@ -532,6 +533,8 @@ def prepare(cfg: Config, out_dir: str | Path, *, dedup_threshold: float = 0.9,
     """
     t0 = time.perf_counter()
     d = cfg.data
+    if dedup_threshold is None:
+        dedup_threshold = float(d.dedup_threshold)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / REPORT_NAME).unlink(missing_ok=True)

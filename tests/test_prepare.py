@@ -347,3 +347,10 @@ def test_long_loops_show_progress_on_stderr_and_stdout_stays_empty(tmp_path, cap
         assert bar in captured.err, bar
     assert captured.out == ""
     _check_accounting(report, tmp_path)
+
+
+def test_the_near_duplicate_threshold_is_a_config_key(tmp_path):
+    strict = prepare(load_config(None, [*DEMO, "data.dedup_threshold=1.0"]), tmp_path / "a").to_dict()["dedup"]
+    loose = prepare(load_config(None, [*DEMO, "data.dedup_threshold=0.3"]), tmp_path / "b").to_dict()["dedup"]
+    assert (strict["threshold"], loose["threshold"]) == (1.0, 0.3)
+    assert sum(loose["documents_removed"].values()) > sum(strict["documents_removed"].values())
