@@ -62,7 +62,9 @@ def _device(value: str) -> str:
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--config", required=required,
-                   help="YAML config (default: the embedded demo, ray_configs/experiments/demo.yaml)")
+                   help="YAML config (default: none, the built-in defaults of docs/config.md: the synthetic demo corpus "
+                        "with all of its gold; the jobs' default, ray_configs/experiments/demo.yaml, is its "
+                        "low-resource variant with a test split)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides applied after the file, e.g. train.epochs=3 (docs/config.md lists "
                         "every key)")
