@@ -252,6 +252,9 @@ def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: L
         vocab.save(vocab_file)
         write_marker(comp, fp)
         log(f"components: {labels.num_tags} tags, {len(vocab)} chars")
+    if cfg.model.char_dim != char_vectors.dim:
+        log(f"warning: model.char_dim {cfg.model.char_dim} != word2vec dim {char_vectors.dim}: the tagger's char "
+            "embedding starts random, not from word2vec (make the two equal to use it)")
     lexicon = None
     if cfg.model.dictionary.enabled:
         lexicon = build_folded_lexicon(cfg.lexicon, sentences_to_documents(train), group=fold_group(cfg.data.format))

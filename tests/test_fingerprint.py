@@ -205,3 +205,16 @@ def test_components_are_read_back_and_refused_without_their_marker(tmp_path):
     (layout.components / MARKER).unlink()  # components/ as written before fingerprints
     with pytest.raises(StaleStageError, match=r"components output without fingerprint\.json"):
         build_components(cfg, layout, log=_quiet)
+
+
+def test_a_char_embedding_that_cannot_start_from_word2vec_is_said(tmp_path):
+    layout = RunLayout.of(tmp_path / "run")
+    cfg = _cfg("model.char_dim=12")  # word2vec dim 8 (TINY)
+    prepare_data(cfg, layout, _quiet)
+    pretrain_stage(cfg, layout, log=_quiet)
+    said = []
+    build_components(cfg, layout, log=said.append)
+    assert any("model.char_dim 12 != word2vec dim 8" in m and "starts random" in m for m in said)
+    said.clear()
+    build_components(_cfg("model.char_dim=8"), layout, log=said.append)
+    assert not any("starts random" in m for m in said)
