@@ -472,8 +472,9 @@ def train_tagger(
             set_learning_rates(opt, epoch_factor, step, warmup_steps)
             with autocast(device, amp_dtype):
                 loss = model(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch}: the training loss became {float(loss)}")
+            loss_value = float(loss.detach())  # the step's one host sync of the loss
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"epoch {epoch}: the training loss became {loss_value}")
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
             if cfg.clip_norm and cfg.clip_norm > 0:
@@ -481,7 +482,7 @@ def train_tagger(
             scaler.step(opt)
             scaler.update()
             step += 1
-            sums["loss"] += float(loss.detach()) * len(idx)
+            sums["loss"] += loss_value * len(idx)
             sums["sentences"] += len(idx)
             sums["chars"] += sum(lengths[i] for i in idx)
             bar.update(1)
