@@ -405,3 +405,11 @@ def test_an_epoch_shows_a_progress_bar_on_a_terminal_and_nothing_off_it(monkeypa
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: no bar
     train_tagger(tagger, sents[:6], sents[6:9], _cfg(epochs=1), "cpu", collate=collate, log=lambda m: None)
     assert "epoch 1/1" not in sys.stderr.getvalue()
+
+
+def test_a_loss_that_is_not_finite_stops_training_naming_the_epoch(monkeypatch):
+    tagger, collate, sents, labels = _setup()
+    real = type(tagger).forward
+    monkeypatch.setattr(type(tagger), "forward", lambda self, batch: real(self, batch) * float("nan"))
+    with pytest.raises(FloatingPointError, match="epoch 1: the training loss became nan"):
+        train_tagger(tagger, sents[:6], sents[6:9], _cfg(epochs=2), "cpu", collate=collate, log=lambda m: None)
