@@ -28,6 +28,7 @@ from cemr.config import Config, dump_config
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence
 from cemr.outputs import atomic_write_text
+from cemr.progress import say
 
 Log = Callable[[str], None]
 
@@ -72,7 +73,7 @@ class RunLayout:
 # ----------------------------------------------------------------------------------------------
 
 
-def prepare_dir(cfg: Config, data_dir: str | os.PathLike, log: Log = print) -> dict[str, Any]:
+def prepare_dir(cfg: Config, data_dir: str | os.PathLike, log: Log = say) -> dict[str, Any]:
     """Stage 1 into ``data_dir``: shards + ``prepare_report.json`` + the stage marker; the report is
     read back when the marker matches ``cfg`` (:func:`cemr.fingerprint.check_stage`)."""
     from cemr.fingerprint import check_stage, prepare_fingerprint, write_marker
@@ -90,7 +91,7 @@ def prepare_dir(cfg: Config, data_dir: str | os.PathLike, log: Log = print) -> d
     return out
 
 
-def prepare_data(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
+def prepare_data(cfg: Config, layout: RunLayout, log: Log = say) -> dict[str, Any]:
     """Stage 1 of a run: :func:`prepare_dir` into ``layout.data``."""
     return prepare_dir(cfg, layout.data, log)
 
@@ -138,7 +139,7 @@ def pretraining_texts(layout: RunLayout, limit: int | None = None) -> Callable[[
     return texts
 
 
-def pretrain_stage(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log = print) -> dict[str, float]:
+def pretrain_stage(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log = say) -> dict[str, float]:
     """Stage 2: pretrained featurizers in ``pretrain/`` + the stage marker; the metrics are read
     back when the marker has every featurizer ``cfg`` needs, made from the same keys and the same
     prepared data (:func:`cemr.fingerprint.pretrain_fingerprint`). Needs a finished prepare stage."""
@@ -179,7 +180,7 @@ def stages_done(cfg: Config, layout: RunLayout) -> bool:
     return check_stage(layout.pretrain, fp, (layout.pretrain / METRICS_FILE).is_file())
 
 
-def pretrain_from_config(cfg: Config, run_dir: str | os.PathLike, device: Any = "auto", log: Log = print
+def pretrain_from_config(cfg: Config, run_dir: str | os.PathLike, device: Any = "auto", log: Log = say
                          ) -> dict[str, float]:
     """``cemr pretrain``: prepare (if needed) and pretrain."""
     from cemr.training import resolve_device
@@ -218,7 +219,7 @@ class Components:
     char_vectors: Any  # CharVectors
 
 
-def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log = print) -> Components:
+def build_components(cfg: Config, layout: RunLayout, device: Any = "cpu", log: Log = say) -> Components:
     """Stage 3. Labels and vocabulary are written once to ``components/`` (with the stage marker)
     and read back after, so every process of a run (driver, Ray workers, a resumed job) uses the
     same ids; read back only when made from the same prepared data, word2vec chars and
@@ -325,7 +326,7 @@ def evaluate_splits(predictor: Any, layout: RunLayout, batch_size: int = 64) -> 
     return out
 
 
-def train_from_config(cfg: Config, run_dir: str | os.PathLike, log: Log = print) -> dict[str, Any]:
+def train_from_config(cfg: Config, run_dir: str | os.PathLike, log: Log = say) -> dict[str, Any]:
     """Prepare, pretrain, train on gold only, save ``RUN_DIR/model``, score dev (and test).
 
     The stages are reused or refused as :func:`prepare_data` & co. decide; the model, ``config.yaml``

@@ -47,6 +47,7 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
+from cemr.progress import say
 from cluster.pseudolabel import plan_blocks
 from cluster.runtime import actor_device, actor_resources
 
@@ -399,7 +400,7 @@ def check_manifest(manifest: Mapping[str, Any]) -> None:
 
 def predict_to_shards(inputs: Sequence[str], out: str | os.PathLike, model_dir: str | os.PathLike, cfg: Any, *,
                       input_format: str = "auto", column: str | None = None, out_format: str = "jsonl",
-                      overwrite: bool = False, max_len: int | None = None, log: Log = print,
+                      overwrite: bool = False, max_len: int | None = None, log: Log = say,
                       sources: Sequence[Any] | None = None) -> dict[str, Any]:
     """Tag every document of ``inputs`` into the directory ``out`` (module docstring); returns the
     manifest with ``out``, ``seconds`` and the actor sizing. Ray must be initialised. The output

@@ -75,6 +75,7 @@ from cemr.config import Config, ConfigError, flatten
 from cemr.outputs import atomic_write_text
 from cemr.pipeline import RunLayout, stages_done
 from cemr.selection import KEPT
+from cemr.progress import say
 from cemr.selftrain import RoundRecord, RunState, best_round, load_state, save_state, should_stop
 from cluster.pseudosets import (
     entity_counts,
@@ -179,16 +180,16 @@ def _stages(cfg: Config, run_dir: str) -> dict[str, Any]:
     from cemr.pipeline import prepare_data, pretrain_stage
     from cemr.training import resolve_device
 
-    layout = RunLayout(Path(run_dir))
+    layout = RunLayout(Path(run_dir))  # logs by say, on stderr: Ray forwards it to the driver's stderr
     t0 = time.perf_counter()
-    prep = prepare_data(cfg, layout, print)
+    prep = prepare_data(cfg, layout, say)
     t1 = time.perf_counter()
-    pre = pretrain_stage(cfg, layout, resolve_device(cfg.train.device), print)
+    pre = pretrain_stage(cfg, layout, resolve_device(cfg.train.device), say)
     t2 = time.perf_counter()
     return {"prepare": prep, "pretrain": pre, "times": {"prepare": t1 - t0, "pretrain": t2 - t1}}
 
 
-def run_stages(cfg: Config, layout: RunLayout, log: Log = print) -> dict[str, Any]:
+def run_stages(cfg: Config, layout: RunLayout, log: Log = say) -> dict[str, Any]:
     """Prepare and pretrain as one Ray task (``cluster.cpus_per_worker`` CPUs, and a GPU with
     ``cluster.use_gpu``: asked for and waited for as :func:`cluster.runtime.worker_resources` says,
     the CPU only with ``cluster.cpu_fallback``); read back when both are already done for this
@@ -244,7 +245,7 @@ def local_runtime_env() -> dict[str, Any]:
     return {"env_vars": {"PYTHONPATH": pythonpath}}
 
 
-def connect(cfg: Config, log: Log = print):
+def connect(cfg: Config, log: Log = say):
     """Join the configured cluster or start a local instance (:func:`cluster.runtime.init_ray`)."""
     from cluster.runtime import init_ray, target_address
 
@@ -504,7 +505,7 @@ def _initial_state(cfg: Config, layout: RunLayout, resume: bool, log: Log
     return state, state.next_round, changed
 
 
-def run_bootstrap(cfg: Config, resume: bool = False, log: Log = print, *, parent_run_id: str | None = None,
+def run_bootstrap(cfg: Config, resume: bool = False, log: Log = say, *, parent_run_id: str | None = None,
                   kind: str = "bootstrap") -> BootstrapSummary:
     """Run (or continue, ``resume=True``) the bootstrap of ``cfg.run_dir``; see the module docstring.
 

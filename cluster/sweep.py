@@ -27,6 +27,7 @@ from typing import Any
 from cemr.config import Config, flatten
 from cemr.outputs import atomic_write_text
 from cemr.pipeline import RunLayout
+from cemr.progress import say
 from cemr.selftrain import RunState, load_state, save_state
 from cluster.bootstrap import BootstrapError, Log, connect, run_bootstrap
 from cluster.round_metrics import round_test_f1
@@ -133,7 +134,7 @@ def threshold_plot(tracker: Any, ordered: list[dict[str, Any]], winner: dict[str
     tracker.log_plot(fig, THRESHOLD_PLOT, data)
 
 
-def run_sweep(cfg: Config, resume: bool = False, log: Log = print) -> dict[str, Any]:
+def run_sweep(cfg: Config, resume: bool = False, log: Log = say) -> dict[str, Any]:
     """Bootstrap once per threshold ``sweep.start..stop`` (step ``sweep.step``), each a nested MLflow
     run under one sweep run, in ``<run_dir>/threshold_<t>``; round 0 and the stages are shared
     (``<run_dir>/base``). Logs the F1-per-threshold plot and registers the best threshold's model."""

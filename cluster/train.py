@@ -71,6 +71,7 @@ from cemr.config import Config
 from cemr.corpus.sentences import Sentence
 from cemr.corpus.shards import REQUIRED_COLUMNS, UNSURE, UNSURE_FIELD, shard_files, table_to_sentences
 from cemr.pipeline import RunLayout
+from cemr.progress import say
 from cemr.stopping import Patience
 
 Log = Callable[[str], None]
@@ -156,6 +157,12 @@ class EpochBook:
         if unknown:
             raise ValueError(f"unknown epoch bookkeeping field(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+def worker_log(prefix: str, rank: int) -> Log:
+    """A training worker's log: rank 0's lines on stderr with ``prefix`` (Ray forwards a worker's
+    stderr to the driver's stderr, so the job's stdout keeps its one JSON line), others silent."""
+    return (lambda msg: say(prefix + msg)) if rank == 0 else (lambda _msg: None)
 
 
 def json_safe(value: Any) -> Any:
@@ -406,7 +413,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     prefix = f"[{round_name(int(config['round']))}] "
-    log: Log = (lambda msg: print(prefix + msg, flush=True)) if rank == 0 else (lambda _msg: None)
+    log = worker_log(prefix, rank)
     device = ray.train.torch.get_device()  # the GPU Ray assigned this worker, or the CPU
     check_worker_device(ray.get_gpu_ids(), torch.device(device).type)
 
@@ -554,7 +561,7 @@ def train_round(
     weights: Sequence[float] | None = None,
     components: Any = None,
     init_model: str | os.PathLike | None = None,
-    log: Log = print,
+    log: Log = say,
     checkpoint_every: int | None = None,
 ) -> RoundTrainResult:
     """Train round ``round`` on ``train_paths`` (Parquet shard directories: gold train, then the

@@ -508,3 +508,16 @@ def test_failure_tags_carry_the_error_and_its_counts():
     assert json.loads(tags["cemr.error.failures"]) == {"ValueError": 40}
     assert json.loads(tags["cemr.error.first_errors"])[0]["doc_id"] == "d1"
     assert set(failure_tags(RuntimeError("x"))) == {"cemr.error"}
+
+
+def test_the_stages_task_logs_to_stderr_only(tmp_path, capsys):
+    """The prepare + pretrain task runs in a Ray worker whose stdout reaches the job's stdout."""
+    from cemr.config import load_config
+    from cluster.bootstrap import _stages
+
+    cfg = load_config(None, ["data.demo_documents=30", "data.demo_unlabeled=40", "data.max_sentence_len=64",
+                             "model.word2vec.dim=8", "model.word2vec.epochs=1", "model.bilm.enabled=false",
+                             "model.bert.enabled=false"])
+    _stages(cfg, str(tmp_path / "run"))
+    out = capsys.readouterr()
+    assert out.out == "" and "word2vec" in out.err

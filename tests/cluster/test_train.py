@@ -389,3 +389,12 @@ def test_a_worker_killed_mid_epoch_resumes_to_the_uninterrupted_rounds_weights(r
     assert [{k: h[k] for k in same} for h in killed.history] == [{k: h[k] for k in same} for h in whole.history]
     a, b = _last_epoch_weights(whole), _last_epoch_weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_worker_logs_go_to_stderr_so_the_jobs_stdout_stays_json(capsys):
+    from cluster.train import worker_log
+
+    worker_log("[round_001] ", 0)("epoch 1/2: loss 0.5")
+    worker_log("[round_001] ", 1)("a line of another rank")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "[round_001] epoch 1/2: loss 0.5\n"
