@@ -151,7 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_files(
         args.model, args.inputs, args.out, input_format=args.input_format, out_format=args.out_format,
         device=args.device, column=args.column, overwrite=args.overwrite, max_len=args.max_len,
-        low_confidence=args.low_confidence,
+        low_confidence=args.low_confidence, precision=args.precision,
     )
     brief = {"documents": summary["documents"], "out": summary["out"],
              "inputs": {k: {n: v[n] for n in ("format", "read", "kept", "rejected", "reasons")}
@@ -201,6 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cemr.config import PREDICTOR_PRECISIONS
     from cemr.corpus.readers import INPUT_FORMATS
 
     ap = argparse.ArgumentParser(prog="cemr", description=__doc__.splitlines()[0].replace("``", ""),
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, default=None,
                    help="sentence length documents are split into (default: the one the model records)")
     p.add_argument("--device", default="auto", type=_device, help=DEVICE_HELP)
+    p.add_argument("--precision", default="fp32", choices=PREDICTOR_PRECISIONS,
+                   help="fp32 exact; bf16, int8 (CPU only) and bf16-int8 are faster, not exact, and may change a few "
+                        "spans (cemr.predictor.set_precision; benchmarks/bench_predictor.py --precision measures them)")
     p.set_defaults(func=cmd_predict)
 
     _add_review_parser(sub)

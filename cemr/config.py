@@ -97,6 +97,7 @@ LEXICON_FORMATS = _code_choices("cemr.lexicon.sources", "FORMATS")
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 BERT_AUTOCAST = ("off", "bf16", "fp16")  # cemr.features.bert.AUTOCAST_DTYPES
 AMP_DTYPES = ("float16", "bfloat16")  # cemr.training.AMP_DTYPES
+PREDICTOR_PRECISIONS = ("fp32", "bf16", "int8", "bf16-int8")  # cemr.predictor.PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -459,6 +460,11 @@ class ClusterConfig:
     actor_num_gpus: float = opt(0.0, "GPUs per pseudo-labeling actor", ge=0.0)
     actor_threads: int | None = opt(None, "Torch threads per actor (null: Ray's OMP_NUM_THREADS, about "
                                     "actor_num_cpus)", **POSITIVE)
+    actor_precision: str = opt("fp32", "Precision of the pseudo-labeling / batch-prediction actors' predictor "
+                               "(cemr.predictor.set_precision): fp32 exact; bf16 (featurizers in bfloat16, for "
+                               "CPUs with AVX-512 BF16/AMX), int8 (dynamic quantization, CPU only) and bf16-int8 "
+                               "are faster but not exact and may change a few spans; evaluation stays fp32",
+                               choices=PREDICTOR_PRECISIONS, kind="a predictor precision")
     # A loaded real model takes ~0.7 GiB per actor on CPU (the session-4 Yidu-S4K model: 661 MiB RSS
     # after 3,000 sentences; the 1.3-2.6 GiB seen before included the training feature cache, now off
     # in a Predictor)

@@ -170,7 +170,7 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
                   input_format: str = "auto", out_format: str = "jsonl", device: str = "auto",
                   column: str | None = None, overwrite: bool = False, step: int | None = None,
                   max_len: int | None = None, stdin: Any = None, stdout: Any = None,
-                  low_confidence: float | None = None, log: Log = say) -> dict[str, Any]:
+                  low_confidence: float | None = None, precision: str = "fp32", log: Log = say) -> dict[str, Any]:
     """``cemr predict``: tag documents from files; JSON lines (spans with confidence, on document
     offsets), BRAT, or one self-contained HTML page (:mod:`cemr.review.html`; entities below
     ``low_confidence`` marked). Returns the summary: documents written, the output, and per input
@@ -199,7 +199,7 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
     with stdin_as_file(inputs, stdin) as read_paths:
         sources = resolve_sources(inputs, read_paths, input_format, labeled=False, log=log)
         chars = check_unique_ids(sources, column)
-        predictor = Predictor.load(model_dir, device, max_len=max_len)
+        predictor = Predictor.load(model_dir, device, max_len=max_len, precision=precision)
 
         def documents() -> Iterator[Document]:
             for src in sources:

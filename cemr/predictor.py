@@ -21,10 +21,18 @@ spans are shifted back to exact document offsets. :meth:`Predictor.iter_document
 reads documents lazily, tags their sentences a step at a time and yields each document as soon as
 its last sentence is tagged (``cemr predict --out -`` writes it then); every tagging call takes an
 optional progress bar (:mod:`cemr.progress`) advanced by the characters of each batch.
+
+``precision`` (:func:`set_precision`): ``fp32`` (default) is the model as trained; ``bf16`` runs the
+featurizers (BERT, BiLM) with bfloat16 weights, ``int8`` quantizes the Linear / LSTM / GRU layers
+dynamically (CPU only), ``bf16-int8`` does both (featurizers bf16, the tagger's own layers int8).
+All are opt-in: they change confidences (by up to ~1e-2 / ~7e-2) and may change a few spans
+(``benchmarks/bench_predictor.py --precision`` measures speed, span agreement and F1 against
+the exact path).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from cemr.confidence import batch_confidences
 from cemr.corpus.document import Document, Span
@@ -43,6 +52,51 @@ from cemr.vocab import CharVocab
 
 DEFAULT_MAX_LEN = 256
 STEP_BATCHES = 8  # Predictor.iter_documents tags this many batches of sentences per step
+
+
+PRECISIONS = ("fp32", "bf16", "int8", "bf16-int8")
+_QUANTIZABLE = (nn.Linear, nn.LSTM, nn.GRU)
+
+
+def set_precision(tagger: BiLMBNERTagger, precision: str) -> BiLMBNERTagger:
+    """The tagger set up for inference at ``precision`` (in place; returned for convenience).
+
+    ``fp32``: unchanged (the default; exact). ``bf16``: the featurizers' (BERT, BiLM) weights cast
+    to bfloat16, so their matrix products run on bf16 units (AVX-512 BF16 / AMX on recent x86; slow
+    where the CPU has none); the tagger casts their outputs back to float32 and its own layers and
+    CRF stay float32 (a bf16 BiGRU is slower on CPU). ``int8``: ``torch.ao.quantization.quantize_dynamic``
+    of every ``nn.Linear``, ``nn.LSTM`` and ``nn.GRU``, featurizers included (int8 weights,
+    activations quantized per call; for CPUs without bf16 units). ``bf16-int8``: featurizers as
+    ``bf16``, the tagger's own BiGRU and output layer int8 (the fastest on the benchmark machine).
+    int8 runs on CPU only, and not with a featurizer under bf16/fp16 autocast. None but ``fp32`` is
+    exact: they are opt-in (``benchmarks/bench_predictor.py --precision`` measures them)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    featurizers = tagger.featurizers()
+    if "int8" in precision:
+        device = tagger.char_embedding.weight.device
+        if device.type != "cpu":
+            raise ValueError(f"precision {precision} (dynamic int8 quantization) runs on CPU only, the model "
+                             f"is on {device}")
+        if precision == "int8":
+            for name, module in featurizers.items():
+                if getattr(module, "autocast", "off") != "off":
+                    raise ValueError(f"precision int8 cannot run the {name} featurizer under {module.autocast} "
+                                     f"autocast (its model directory's featurizer.json); use fp32 or bf16")
+    if "bf16" in precision:
+        for module in featurizers.values():
+            module.to(torch.bfloat16)
+    if "int8" in precision:
+        skip = tuple(f"{n}." for n in featurizers) if precision == "bf16-int8" else ()
+        # by name, exact types only: nn.MultiheadAttention's out_proj (a Linear subclass) stays float
+        names = {n for n, m in tagger.named_modules() if type(m) in _QUANTIZABLE and not (skip and n.startswith(skip))}
+        with warnings.catch_warnings():  # torch.ao's notice that eager quantization moves to torchao
+            warnings.simplefilter("ignore")
+            torch.ao.quantization.quantize_dynamic(
+                tagger, {n: torch.ao.quantization.default_dynamic_qconfig for n in names}, dtype=torch.qint8,
+                inplace=True,
+            )
+    return tagger
 
 
 BUCKET_FILL = 0.75  # a bucket ends where a row would fill less than this share of its width
@@ -120,10 +174,12 @@ class Predictor:
         confidence: str = DEFAULT_METHOD,
         batch_size: int = 64,
         max_len: int = DEFAULT_MAX_LEN,
+        precision: str = "fp32",
     ):
         self.method = normalize_method(confidence)
         self.device = torch.device(device)
-        self.tagger = tagger.to(self.device).eval()
+        self.tagger = set_precision(tagger.to(self.device).eval(), precision)
+        self.precision = precision
         self.vocab = vocab
         self.labels = labels
         self.collate = make_collator(tagger, vocab, labels, lexicon)
@@ -144,6 +200,7 @@ class Predictor:
         featurizer_classes: dict | None = None,
         num_threads: int | None = None,
         feature_cache_mb: float = 0.0,
+        precision: str = "fp32",
     ) -> "Predictor":
         """Load a model directory (:mod:`cemr.modeldir`); ``device`` may be ``auto``.
 
@@ -157,10 +214,15 @@ class Predictor:
         ``num_threads``: ``torch.set_num_threads`` for this whole process; for a dedicated process
         such as a Ray actor given a fraction of the CPUs, where more torch threads than free cores
         contend (``benchmarks/tagger_speed.py --threads``). None: unchanged.
+
+        ``precision``: ``fp32`` (default, exact), ``bf16``, ``int8`` or ``bf16-int8``
+        (:func:`set_precision`; opt-in, not exact).
         """
         from cemr.modeldir import load_model
         from cemr.training import resolve_device
 
+        if precision not in PRECISIONS:  # before the (slow) load
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         if num_threads is not None:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -175,7 +237,7 @@ class Predictor:
         if max_len is None:
             max_len = int((m.config.get("inference") or {}).get("max_len") or DEFAULT_MAX_LEN)
         return cls(m.tagger, m.vocab, m.labels, m.lexicon, dev, confidence=confidence,
-                   batch_size=batch_size, max_len=max_len)
+                   batch_size=batch_size, max_len=max_len, precision=precision)
 
     # -- sentences -----------------------------------------------------------------------------
 

@@ -201,14 +201,14 @@ class DocumentTagger:
     actor, on the device Ray assigned it (:func:`cluster.runtime.assigned_device`)."""
 
     def __init__(self, model_dir: str, device: str, confidence: str, max_len: int | None = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, precision: str = "fp32"):
         from cemr.predictor import Predictor
         from cluster.runtime import assigned_device
 
         if device != "cpu":  # the GPU Ray assigned this actor
             device = assigned_device(device, ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.predictor = Predictor.load(model_dir, device, confidence=confidence, max_len=max_len,
-                                        batch_size=batch_size)
+                                        batch_size=batch_size, precision=precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cemr.inference import tag_records
@@ -230,7 +230,8 @@ def tag_dataset(ds: ray.data.Dataset, model_dir: str | os.PathLike, cfg: Any, ba
         DocumentTagger,
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "device": actor_device(res["num_gpus"]),
                                "confidence": cfg.selftrain.confidence,
-                               "max_len": int(max_len) if max_len else None},
+                               "max_len": int(max_len) if max_len else None,
+                               "precision": cfg.cluster.actor_precision},
         compute=ray.data.ActorPoolStrategy(size=int(cfg.cluster.actors)),
         batch_size=batch_size,
         num_cpus=res["num_cpus"],

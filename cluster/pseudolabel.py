@@ -535,7 +535,7 @@ def pseudo_label(
     ``actor_num_cpus``, ``actor_num_gpus`` (asked for as configured: waited for ``gpu_wait_s``, then
     :class:`cluster.runtime.GPUUnavailable` unless ``cpu_fallback``), ``batch_size``,
     ``rows_per_shard`` (about the rows per output file), ``actor_threads`` (when set, passed to the
-    predictor's ``load`` as ``num_threads=``) and ``max_failed_fraction`` (more failed rows:
+    predictor's ``load`` as ``num_threads=``), ``actor_precision`` (its ``precision=``) and ``max_failed_fraction`` (more failed rows:
     :class:`PseudoLabelFailed`). ``selftrain_cfg``: ``selection``
     (sentence | entity | partial), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
     share per type), ``confidence`` (passed to the predictor's ``load`` as ``confidence=``, with
@@ -569,6 +569,8 @@ def pseudo_label(
         if int(cluster_cfg.actor_threads) < 1:
             raise PseudoLabelError(f"cluster.actor_threads must be >= 1 (or null), got {cluster_cfg.actor_threads}")
         threads["num_threads"] = int(cluster_cfg.actor_threads)
+    wanted = str(getattr(cluster_cfg, "actor_precision", "fp32"))
+    precision = {"precision": wanted} if wanted != "fp32" else {}  # fp32: the predictor's default
     started = time.perf_counter()
     input_rows = count_rows(unlabeled_dir)
     blocks, batch_size = plan_blocks(input_rows, actors, int(cluster_cfg.batch_size))
@@ -594,7 +596,7 @@ def pseudo_label(
                 "mode": policy.mode,
                 "round": round,
                 "predict_batch_size": min(batch_size, 64),
-                "predictor_kwargs": {**policy.predictor_kwargs(), **threads, **(predictor_kwargs or {})},
+                "predictor_kwargs": {**policy.predictor_kwargs(), **threads, **precision, **(predictor_kwargs or {})},
             },
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size,

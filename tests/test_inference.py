@@ -260,3 +260,24 @@ def test_the_progress_bar_moves_inside_one_long_document(model_dir, tmp_path, mo
     assert bar.kw["total"] == len(long_text) and bar.kw["desc"] == "predict"
     assert len(bar.updates) > 1 and sum(bar.updates) == len(long_text)  # per batch, not per document
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_predict_precision_reaches_the_predictor(model_dir, tmp_path, capsys, monkeypatch):
+    from cemr.predictor import Predictor
+
+    seen = []
+    real = Predictor.load.__func__
+
+    def load(cls, *a, **kw):
+        seen.append(kw.get("precision"))
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(Predictor, "load", classmethod(load))
+    note = tmp_path / "notes.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    code, _, err = cli(capsys, "predict", "--model", model_dir, note, "--out", tmp_path / "p.jsonl", "--precision", "bf16")
+    assert code == 0, err
+    assert seen == ["bf16"] and (tmp_path / "p.jsonl").read_text(encoding="utf-8").count("\n") == 2  # a line per text line
+    with pytest.raises(SystemExit) as exc:  # argparse: a usage error
+        cli(capsys, "predict", "--model", model_dir, note, "--out", tmp_path / "q.jsonl", "--precision", "fp8")
+    assert exc.value.code == 2 and "fp8" in capsys.readouterr().err

@@ -99,6 +99,45 @@ def test_num_threads_is_validated(model_dir):
         Predictor.load(model_dir, featurizer_classes=FAKES, num_threads=0)
 
 
+def test_opt_in_precisions_convert_their_layers_and_keep_the_fitted_spans(model_dir):
+    _, _, _, _, sents, _ = trained_tiny_model()
+    texts = [s.text for s in sents]
+    exact = Predictor.load(model_dir, featurizer_classes=FAKES)
+    assert exact.precision == "fp32"
+    ref = exact.predict_sentences(texts, batch_size=3)
+    for precision in ("bf16", "int8", "bf16-int8"):
+        p = Predictor.load(model_dir, featurizer_classes=FAKES, precision=precision)
+        tg = p.tagger
+        dtypes = {m.table.weight.dtype for m in tg.featurizers().values()}
+        assert dtypes == ({torch.bfloat16} if "bf16" in precision else {torch.float32})
+        quantized = type(tg.gru).__module__.startswith("torch.ao.nn.quantized.dynamic")
+        assert quantized == ("int8" in precision)
+        assert type(tg.output).__module__.startswith("torch.ao.nn.quantized.dynamic") == quantized
+        assert tg.char_embedding.weight.dtype == torch.float32 and tg.crf.transitions.dtype == torch.float32
+        assert tg.attention.out_proj.weight.dtype == torch.float32  # self_attention reads it as a tensor
+        out = p.predict_sentences(texts, batch_size=3)
+        assert [x.spans for x in out] == [x.spans for x in ref], precision
+        for a, b in zip(out, ref):
+            assert [x.confidence for x in a] == pytest.approx([x.confidence for x in b], abs=0.1)
+
+
+def test_precision_is_validated(model_dir):
+    import copy
+
+    from cemr.predictor import set_precision
+
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        Predictor.load(model_dir, featurizer_classes=FAKES, precision="fp16")
+    tagger = trained_tiny_model()[0]
+    with pytest.raises(ValueError, match="CPU only"):
+        set_precision(copy.deepcopy(tagger).to("meta"), "int8")
+    under_autocast = copy.deepcopy(tagger)
+    under_autocast.bert.autocast = "bf16"  # a BERT whose featurizer.json asks for bf16 autocast
+    with pytest.raises(ValueError, match="bert featurizer under bf16 autocast"):
+        set_precision(under_autocast, "int8")
+    assert set_precision(under_autocast, "bf16-int8") is under_autocast  # the featurizers stay unquantized
+
+
 def test_a_loaded_predictor_caches_no_featurizer_output_unless_asked(model_dir):
     texts = ["患者发热三天。", "无咳嗽咳痰。"]
     plain = Predictor.load(model_dir, featurizer_classes=FAKES)
@@ -224,3 +263,13 @@ def test_progress_moves_inside_one_long_document(predictor):
     bar = CountingBar()
     list(predictor.iter_documents([doc, Document("b", "无。")], max_len=12, batch_size=2, step=4, progress=bar))
     assert len(bar.updates) > 2 and sum(bar.updates) == len(doc.text) + 2
+
+
+def test_the_config_and_cli_know_the_predictors_precisions():
+    from cemr.config import PREDICTOR_PRECISIONS, ConfigError, load_config
+    from cemr.predictor import PRECISIONS
+
+    assert PREDICTOR_PRECISIONS == PRECISIONS
+    assert load_config(None, ["cluster.actor_precision=bf16"]).cluster.actor_precision == "bf16"
+    with pytest.raises(ConfigError, match="actor_precision"):
+        load_config(None, ["cluster.actor_precision=fp8"])

@@ -216,6 +216,20 @@ def test_autocast_bf16_on_cpu_runs_and_stays_close_to_float32():
     assert (low[1, 2:] == 0).all()  # padding still zero
 
 
+def test_bfloat16_weights_run_windowed_and_give_float32_features():
+    # cemr.predictor.set_precision("bf16") casts a featurizer's weights; its forward must follow
+    feat = tiny_bert(window=8, stride=4)
+    texts = ["患者头痛三天" * 3, "查体"]
+    ref = feat(texts)
+    feat.to(torch.bfloat16)
+    assert feat.model.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
+    low = feat(texts)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, ref, rtol=0.05, atol=0.05)
+    assert not torch.equal(low, ref)
+    assert (low[1, 2:] == 0).all()  # padding still zero
+
+
 def test_autocast_and_window_batch_are_saved_and_can_be_overridden(tmp_path):
     feat = tiny_bert(window=8, stride=4)
     feat.autocast, feat.window_batch_size = "bf16", 3

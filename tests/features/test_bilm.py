@@ -122,6 +122,19 @@ def test_padding_and_batch_neighbours_do_not_leak_into_a_text():
     torch.testing.assert_close(alone, batched)
 
 
+def test_bfloat16_weights_run_and_stay_close_to_float32():
+    # cemr.predictor.set_precision("bf16") casts a featurizer's weights; its forward must follow
+    feat = tiny_featurizer()
+    texts = ["患者头痛三天", "查体"]
+    ref = feat(texts)
+    feat.to(torch.bfloat16)
+    low = feat(texts)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.05)
+    assert not torch.equal(low.float(), ref)
+    assert (low[1, 2:] == 0).all()  # padding still zero
+
+
 def test_frozen_by_default_and_stays_in_eval_mode():
     feat = tiny_featurizer()
     assert not any(p.requires_grad for p in feat.parameters())
