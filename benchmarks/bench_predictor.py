@@ -228,7 +228,7 @@ def stage_seconds(p: Predictor, texts: list[str], batch_size: int) -> dict[str, 
     (with the lexicon match), each featurizer, char + dictionary embeddings, the BiGRU, the
     self-attention, LayerNorm + output, the CRF pass, post-processing (spans, confidences)."""
     from cemr.confidence import crf_infer
-    from cemr.predictor import length_buckets
+    from cemr.batching import length_buckets
 
     tg, out = p.tagger, {}
 

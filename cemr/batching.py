@@ -6,7 +6,9 @@ of ``POOL_FACTOR * batch_size``, sorted by length inside a pool, cut into batche
 shuffled; without one (evaluation, held-out scores): sorted by length, longest first, cut, the
 same every call. Every index appears once either way. Distributed training gives each worker
 :func:`shard_batches` of the same seeded list; :func:`batches_per_epoch` counts them without
-drawing them.
+drawing them. Inference (:class:`cemr.predictor.Predictor`) uses :func:`length_buckets`: longest
+first, a batch cut where a row would fill less than ``BUCKET_FILL`` of its width (padding kept small
+for any length mix, no shuffling).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from collections.abc import Sequence
 import torch
 
 POOL_FACTOR = 50
+BUCKET_FILL = 0.75  # a bucket ends where a row would fill less than this share of its width
+BUCKET_MIN_ROWS = 16  # ... unless the bucket is still smaller than this (a step has a fixed cost)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int,
@@ -52,3 +56,22 @@ def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
     pool = POOL_FACTOR * batch_size
     full, rest = divmod(n, pool)
     return (full * POOL_FACTOR + math.ceil(rest / batch_size)) // world_size
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int, fill: float = BUCKET_FILL,
+                   min_rows: int = BUCKET_MIN_ROWS) -> list[list[int]]:
+    """Indices of the non-empty items, longest first, cut into batches of at most ``batch_size``
+    rows of similar length: a batch is padded to its first (longest) row, and a row shorter than
+    ``fill`` times that width starts a new batch once the current one has ``min_rows`` rows.
+    Every non-empty index appears exactly once; callers put results back by index."""
+    order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        cur = buckets[-1] if buckets else None
+        if cur is None or len(cur) >= batch_size or (
+            len(cur) >= min_rows and lengths[i] < fill * lengths[cur[0]]
+        ):
+            buckets.append([i])
+        else:
+            cur.append(i)
+    return buckets

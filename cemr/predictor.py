@@ -2,7 +2,7 @@
 
 One :class:`Predictor` per process (per Ray Data actor): :meth:`Predictor.load` reads the model
 directory once; every call after that is plain inference (eval mode, ``inference_mode``). Texts
-are bucketed by length (:func:`length_buckets`: a batch is padded only to lengths near its rows',
+are bucketed by length (:func:`cemr.batching.length_buckets`: a batch is padded only to lengths near its rows',
 however long the call), so a call's output order is its input order whatever the batching. Per
 batch, the CRF gives tags, marginals and path probabilities in one pass
 (:func:`cemr.confidence.crf_infer`), and spans and confidences are computed for the whole batch on
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cemr.batching import length_buckets
 from cemr.confidence import batch_confidences
 from cemr.corpus.document import Document, Span
 from cemr.corpus.sentences import Sentence, split_document
@@ -97,29 +98,6 @@ def set_precision(tagger: BiLMBNERTagger, precision: str) -> BiLMBNERTagger:
                 inplace=True,
             )
     return tagger
-
-
-BUCKET_FILL = 0.75  # a bucket ends where a row would fill less than this share of its width
-BUCKET_MIN_ROWS = 16  # ... unless the bucket is still smaller than this (a step has a fixed cost)
-
-
-def length_buckets(lengths: Sequence[int], batch_size: int, fill: float = BUCKET_FILL,
-                   min_rows: int = BUCKET_MIN_ROWS) -> list[list[int]]:
-    """Indices of the non-empty items, longest first, cut into batches of at most ``batch_size``
-    rows of similar length: a batch is padded to its first (longest) row, and a row shorter than
-    ``fill`` times that width starts a new batch once the current one has ``min_rows`` rows.
-    Every non-empty index appears exactly once; callers put results back by index."""
-    order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: -lengths[i])
-    buckets: list[list[int]] = []
-    for i in order:
-        cur = buckets[-1] if buckets else None
-        if cur is None or len(cur) >= batch_size or (
-            len(cur) >= min_rows and lengths[i] < fill * lengths[cur[0]]
-        ):
-            buckets.append([i])
-        else:
-            cur.append(i)
-    return buckets
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from cemr.confidence import (
 )
 from cemr.corpus.document import Document, Span
 from cemr.modeldir import save_model
-from cemr.predictor import Prediction, Predictor, SentencePrediction, length_buckets
+from cemr.predictor import Prediction, Predictor, SentencePrediction
 from cemr.tags import bio_to_spans
 
 FAKES = {"bert": FakeFeaturizer, "bilm": FakeFeaturizer}
@@ -191,20 +191,6 @@ def test_batched_predictions_equal_the_one_by_one_float64_reference(model_dir, m
         assert pred.confidence == pytest.approx(sent, abs=1e-5)
         assert pred.sequence_prob == pytest.approx(prob, abs=1e-5)
         assert pred.token_confidence == pytest.approx(token, abs=1e-5)
-
-
-def test_length_buckets_cover_every_text_once_longest_first():
-    lengths = [5, 0, 40, 3, 40, 12, 0, 39, 1, 7, 30, 2]
-    buckets = length_buckets(lengths, batch_size=3, fill=0.75, min_rows=2)
-    flat = [i for b in buckets for i in b]
-    assert sorted(flat) == [i for i, n in enumerate(lengths) if n]  # each non-empty text once
-    assert [lengths[i] for i in flat] == sorted((n for n in lengths if n), reverse=True)
-    assert all(len(b) <= 3 for b in buckets)
-    for b in buckets:  # past min_rows rows, a row under 0.75 of the bucket's width starts another
-        assert all(lengths[i] >= 0.75 * lengths[b[0]] for i in b[2:])
-    assert [[lengths[i] for i in b] for b in buckets] == [[40, 40, 39], [30, 12], [7, 5], [3, 2], [1]]
-    assert length_buckets([4, 4, 4], batch_size=8) == [[0, 1, 2]]
-    assert length_buckets([0, 0], batch_size=8) == []
 
 
 class CountingBar:
