@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from cemr.config import ModelConfig
-from cemr.features.registry import FEATURIZERS, PretrainInputs, enabled_featurizers
+from cemr.features.registry import PretrainInputs, enabled_featurizers
 from cemr.features.word2vec import CharVectors, train_char_word2vec, word2vec_args
 from cemr.outputs import atomic_write_text
 
@@ -75,12 +75,18 @@ def pretrain_all(
     return metrics
 
 
-def load_char_vectors(out_dir: str | Path) -> CharVectors:
-    """The word2vec char vectors of a pretraining directory."""
+def _pretrained(out_dir: str | Path) -> Path:
+    """``out_dir`` when pretraining wrote it (its ``word2vec/``, always written first), else
+    ``FileNotFoundError``."""
     out = Path(out_dir)
     if not (out / WORD2VEC_DIR).is_dir():
         raise FileNotFoundError(f"{out / WORD2VEC_DIR}: missing (not a pretraining directory; run pretraining first)")
-    return CharVectors.load(out / WORD2VEC_DIR)
+    return out
+
+
+def load_char_vectors(out_dir: str | Path) -> CharVectors:
+    """The word2vec char vectors of a pretraining directory."""
+    return CharVectors.load(_pretrained(out_dir) / WORD2VEC_DIR)
 
 
 def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -88,9 +94,7 @@ def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | 
     (configured: BERT frozen unless ``model.bert.freeze`` is false, its window, stride, autocast
     and window batch size from ``model.bert.*``). An enabled one that pretraining did not write is
     an error; so is a directory that was never pretrained."""
-    out = Path(out_dir)
-    if not (out / WORD2VEC_DIR).is_dir():
-        raise FileNotFoundError(f"{out / WORD2VEC_DIR}: missing (not a pretraining directory; run pretraining first)")
+    out = _pretrained(out_dir)
     loaded = {}
     for kind in enabled_featurizers(model_cfg):
         module = kind.load(out / kind.name, model_cfg, device)
@@ -98,5 +102,3 @@ def load_featurizers(out_dir: str | Path, model_cfg: ModelConfig, device: str | 
         loaded[kind.name] = module
     return loaded
 
-
-__all__ = ["FEATURIZERS", "METRICS_FILE", "WORD2VEC_DIR", "load_char_vectors", "load_featurizers", "pretrain_all"]
