@@ -22,6 +22,13 @@ class Patience:
     last_step: int | None = None
     scored: bool = False
 
+    @classmethod
+    def restored(cls, patience: int, steps_done: int, best: float, best_step: int, scored: bool) -> "Patience":
+        """The rule as it stood after ``steps_done`` steps numbered 1.. (0: none yet), the best
+        ``best`` at ``best_step``; ``scored``: the steps had scores (a dev set)."""
+        return cls(patience, best=best, best_step=best_step, last_step=steps_done or None,
+                   scored=scored and steps_done > 0)
+
     def update(self, step: int, score: float | None) -> bool:
         """Record step ``step`` with ``score`` (``None``: unscored); returns whether it improved."""
         if self.last_step is not None and step <= self.last_step:

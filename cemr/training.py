@@ -432,8 +432,7 @@ def train_tagger(
         gen.set_state(resume.batch_rng)
         set_rng_states(resume.rng, device)
         step, first_epoch, skip, sums = resume.step, resume.epoch + 1, resume.batch, dict(resume.epoch_sums)
-        book = Patience(cfg.patience, best=resume.best_dev_f1, best_step=resume.best_epoch,
-                        last_step=resume.epoch or None, scored=bool(dev) and resume.epoch > 0)
+        book = Patience.restored(cfg.patience, resume.epoch, resume.best_dev_f1, resume.best_epoch, bool(dev))
         best_state, history = resume.best_model, [dict(h) for h in resume.history]
         stopped = resume.batch == 0 and book.exhausted
         say(f"train: resuming after epoch {resume.epoch} batch {resume.batch} (step {step})")

@@ -116,8 +116,7 @@ class EpochBook:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def _rule(self) -> Patience:
-        return Patience(self.patience, best=self.best_dev_f1, best_step=self.best_epoch,
-                        last_step=self.epoch or None, scored=self.has_dev and self.epoch > 0)
+        return Patience.restored(self.patience, self.epoch, self.best_dev_f1, self.best_epoch, self.has_dev)
 
     def update(self, metrics: dict[str, Any]) -> bool:
         """Record one finished epoch (``metrics["epoch"]`` must be the next epoch); returns

@@ -55,3 +55,20 @@ def test_epochs_rounds_and_ray_book_take_the_same_decisions():
             assert (book.best_dev_f1, book.best_epoch) == (rule.best, rule.best_step)
             if rule.exhausted:
                 break
+
+
+def test_a_restored_rule_continues_as_the_uninterrupted_one():
+    scores = [0.3, 0.5, 0.4, 0.45, 0.2]
+    whole = Patience(2)
+    for i, f1 in enumerate(scores, 1):
+        whole.update(i, f1)
+    part = Patience(2)
+    for i, f1 in enumerate(scores[:2], 1):
+        part.update(i, f1)
+    again = Patience.restored(2, 2, part.best, part.best_step, scored=True)
+    for i, f1 in enumerate(scores[2:], 3):
+        again.update(i, f1)
+    assert (again.best, again.best_step, again.waited, again.exhausted) == \
+        (whole.best, whole.best_step, whole.waited, whole.exhausted)
+    fresh = Patience.restored(2, 0, -1.0, 0, scored=True)  # nothing done yet: step 1 may come
+    assert fresh.update(1, 0.1) and not fresh.exhausted
