@@ -195,7 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cemr.demo import demo_corpus, write_demo
 
     corpus = demo_corpus(args.corpus, args.documents, args.unlabeled, args.seed)
-    paths = write_demo(corpus, Path(args.out))
+    paths = write_demo(corpus, Path(args.out), overwrite=args.overwrite)
     print(json.dumps({k: str(v) for k, v in paths.items()}, ensure_ascii=False))
     return 0
 
@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", type=int, default=240, help="labeled documents to generate")
     p.add_argument("--unlabeled", type=int, default=2000, help="unlabeled documents to generate")
     p.add_argument("--seed", type=int, default=7, help="random seed of the generator (same seed, same corpus)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out directory")
     p.set_defaults(func=cmd_demo)
     return ap
 

@@ -618,7 +618,7 @@ def demo_corpus(kind: str = "new", n_docs: int = 240, n_unlabeled: int = 2000, s
     raise ValueError(f"demo corpus {kind!r}: expected one of {', '.join(DEMO_KINDS)}")
 
 
-def write_demo(corpus: DemoCorpus, out_dir: str | Path) -> dict[str, Path]:
+def write_demo(corpus: DemoCorpus, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
     """Write the corpus for CLI use; returns the paths by role.
 
     * ``labeled``: ``labeled.jsonl`` in cemr's JSON-lines format (read it with format ``jsonl``);
@@ -627,17 +627,24 @@ def write_demo(corpus: DemoCorpus, out_dir: str | Path) -> dict[str, Path]:
     * ``terms``: ``terms/<type>.txt``, one term per line (a lexicon source per type);
     * ``demo.json``: sizes, seed, which corpus it is (``corpus``: ``new`` or ``training``; for
       ``new``, the training corpus it is kept apart from, ``unlike``, and ``redrawn``).
+
+    The directory appears complete or not at all (:func:`cemr.outputs.atomic_dir`); one that
+    exists and is not empty is replaced only with ``overwrite`` (:class:`cemr.outputs.OutputError`).
     """
+    from cemr.outputs import atomic_dir
+
+    final = Path(out_dir)
+    names = {"labeled": "labeled.jsonl", "unlabeled": "unlabeled.txt", "unlabeled_gold": "unlabeled_gold.jsonl",
+             "terms": "terms"}
+    empty = final.is_dir() and not any(final.iterdir())
+    with atomic_dir(final, overwrite=overwrite or empty) as out:
+        _write_demo_files(corpus, out, {k: out / v for k, v in names.items()})
+    return {k: final / v for k, v in names.items()}
+
+
+def _write_demo_files(corpus: DemoCorpus, out: Path, paths: dict[str, Path]) -> None:
     from cemr.corpus.writers import write_jsonl
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "labeled": out / "labeled.jsonl",
-        "unlabeled": out / "unlabeled.txt",
-        "unlabeled_gold": out / "unlabeled_gold.jsonl",
-        "terms": out / "terms",
-    }
     write_jsonl(corpus.labeled, paths["labeled"])
     with open(paths["unlabeled"], "w", encoding="utf-8", newline="\n") as fh:
         for doc in corpus.unlabeled:
@@ -668,4 +675,3 @@ def write_demo(corpus: DemoCorpus, out_dir: str | Path) -> dict[str, Path]:
         ),
         encoding="utf-8",
     )
-    return paths

@@ -214,3 +214,17 @@ def test_the_training_corpus_stays_available_on_request(demo_training, tmp_path)
     assert json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["corpus"] == "training"
     with pytest.raises(ValueError, match="'old': expected one of new, training"):
         demo_corpus("old")
+
+
+def test_cemr_demo_never_writes_over_an_existing_directory_unless_asked(tmp_path, capsys):
+    from cemr.cli import main
+
+    out = tmp_path / "d"
+    assert main(["-q", "demo", "--out", str(out), "--documents", "12", "--unlabeled", "8"]) == 0
+    (out / "labeled.jsonl").write_text("mine\n", encoding="utf-8")
+    assert main(["-q", "demo", "--out", str(out), "--documents", "12", "--unlabeled", "8"]) == 2
+    assert "already exists" in capsys.readouterr().err and (out / "labeled.jsonl").read_text(encoding="utf-8") == "mine\n"
+    assert main(["-q", "demo", "--out", str(out), "--documents", "12", "--unlabeled", "8", "--overwrite"]) == 0
+    assert (out / "labeled.jsonl").read_text(encoding="utf-8").count("\n") == 12
+    (tmp_path / "empty").mkdir()  # an empty directory is no output to protect
+    assert main(["-q", "demo", "--out", str(tmp_path / "empty"), "--documents", "12", "--unlabeled", "8"]) == 0
