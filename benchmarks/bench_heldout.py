@@ -24,10 +24,15 @@ Pretraining (word2vec, BiLM, BERT) is shared across seeds by default: every run 
 first run's ``data/``, ``pretrain/`` and ``components/`` of the same arm (their fingerprints match,
 so they are reused, not redone). The seeds then vary what a seed study varies (initialisation,
 dropout, batch order, self-training); ``--pretrain-per-seed`` pretrains again for every seed.
+
+``--full-from SEEDS_RUN`` takes the full-supervised arm from a finished ``benchmarks/bench_seeds.py``
+run (``SEEDS_RUN/seed<N>/train_report.json``) of a 100%-gold config instead of training it again; the
+seed's dev and test documents there must be byte-identical to this run's (same split), or it stops.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -112,7 +117,36 @@ def seed_stages(source: Path, target: Path) -> list[str]:
     return copied
 
 
-def run_seed(config: str, overrides: list[str], seed: int, out: Path, log, pretrain_seed: int | None = None) -> dict:
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def full_from_seeds_run(seeds_run: Path, seed: int, run_dir: Path) -> dict:
+    """The full-supervised arm of ``seed`` read from a ``bench_seeds.py`` run: its dev and test F1 and
+    where they come from. Refuses a run whose dev or test documents differ from ``run_dir``'s."""
+    src = Path(seeds_run) / f"seed{seed}"
+    report_path = src / "train_report.json"
+    if not report_path.is_file():
+        raise SystemExit(f"--full-from: {report_path} does not exist (run bench_seeds.py with seed {seed})")
+    for split in ("dev", "test"):
+        mine, theirs = (d / "data" / "documents" / f"{split}.jsonl" for d in (Path(run_dir), src))
+        if not theirs.is_file() or not mine.is_file():
+            raise SystemExit(f"--full-from: {theirs if not theirs.is_file() else mine} does not exist")
+        if _digest(mine) != _digest(theirs):
+            raise SystemExit(f"--full-from: {theirs} differs from {mine}: not the same {split} split")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    cfg_name = None
+    cfg_path = src / "config.yaml"
+    if cfg_path.is_file():
+        import yaml
+
+        cfg_name = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("name")
+    return {"full_dev": micro_f1(report.get("dev")), "full_test": micro_f1(report.get("test")),
+            "full_from": str(src), "full_config": cfg_name, "full_best_epoch": report.get("best_epoch")}
+
+
+def run_seed(config: str, overrides: list[str], seed: int, out: Path, log, pretrain_seed: int | None = None,
+             full_from: Path | None = None) -> dict:
     """One seed's three arms. ``pretrain_seed``: shared pretraining (``train.pretrain_seed``); the
     runs of seed ``pretrain_seed`` itself pretrain, later seeds start from their stages."""
     from cemr.config import load_config
@@ -136,10 +170,14 @@ def run_seed(config: str, overrides: list[str], seed: int, out: Path, log, pretr
     run_bootstrap(cfg, resume=(low_dir / "state.json").exists(), log=log)
     row = selected_rounds(load_state(low_dir))
     t1 = time.perf_counter()
-    full_cfg = load_config(config, [*common, f"run_dir={full_dir}", "data.labeled_fraction=1.0"])
-    report = train_from_config(full_cfg, full_dir, log=log)
-    row.update(full_dev=micro_f1(report.get("dev")), full_test=micro_f1(report.get("test")),
-               seed=seed, seconds_low=round(t1 - t0, 1), seconds_full=round(time.perf_counter() - t1, 1))
+    if full_from is not None:
+        row.update(full_from_seeds_run(full_from, seed, low_dir))
+        log(f"bench_heldout: seed {seed}'s full arm read from {row['full_from']} ({row['full_config']})")
+    else:
+        full_cfg = load_config(config, [*common, f"run_dir={full_dir}", "data.labeled_fraction=1.0"])
+        report = train_from_config(full_cfg, full_dir, log=log)
+        row.update(full_dev=micro_f1(report.get("dev")), full_test=micro_f1(report.get("test")))
+    row.update(seed=seed, seconds_low=round(t1 - t0, 1), seconds_full=round(time.perf_counter() - t1, 1))
     if row["full_test"] is None or row["low_test"] is None:
         raise SystemExit(f"{config}: no test split (data.test_fraction or data.test): no held-out figure")
     row["gap_recovered"] = gap_recovered(row["low_test"], row["self_test"], row["full_test"])
@@ -157,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="directory of the runs (default: a new temporary one)")
     ap.add_argument("--pretrain-per-seed", action="store_true",
                     help="pretrain again for every seed (default: one pretraining, train.pretrain_seed = the first seed)")
+    ap.add_argument("--full-from", type=Path, default=None, metavar="SEEDS_RUN",
+                    help="read the full-supervised arm from this bench_seeds.py run (same seeds, same dev/test split) "
+                         "instead of training it")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_heldout_")).resolve()
@@ -164,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     pretrain_seed = None if args.pretrain_per_seed else args.seeds[0]
-    per_seed = [run_seed(args.config, args.overrides, s, out, log, pretrain_seed) for s in args.seeds]
+    per_seed = [run_seed(args.config, args.overrides, s, out, log, pretrain_seed, args.full_from)
+                for s in args.seeds]
     summary = summarize(per_seed)
 
     print("| seed | low test | self test (round) | full test | gap recovered | low / self / full dev |")
@@ -178,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['gap_recovered_of_means'] if summary['gap_recovered_of_means'] is None else round(summary['gap_recovered_of_means'], 3)}")
     print(json.dumps({"bench": "heldout", "config": args.config, "overrides": args.overrides, "seeds": args.seeds,
                       "pretrain_seed": pretrain_seed,
-                      "per_seed": per_seed, **summary, "out": str(out),
+                      "full_from": None if args.full_from is None else str(args.full_from), "per_seed": per_seed, **summary, "out": str(out),
                       "wall_s": round(time.perf_counter() - t0, 1), "cpu_count": os.cpu_count(),
                       "load_avg_1m": round(os.getloadavg()[0], 2)}, ensure_ascii=False, default=str))
     return 0

@@ -55,3 +55,33 @@ def test_later_seeds_reuse_the_first_seeds_pretraining_and_only_with_the_shared_
     assert stages_done(load_config(None, [*tiny, "train.seed=2", "train.pretrain_seed=1"]), second)
     with pytest.raises(StaleStageError, match="train.seed"):
         stages_done(load_config(None, [*tiny, "train.seed=2"]), second)  # its own pretraining seed: not shared
+
+
+def _seeds_run(root, seed, test_text, f1=0.81):
+    import json
+
+    d = root / f"seed{seed}"
+    (d / "data" / "documents").mkdir(parents=True)
+    (d / "data" / "documents" / "dev.jsonl").write_text('{"id": "d1"}\n', encoding="utf-8")
+    (d / "data" / "documents" / "test.jsonl").write_text(test_text, encoding="utf-8")
+    (d / "config.yaml").write_text("name: yidu_s4k\n", encoding="utf-8")
+    (d / "train_report.json").write_text(json.dumps(
+        {"best_epoch": 13, "dev": {"micro": {"f1": 0.82}}, "test": {"micro": {"f1": f1}}}), encoding="utf-8")
+    return d
+
+
+def test_the_full_arm_is_read_from_a_seeds_run_only_on_the_same_split(tmp_path):
+    seeds_run, mine = tmp_path / "seeds", tmp_path / "mine"
+    _seeds_run(seeds_run, 1, '{"id": "t1"}\n')
+    (mine / "data" / "documents").mkdir(parents=True)
+    (mine / "data" / "documents" / "dev.jsonl").write_text('{"id": "d1"}\n', encoding="utf-8")
+    (mine / "data" / "documents" / "test.jsonl").write_text('{"id": "t1"}\n', encoding="utf-8")
+    row = bench.full_from_seeds_run(seeds_run, 1, mine)
+    assert row["full_test"] == 0.81 and row["full_dev"] == 0.82 and row["full_config"] == "yidu_s4k"
+    # another seed's run is missing: stop, naming the file
+    with pytest.raises(SystemExit, match="seed2"):
+        bench.full_from_seeds_run(seeds_run, 2, mine)
+    # a different test split: stop
+    (mine / "data" / "documents" / "test.jsonl").write_text('{"id": "t2"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="not the same test split"):
+        bench.full_from_seeds_run(seeds_run, 1, mine)
