@@ -1,8 +1,8 @@
-"""Ray Data pseudo-labeling vs the same model in one plain process; 1 vs 2 actors; peak memory at 10x.
+"""Pseudo-labeling on Ray vs the same model in one plain process; 1 vs 2 actors; cold vs warm; memory at 10x.
 
     python benchmarks/bench_pipeline.py --model MODEL_DIR [--texts SHARD_DIR] [--rows 4000]
         [--memory-rows 1000] [--scale 10] [--batch-size 256] [--threshold 0.7] [--num-cpus 2]
-        [--ceiling] [--skip throughput,memory]
+        [--passes 2] [--ceiling] [--skip throughput,memory]
 
 Measurements, one Ray instance (``--num-cpus`` logical CPUs), every actor and the plain
 process limited to one torch thread (``cluster.actor_threads=1``: one actor per core):
@@ -11,18 +11,22 @@ process limited to one torch thread (``cluster.actor_threads=1``: one actor per 
    ``cemr.predictor.Predictor`` + the threshold decision per row) called in this process on the
    same ``--batch-size`` batches of the same Parquet shards, read with pyarrow; timed from the
    first batch to the last (model loaded before), and also with the model load.
-2. **pipeline**: :func:`cluster.pseudolabel.pseudo_label` over those shards with 1 actor, then with
-   2 actors (``actor_num_cpus=0.5``: Ray 2.60's Parquet read tasks need a whole logical CPU, so
-   actors must leave one free on a 2-CPU instance). The rate is input rows / the labeling pass
-   (read, actors started and loaded, labeled, written; ``label_pass_s``), and also over the whole
-   call (plus the accounting passes that check every row's fate; ``total_s``).
+2. **pipeline**: :func:`cluster.pseudolabel.pseudo_label` over those shards on one
+   :class:`cluster.labeler_pool.LabelerPool` of 1 actor, then of 2 actors (``--actor-cpus`` each),
+   ``--passes`` times per pool: pass 1 is **cold** (the pool starts with it: actor processes,
+   imports, model load; what ``cluster.reuse_actors=false`` pays every round), later passes are
+   **warm** (the same actor processes, checked, reload the model as the next bootstrap round does).
+   The rate is input rows / the labeling pass (actors started or reused, loaded, labeled, written;
+   ``label_pass_s``), and also over the whole call (plus the kept pass; ``total_s``).
 3. **actor timelines**: every pipeline run labels through :class:`TimedPredictor` (the real
    ``Predictor``, plus one JSON line per model load and per batch, written by each actor to the
    run's ``timeline/`` folder), so the label pass splits into its **startup** (pass start to the
-   first batch labeled: Ray starting the actor processes, imports, model load) and its **labeling
-   window** (first batch started to last batch done, over all actors). ``speedup_2_vs_1_actor`` is
-   the whole label pass; ``speedup_2_vs_1_actor_labeling`` the window alone, which is what the
-   pass tends to as the corpus grows (the startup does not grow with it).
+   first batch labeled: Ray starting the actor processes, imports, model load; a warm pass: the
+   reload alone) and its **labeling
+   window** (first batch started to last batch done, over all actors). ``cold`` / ``warm`` in the
+   JSON hold the ratios of each kind of pass: ``2_vs_1_actor`` over the whole label pass,
+   ``2_vs_1_actor_labeling`` over the window alone, which is what the pass tends to as the corpus
+   grows (the startup does not grow with it).
 4. **ceiling**: two plain processes (``--ceiling``; spawned, one torch thread each, started together
    after both loaded the model) label the same shards at the same time: their summed rate over the
    single plain rate is what two busy cores give this model on this machine, with no Ray at all.
@@ -305,32 +309,51 @@ class PeakMemory:
 # ----------------------------------------------------------------------------------------------
 
 
-def pipeline_run(shards: Path, model_dir: str, out: Path, actors: int, args, expected: dict | None) -> dict:
+def pipeline_run(shards: Path, model_dir: str, out: Path, actors: int, args, expected: dict | None,
+                 passes: int = 1) -> list[dict]:
+    """``passes`` rounds of :func:`cluster.pseudolabel.pseudo_label` on one :class:`LabelerPool` of
+    ``actors`` actors: the first (**cold**) includes starting the pool (the actors' processes start
+    while the first units wait), the later ones (**warm**) reuse it as the next bootstrap rounds do
+    (each pass has its own predictor options, so the actors reload the model as a new round's)."""
     from cemr.config import ClusterConfig, SelfTrainConfig
+    from cluster.labeler_pool import LabelerPool
     from cluster.pseudolabel import pseudo_label
 
     cfg = ClusterConfig(actors=actors, actor_num_cpus=args.actor_cpus, actor_threads=1, batch_size=args.batch_size)
-    timeline = out / "timeline"
-    timeline.mkdir(parents=True)  # each run has its own out dir under a fresh work dir
-    started = time.time()
-    t = time.perf_counter()
-    res = pseudo_label(shards, model_dir, out / "labels", args.threshold, cfg, SelfTrainConfig(), 1,
-                       predictor=TimedPredictor, predictor_kwargs={"timeline": str(timeline)})
-    total = time.perf_counter() - t
-    counts = {k: v for k, v in sorted(res.counts.items()) if v}
-    if expected is not None and counts != expected:
-        raise SystemExit(f"pipeline with {actors} actor(s) gave statuses {counts}, the plain run {expected}")
-    return {
-        "actors": actors,
-        "rows": res.input_rows,
-        "label_pass_s": round(res.seconds, 2),
-        "total_s": round(total, 2),
-        "sentences_per_s": round(res.input_rows / res.seconds, 2),
-        "sentences_per_s_total": round(res.input_rows / total, 2),
-        "rows_per_labeler": sorted(res.rows_per_labeler.values()),
-        "counts": counts,
-        "timeline": read_timeline(timeline, started),
-    }
+    runs = []
+    t_pool = time.perf_counter()
+    pool = LabelerPool(cfg, TimedPredictor)
+    pool_start = time.perf_counter() - t_pool
+    try:
+        for i in range(passes):
+            kind = "cold" if i == 0 else "warm"
+            timeline = out / f"timeline_{i + 1}"
+            timeline.mkdir(parents=True)  # each run has its own out dir under a fresh work dir
+            started = time.time() - (pool_start if i == 0 else 0.0)
+            t = time.perf_counter()
+            res = pseudo_label(shards, model_dir, out / f"labels_{i + 1}", args.threshold, cfg, SelfTrainConfig(),
+                               i + 1, predictor=TimedPredictor, predictor_kwargs={"timeline": str(timeline)},
+                               pool=pool)
+            extra = pool_start if i == 0 else 0.0
+            total = time.perf_counter() - t + extra
+            counts = {k: v for k, v in sorted(res.counts.items()) if v}
+            if expected is not None and counts != expected:
+                raise SystemExit(f"pipeline with {actors} actor(s), pass {i + 1}, gave statuses {counts}, "
+                                 f"the plain run {expected}")
+            label_s = res.seconds + extra
+            runs.append({
+                "actors": actors, "pass": i + 1, "kind": kind, "rows": res.input_rows, "units": res.units,
+                "label_pass_s": round(label_s, 2), "total_s": round(total, 2),
+                "sentences_per_s": round(res.input_rows / label_s, 2),
+                "sentences_per_s_total": round(res.input_rows / total, 2),
+                "rows_per_labeler": sorted(res.rows_per_labeler.values()),
+                "labelers": sorted(res.rows_per_labeler),
+                "counts": counts,
+                "timeline": read_timeline(timeline, started),
+            })
+    finally:
+        pool.shutdown()
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--sample-s", type=float, default=0.25, help="memory sampling interval")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput, memory")
+    ap.add_argument("--passes", type=int, default=2,
+                    help="pseudo-labeling passes per actor count on one actor pool: the first cold (pool started), "
+                         "the others warm (the actors reused, the model reloaded, as in later rounds)")
     ap.add_argument("--ceiling", action="store_true",
                     help="also time two plain processes labeling at once (what 2 cores give without Ray)")
     args = ap.parse_args(argv)
@@ -387,39 +413,50 @@ def main(argv: list[str] | None = None) -> int:
     result["ray_start_s"] = round(time.perf_counter() - t0, 2)
     try:
         if "throughput" not in skip:
-            runs = []
+            runs = {}
             for actors in (1, 2):
-                r = pipeline_run(shards, args.model, work / f"out_{actors}", actors, args, plain["counts"])
-                runs.append(r)
-                print(f"pipeline, {actors} actor(s): label pass {r['label_pass_s']:.1f} s "
-                      f"({r['sentences_per_s']:.1f} sentences/s), whole call {r['total_s']:.1f} s "
-                      f"({r['sentences_per_s_total']:.1f}/s), rows per actor {r['rows_per_labeler']}")
-            result["pipeline"] = runs
-            one, two = runs
-            result["ratio_1actor_vs_plain"] = round(one["sentences_per_s"] / plain["sentences_per_s"], 3)
-            result["ratio_1actor_vs_plain_total"] = round(one["sentences_per_s_total"] / plain["sentences_per_s"], 3)
-            result["ratio_1actor_vs_plain_with_load"] = round(
-                one["sentences_per_s"] / plain["sentences_per_s_with_load"], 3)
-            result["speedup_2_vs_1_actor"] = round(two["sentences_per_s"] / one["sentences_per_s"], 3)
-            result["speedup_2_vs_1_actor_total"] = round(two["sentences_per_s_total"] / one["sentences_per_s_total"], 3)
-            result["speedup_2_vs_1_actor_labeling"] = round(
-                two["timeline"]["labeling_sentences_per_s"] / one["timeline"]["labeling_sentences_per_s"], 3)
-            for r in runs:
-                tl = r["timeline"]
-                print(f"  {r['actors']} actor(s): startup {tl['startup_s']:.1f} s (model loads "
-                      f"{[a['load_s'] for a in tl['actors']]} s), labeling window {tl['labeling_s']:.1f} s "
-                      f"({tl['labeling_sentences_per_s']:.1f} sentences/s)")
-            print(f"1 actor / plain: {result['ratio_1actor_vs_plain']:.3f} (label pass; target >= 0.85), "
-                  f"{result['ratio_1actor_vs_plain_total']:.3f} (whole call); 2 actors / 1 actor: "
-                  f"{result['speedup_2_vs_1_actor']:.3f} (target >= 1.6; labeling window alone "
-                  f"{result['speedup_2_vs_1_actor_labeling']:.3f})")
+                runs[actors] = pipeline_run(shards, args.model, work / f"out_{actors}", actors, args, plain["counts"],
+                                            passes=args.passes)
+                for r in runs[actors]:
+                    tl = r["timeline"]
+                    print(f"pipeline, {actors} actor(s), pass {r['pass']} ({r['kind']}): label pass "
+                          f"{r['label_pass_s']:.1f} s ({r['sentences_per_s']:.1f} sentences/s), whole call "
+                          f"{r['total_s']:.1f} s ({r['sentences_per_s_total']:.1f}/s), rows per actor "
+                          f"{r['rows_per_labeler']}; startup {tl['startup_s']:.1f} s (model loads "
+                          f"{[a['load_s'] for a in tl['actors']]} s), labeling window {tl['labeling_s']:.1f} s "
+                          f"({tl['labeling_sentences_per_s']:.1f}/s)")
+            result["pipeline"] = [r for actors in (1, 2) for r in runs[actors]]
+            if args.passes > 1:  # the warm passes: the same actors, as in every bootstrap round after the first
+                same = all(r["labelers"] == runs[a][0]["labelers"] for a in (1, 2) for r in runs[a])
+                result["warm_passes_reused_the_actors"] = same
+                if not same:
+                    raise SystemExit("a warm pass was labeled by other actor processes than the cold one")
+            for kind in ("cold", "warm"):
+                picked = {a: [r for r in runs[a] if r["kind"] == kind] for a in (1, 2)}
+                if not picked[1] or not picked[2]:
+                    continue
+                one, two = picked[1][-1], picked[2][-1]
+                ratios = {
+                    "1actor_vs_plain": one["sentences_per_s"] / plain["sentences_per_s"],
+                    "1actor_vs_plain_total": one["sentences_per_s_total"] / plain["sentences_per_s"],
+                    "1actor_vs_plain_with_load": one["sentences_per_s"] / plain["sentences_per_s_with_load"],
+                    "2_vs_1_actor": two["sentences_per_s"] / one["sentences_per_s"],
+                    "2_vs_1_actor_total": two["sentences_per_s_total"] / one["sentences_per_s_total"],
+                    "2_vs_1_actor_labeling": (two["timeline"]["labeling_sentences_per_s"]
+                                              / one["timeline"]["labeling_sentences_per_s"]),
+                }
+                result[kind] = {k: round(v, 3) for k, v in ratios.items()}
+                print(f"{kind}: 1 actor / plain {ratios['1actor_vs_plain']:.3f} (label pass; target >= 0.95), "
+                      f"{ratios['1actor_vs_plain_total']:.3f} (whole call); 2 actors / 1 actor "
+                      f"{ratios['2_vs_1_actor']:.3f} (target >= 1.8; labeling window alone "
+                      f"{ratios['2_vs_1_actor_labeling']:.3f})")
         if "memory" not in skip:
             mem = []
             for rows in (args.memory_rows, args.scale * args.memory_rows):
                 shards_m = write_input(texts, rows, work / f"memory_{rows}")
                 with PeakMemory(args.sample_s) as pm:
                     base = pm.total_mib()
-                    r = pipeline_run(shards_m, args.model, work / f"memory_out_{rows}", 2, args, None)
+                    (r,) = pipeline_run(shards_m, args.model, work / f"memory_out_{rows}", 2, args, None)
                 mem.append({"rows": rows, "peak_pss_mib": round(pm.peak, 1), "before_mib": round(base, 1),
                             "samples": len(pm.samples), "label_pass_s": r["label_pass_s"], "counts": r["counts"]})
                 print(f"memory, {rows} rows, 2 actors: peak {pm.peak:.0f} MiB PSS (before {base:.0f} MiB, "

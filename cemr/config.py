@@ -455,7 +455,10 @@ class ClusterConfig:
     num_workers: int = opt(1, "Ray Train workers (DDP) per training round", **POSITIVE)
     use_gpu: bool = opt(False, "A GPU per training worker")
     cpus_per_worker: float = opt(1.0, "CPUs per training worker (and of the prepare/pretrain task)", gt=0.0)
-    actors: int = opt(1, "Pseudo-labeling actor pool size (Ray Data)", **POSITIVE)
+    actors: int = opt(1, "Pseudo-labeling actors (cluster.labeler_pool)", **POSITIVE)
+    reuse_actors: bool = opt(True, "Keep the pseudo-labeling actors between rounds (their CPUs/GPUs and memory "
+                             "stay reserved; a training round that would not fit beside them stops them "
+                             "first); false: start them for every pass")
     actor_num_cpus: float = opt(0.5, "CPUs per pseudo-labeling actor", ge=0.0)
     actor_num_gpus: float = opt(0.0, "GPUs per pseudo-labeling actor", ge=0.0)
     actor_threads: int | None = opt(None, "Torch threads per actor (null: Ray's OMP_NUM_THREADS, about "

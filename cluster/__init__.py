@@ -1,3 +1,3 @@
-"""The Ray side of cemr: runtime (join/start Ray, resource sizing) and the Ray Data
-pseudo-labeling pipeline. ``cemr/`` never imports this package; this package imports ``cemr``.
+"""The Ray side of cemr: runtime (join/start Ray, resource sizing), pseudo-labeling on actors kept
+across rounds, Ray Train rounds and Ray Data batch prediction. ``cemr/`` never imports this package; this package imports ``cemr``.
 """

@@ -7,7 +7,8 @@ storage every node of the cluster sees)::
     prepare + pretrain      one Ray task, skipped when data/ and pretrain/ are already written
     components              on the driver (labels, vocabulary written once to components/)
     round 0                 Ray Train on gold train only
-    round r >= 1            Ray Data pseudo-labeling of data/unlabeled with the best model so far
+    round r >= 1            pseudo-labeling of data/unlabeled with the best model so far (actors kept
+                            across rounds: cluster.labeler_pool)
                             (selftrain.threshold, cluster.pseudolabel) -> Ray Train on gold +
                             pseudo-labels (rederive: this round's; accumulate: every round's, first
                             round wins: cluster.pseudosets), a new tagger or, with
@@ -338,6 +339,37 @@ class _RoundRunner:
 
         self.cfg, self.layout, self.components, self.device, self.log = cfg, layout, components, device, log
         self.type_share = type_share_of(load_sentences(layout, "train")) if cfg.selftrain.class_balance else None
+        self.pool: Any = None  # the pseudo-labeling actors, kept across rounds (cluster.reuse_actors)
+
+    def labeler_pool(self) -> Any:
+        """The job's pseudo-labeling actors, started on first use; None with ``cluster.reuse_actors=false``
+        (each pass starts its own)."""
+        if not self.cfg.cluster.reuse_actors:
+            return None
+        if self.pool is None:
+            from cluster.labeler_pool import LabelerPool
+            from cluster.pseudolabel import DEFAULT_PREDICTOR
+
+            self.pool = LabelerPool(self.cfg.cluster, DEFAULT_PREDICTOR, log=self.log)
+        return self.pool
+
+    def make_room_for_training(self, r: int) -> None:
+        """Stop the kept actors when the round's Ray Train workers would not fit beside them."""
+        if self.pool is None:
+            return
+        c = self.cfg.cluster
+        # the workers' CPUs, and at least one whole CPU: the Ray Data read tasks that materialise the
+        # round's training rows before the trainer starts (cluster.train) take one each
+        cpus, gpus = max(1.0, c.num_workers * c.cpus_per_worker), (c.num_workers if c.use_gpu else 0)
+        if not self.pool.fits_beside(cpus, gpus):
+            self.log(f"round {r}: stopping the pseudo-labeling actors for training ({cpus:g} CPU, {gpus:g} GPU "
+                     f"needed beside them); they start again for the next pass")
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
     def pseudo_label(self, state: RunState, r: int) -> tuple[Any, list[str], int]:
         """Label the pool with the best model so far; returns ``(result, training dirs, rows)``."""
@@ -348,7 +380,7 @@ class _RoundRunner:
             raise BootstrapError(f"round {best.round} has no model directory in state.json")
         res = pseudo_label(self.layout.split("unlabeled"), best.model_dir, self.layout.round_dir(r) / "pseudo",
                            self.cfg.selftrain.threshold, self.cfg.cluster, self.cfg.selftrain, r,
-                           type_share=self.type_share)
+                           type_share=self.type_share, pool=self.labeler_pool(), log_line=self.log)
         self.log(f"round {r}: pseudo-labeled {res.input_rows} sentences with round {best.round}'s model: "
                  f"{res.counts}, {res.kept_after_cap} kept after caps ({res.sentences_per_s:.0f} sentences/s)")
         if self.cfg.selftrain.mode == "accumulate":
@@ -413,6 +445,7 @@ class _RoundRunner:
         init_model = None
         if r > 0 and self.cfg.selftrain.warm_start:
             init_model = best_round(state.rounds).model_dir  # the model that pseudo-labeled this round
+        self.make_room_for_training(r)
         t0 = time.perf_counter()
         trained = train_round(self.cfg, self.layout, train_dirs, r, weights=weights, components=self.components,
                               init_model=init_model, log=self.log)
@@ -527,6 +560,7 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = say, *, parent_r
 
     ctx = connect(cfg, log)
     tracker = None
+    closers: list[Any] = []
     status = "FAILED"
     rounds_run: list[int] = []
     try:
@@ -548,6 +582,7 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = say, *, parent_r
         device = _driver_device(cfg, log)
         components = build_components(cfg, layout, "cpu", log=log)
         runner = _RoundRunner(cfg, layout, components, device, log)
+        closers.append(runner.close)
 
         while not (decision := should_stop(state.rounds, cfg.selftrain.patience, cfg.selftrain.max_rounds)):
             r = state.next_round
@@ -586,6 +621,8 @@ def run_bootstrap(cfg: Config, resume: bool = False, log: Log = say, *, parent_r
             tracker.set_tags(failure_tags(exc))
         raise
     finally:
+        for close in closers:
+            close()
         if tracker is not None:
             tracker.end(status)
         shutdown_if_owned(ctx)

@@ -1,18 +1,22 @@
-"""Distributed pseudo-labeling of the unlabeled pool with Ray Data (one self-training round).
+"""Distributed pseudo-labeling of the unlabeled pool on Ray (one self-training round).
 
 Pipeline (streaming end to end, the corpus never gathered on the driver)::
 
-    read_parquet(unlabeled_dir, override_num_blocks=B) -> select_columns(doc_id, sent_id, offset, text)
-      -> repartition(target_num_rows_per_block=batch)      (streaming; spreads rows over actors)
-      -> map_batches(PseudoLabeler, compute=ActorPoolStrategy(size=cluster.actors),
-                     num_cpus=actor_num_cpus, num_gpus=actor_num_gpus, batch_format="pyarrow")
-      -> write_parquet(out_dir/all)            every input row, with its status and reason
-    read_parquet(out_dir/all) -> aggregate(counts by status, entity type, actor)   (Ray Data aggregate)
-    [cap configured: (key, confidence, types) of kept rows -> SelectionPolicy.cap]
-    read_parquet(out_dir/all) -> keep status == kept (and the cap) -> write_parquet(out_dir/kept)
+    Parquet footers of unlabeled_dir -> units: row ranges of row groups (cluster.labeler_pool.plan_units)
+      -> LabelerPool (cluster.actors actors, actor_num_cpus / actor_num_gpus / actor_memory_mb each,
+         started once per job and reused across rounds): each free actor takes the next unit, reads
+         its rows (doc_id, sent_id, offset, text), labels them with PseudoLabeler, writes
+         out_dir/all/part-<unit>.parquet (every input row, with its status and reason) and returns
+         the unit's counts (by status, entity type, actor, error type)
+    counts summed on the driver; the rows in out_dir/all counted from the footers
+    [cap configured: (key, confidence, types) of kept rows, returned with the counts -> SelectionPolicy.cap]
+    each all/ file -> its kept rows (and the cap) -> out_dir/kept/part-<unit>.parquet, by the actors
 
-Input rows are counted from the Parquet footers; the statuses must add up to that count and
-``out_dir/kept`` must hold exactly the kept sentences, else :class:`PseudoLabelError`.
+Input rows are counted from the Parquet footers; the statuses and the rows written must add up to
+that count and ``out_dir/kept`` must hold exactly the kept sentences, else :class:`PseudoLabelError`.
+Ray Data started a new actor pool for every pass (~13-14 s per round before the first batch) and
+cannot keep one between datasets, hence the pool (:mod:`cluster.labeler_pool`); batch prediction
+(:mod:`cluster.batch_predict`, one pass per job) stays on Ray Data.
 
 Actors ask for ``cluster.actor_num_gpus`` as configured (:func:`cluster.runtime.actor_resources`
 waits ``cluster.gpu_wait_s`` for them, then fails or, with ``cluster.cpu_fallback``, labels on
@@ -20,8 +24,8 @@ the CPU and says so in ``PseudoLabelResult.cpu_fallback``); each actor loads its
 CUDA device Ray assigned it (:func:`cluster.runtime.assigned_device`).
 
 Only the sentence columns are read: hidden gold spans of the low-resource protocol, if the shards
-carry them, never reach the actors. Each actor loads the predictor once (``__init__``) and labels
-batches (``__call__``). The selection rule is :class:`cemr.selection.SelectionPolicy`, built from
+carry them, never reach the actors. A :class:`PseudoLabeler` loads the predictor once (``__init__``)
+and labels batches (``__call__``); a pool actor keeps one while the model stays the same. The selection rule is :class:`cemr.selection.SelectionPolicy`, built from
 ``selftrain`` (:func:`cemr.selection.policy_from_config`) on the driver; the actors apply it
 (:func:`label_row`), the driver caps. Every input row comes out exactly once with ``status``:
 
@@ -296,7 +300,7 @@ def summarize_batch(batch: pa.Table) -> pa.Table:
     ``labeler=<actor>``, ``failed=<error type>`` (:func:`failure_kind` of the failed rows' reasons,
     when the batch has ``reason``), and over the kept rows ``chars=kept`` / ``chars=unsure``
     (characters, and those a partial label leaves unknown; when the batch has ``text`` /
-    ``unsure``). Summed over the dataset by :func:`count_outputs`."""
+    ``unsure``). Each actor counts the units it writes; the driver sums them."""
     counts: Counter = Counter()
     statuses = batch.column("status").to_pylist()
     for status in statuses:
@@ -371,7 +375,7 @@ class PseudoLabelResult:
     sentences_per_s: float
     all_dir: str
     kept_dir: str
-    blocks: int
+    units: int  # row ranges the pass was cut into (cluster.labeler_pool.plan_units)
     batch_size: int
     actors: int
     num_cpus_per_actor: float
@@ -474,45 +478,23 @@ def _add_counts(acc: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     return dict(out)
 
 
-def _accumulate_block(acc: dict[str, int], block: Any) -> dict[str, int]:
-    table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, preserve_index=False)
-    summary = summarize_batch(table)
-    return _add_counts(acc, dict(zip(summary.column("key").to_pylist(), summary.column("n").to_pylist())))
-
-
-def count_outputs(ds: "ray.data.Dataset") -> dict[str, int]:
-    """``{key: total}`` of :func:`summarize_batch` over ``ds``: one global Ray Data aggregate
-    (``Dataset.aggregate`` of an ``AggregateFn`` over blocks; only status, reason, spans, labeler,
-    text and unsure are read, and only counts leave the blocks).
-
-    The sort-based shuffle (plain tasks, one reducer) is used: the default hash shuffle starts a
-    pool of aggregator actors, tens of seconds on 2 loaded CPUs.
-    """
-    from ray.data.aggregate import AggregateFn
-
-    ds = ds.select_columns(["status", "reason", "spans", "labeler", "text", "unsure"])
-    ds.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    agg = AggregateFn(init=lambda _key: {}, accumulate_block=_accumulate_block, merge=_add_counts, name="counts")
-    result = ds.aggregate(agg)
-    return dict(result["counts"]) if result else {}
-
-
-def _cap_selection(all_ds: "ray.data.Dataset", policy: SelectionPolicy, type_share: dict[str, float] | None):
-    """Keys kept after the policy's cap (``max_pseudo_per_round`` / class balance), the drop
-    reasons and the kept entities per type; ``(None, {}, None)`` when no cap is configured."""
-    if not policy.capped:
-        return None, {}, None
+def _cap_selection(results: list[dict[str, Any]], policy: SelectionPolicy, type_share: dict[str, float] | None):
+    """The cap (``max_pseudo_per_round`` / class balance) over the kept rows' candidates the actors
+    returned (key, confidence, types: never text): the keys kept, the drop reasons, the kept
+    entities per type and, per ``all/`` file, the keys it keeps."""
     cands: dict[tuple[str, int], Candidate] = {}
-    # only (key, confidence, types) of kept rows come to the driver, never their text
-    meta = all_ds.map_batches(candidates_batch, batch_format="pyarrow", batch_size=None)
-    for batch in meta.iter_batches(batch_format="pyarrow", batch_size=4096):
-        for d, s, c, t in zip(*(batch.column(k).to_pylist() for k in ("doc_id", "sent_id", "confidence", "types"))):
+    file_of: dict[tuple[str, int], str] = {}
+    for r in results:
+        for d, s, c, t in r.get("candidates") or ():
             cands[(d, s)] = policy.candidate((d, s), c, t.split(";") if t else ())
+            file_of[(d, s)] = r["file"]
     res = policy.cap(cands.values(), type_share)
     entities: Counter = Counter()
+    per_file: dict[str, list[tuple[str, int]]] = {}
     for key in res.selected:
         entities.update(cands[key].type_counts)
-    return set(res.selected), dict(Counter(res.dropped.values())), dict(sorted(entities.items()))
+        per_file.setdefault(file_of[key], []).append(key)
+    return set(res.selected), dict(Counter(res.dropped.values())), dict(sorted(entities.items())), per_file
 
 
 def pseudo_label(
@@ -527,6 +509,8 @@ def pseudo_label(
     predictor: Any = DEFAULT_PREDICTOR,
     predictor_kwargs: dict[str, Any] | None = None,
     type_share: dict[str, float] | None = None,
+    pool: Any = None,
+    log_line: Any = None,
 ) -> PseudoLabelResult:
     """Label every sentence of ``unlabeled_dir`` (Parquet shards) with the model of ``model_dir``.
 
@@ -534,7 +518,7 @@ def pseudo_label(
     set after the cap); both are replaced if present. ``cluster_cfg``: ``actors``,
     ``actor_num_cpus``, ``actor_num_gpus`` (asked for as configured: waited for ``gpu_wait_s``, then
     :class:`cluster.runtime.GPUUnavailable` unless ``cpu_fallback``), ``batch_size``,
-    ``rows_per_shard`` (about the rows per output file), ``actor_threads`` (when set, passed to the
+    ``rows_per_shard`` (the most rows per output file), ``actor_threads`` (when set, passed to the
     predictor's ``load`` as ``num_threads=``), ``actor_precision`` (its ``precision=``) and ``max_failed_fraction`` (more failed rows:
     :class:`PseudoLabelFailed`). ``selftrain_cfg``: ``selection``
     (sentence | entity | partial), ``max_pseudo_per_round``, ``class_balance`` (needs ``type_share``: gold
@@ -542,8 +526,14 @@ def pseudo_label(
     ``predictor_kwargs``): the :class:`cemr.selection.SelectionPolicy` of ``threshold`` and these
     (:func:`cemr.selection.policy_from_config`; a bad value: :class:`PseudoLabelError` before
     anything runs).
+
+    ``pool``: a :class:`cluster.labeler_pool.LabelerPool` kept across rounds (started for the same
+    ``cluster_cfg`` and ``predictor``, else :class:`PseudoLabelError`); None: one is started for this
+    call and shut down after it. ``log_line``: where the pass says how it was cut (default: logging).
     Ray must be initialised (:func:`cluster.runtime.init_ray`).
     """
+    from cluster.labeler_pool import LabelerPool, LabelerPoolError, LabelSpec, plan_units, row_groups
+
     if not ray.is_initialized():
         raise PseudoLabelError("Ray is not initialised: call cluster.runtime.init_ray first")
     unlabeled_dir, out_dir = Path(unlabeled_dir), Path(out_dir)
@@ -559,78 +549,78 @@ def pseudo_label(
     max_failed = float(getattr(cluster_cfg, "max_failed_fraction", 0.01))
     if not 0.0 <= max_failed <= 1.0:
         raise PseudoLabelError(f"cluster.max_failed_fraction must be between 0 and 1, got {max_failed}")
-    res = actor_resources(cluster_cfg)
-    actors = int(cluster_cfg.actors)
-    mode = policy.mode
-    rows_per_file = max(1, int(getattr(cluster_cfg, "rows_per_shard", 2000)))
-
     threads: dict[str, int] = {}
     if getattr(cluster_cfg, "actor_threads", None) is not None:
         if int(cluster_cfg.actor_threads) < 1:
             raise PseudoLabelError(f"cluster.actor_threads must be >= 1 (or null), got {cluster_cfg.actor_threads}")
         threads["num_threads"] = int(cluster_cfg.actor_threads)
+    if pool is not None and pool.key != LabelerPool.config_key(cluster_cfg, predictor):
+        raise PseudoLabelError("the pseudo-labeling actors were started for other cluster settings or another "
+                               "predictor: start a LabelerPool for these")
+    actors = int(cluster_cfg.actors)
+    mode = policy.mode
+    rows_per_file = max(1, int(getattr(cluster_cfg, "rows_per_shard", 2000)))
     wanted = str(getattr(cluster_cfg, "actor_precision", "fp32"))
     precision = {"precision": wanted} if wanted != "fp32" else {}  # fp32: the predictor's default
+    say = log_line or log.info
+
     started = time.perf_counter()
     input_rows = count_rows(unlabeled_dir)
-    blocks, batch_size = plan_blocks(input_rows, actors, int(cluster_cfg.batch_size))
-    log.info("pseudo-labeling %d sentences: %d actors, %d blocks, batches of %d, %s",
-             input_rows, actors, blocks, batch_size, res)
+    units = plan_units(row_groups(unlabeled_dir), actors, rows_per_file)
+    _, batch_size = plan_blocks(input_rows, actors, int(cluster_cfg.batch_size))
     _reset_dir(all_dir)
     _reset_dir(kept_dir)
-    if input_rows:
-        # small Parquet files are read into one big block (Ray coalesces blocks under ~1 MB), which
-        # one actor would get whole: a streaming repartition cuts batch-sized blocks for the pool
-        ds = (
-            ray.data.read_parquet(str(unlabeled_dir), override_num_blocks=blocks)
-            .select_columns(INPUT_COLUMNS)
-            .repartition(target_num_rows_per_block=batch_size)
-        )
-        labeled = ds.map_batches(
-            PseudoLabeler,
-            fn_constructor_kwargs={
-                "factory": predictor,
-                "model_dir": str(model_dir),
-                "device": actor_device(res["num_gpus"]),
-                "threshold": policy.threshold,
-                "mode": policy.mode,
-                "round": round,
-                "predict_batch_size": min(batch_size, 64),
-                "predictor_kwargs": {**policy.predictor_kwargs(), **threads, **precision, **(predictor_kwargs or {})},
-            },
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            num_cpus=res["num_cpus"],
-            num_gpus=res["num_gpus"],
-            memory=res["memory"],
-            udf_modifying_row_count=False,
-        )
-        # fewer, bigger files (about rows_per_shard rows): the passes below read fewer of them
-        labeled.write_parquet(str(all_dir), min_rows_per_file=rows_per_file)
-    _ensure_parquet(all_dir)
-    label_seconds = time.perf_counter() - started
+    all_dir.mkdir(parents=True)
+    own = pool is None and input_rows > 0
+    if own:
+        pool = LabelerPool(cluster_cfg, predictor)
+    res = pool.resources if pool is not None else actor_resources(cluster_cfg)
+    say(f"pseudo-labeling round {round}: {input_rows} sentences in {len(units)} units, {actors} actor(s) "
+        f"({'started for this pass' if own else 'kept from earlier passes' if pool and pool.passes else 'new'}), "
+        f"batches of {batch_size}, {res}")
+    spec = LabelSpec(model_dir=str(model_dir), threshold=policy.threshold, mode=policy.mode, round=int(round),
+                     batch_size=batch_size, predict_batch_size=min(batch_size, 64),
+                     predictor_kwargs={**policy.predictor_kwargs(), **threads, **precision, **(predictor_kwargs or {})},
+                     candidates=policy.capped)
+    results: list[dict[str, Any]] = []
+    try:
+        if units:
+            from cemr.progress import progress
 
-    all_ds = ray.data.read_parquet(str(all_dir))
-    sums = count_outputs(all_ds) if input_rows else {}
-    counts = {s: sums.get(f"status={s}", 0) for s in STATUSES}
-    unknown = {k: v for k, v in sums.items() if k.startswith("status=") and k[7:] not in STATUSES}
-    if unknown or sum(counts.values()) != input_rows:
-        raise PseudoLabelError(
-            f"{unlabeled_dir}: {input_rows} input rows but statuses {counts} {unknown or ''} "
-            f"in {all_dir}: rows were lost or duplicated"
-        )
-    failures = {k[7:]: v for k, v in sorted(sums.items()) if k.startswith("failed=")}
-    first_errors = read_first_errors(all_dir) if counts[FAILED] else []
-    if counts[FAILED]:
-        log.warning("pseudo-labeling round %d: %d of %d sentences failed %s; first: %s", round, counts[FAILED],
-                    input_rows, failures, first_errors[:1])
-    check_failed_fraction(int(round), counts[FAILED], input_rows, max_failed, failures, first_errors, str(all_dir))
-    selected, cap_reasons, entities = (None, {}, None)
-    if counts[KEPT]:
-        selected, cap_reasons, entities = _cap_selection(all_ds, policy, type_share)
-        kept_ds = all_ds.map_batches(KeepRows(selected), batch_format="pyarrow", batch_size=None)
-        kept_ds.write_parquet(str(kept_dir), min_rows_per_file=rows_per_file)
+            with progress(total=input_rows, desc=f"pseudo-label round {round}", unit="sent") as bar:
+                results = pool.label(spec, units, all_dir, on_done=lambda r: bar.update(r["rows"]))
+        label_seconds = time.perf_counter() - started
+        _ensure_parquet(all_dir)
+
+        sums: dict[str, int] = {}
+        for r in results:
+            sums = _add_counts(sums, r["counts"])
+        counts = {s: sums.get(f"status={s}", 0) for s in STATUSES}
+        unknown = {k: v for k, v in sums.items() if k.startswith("status=") and k[7:] not in STATUSES}
+        written_all = count_rows(all_dir)
+        if unknown or sum(counts.values()) != input_rows or written_all != input_rows:
+            raise PseudoLabelError(
+                f"{unlabeled_dir}: {input_rows} input rows but statuses {counts} {unknown or ''} and {written_all} "
+                f"rows in {all_dir}: rows were lost or duplicated"
+            )
+        failures = {k[7:]: v for k, v in sorted(sums.items()) if k.startswith("failed=")}
+        first_errors = read_first_errors(all_dir) if counts[FAILED] else []
+        if counts[FAILED]:
+            log.warning("pseudo-labeling round %d: %d of %d sentences failed %s; first: %s", round, counts[FAILED],
+                        input_rows, failures, first_errors[:1])
+        check_failed_fraction(int(round), counts[FAILED], input_rows, max_failed, failures, first_errors,
+                              str(all_dir))
+        selected, cap_reasons, entities = None, {}, None
+        if counts[KEPT]:
+            per_file = None
+            if policy.capped:
+                selected, cap_reasons, entities, per_file = _cap_selection(results, policy, type_share)
+            pool.keep([r["file"] for r in results], kept_dir, per_file)
+    except LabelerPoolError as exc:
+        raise PseudoLabelError(str(exc)) from exc
+    finally:
+        if own:
+            pool.shutdown()
     _ensure_parquet(kept_dir)
     kept_after_cap = counts[KEPT] if selected is None else len(selected)
     if entities is None:
@@ -653,7 +643,7 @@ def pseudo_label(
         sentences_per_s=input_rows / label_seconds if label_seconds > 0 else 0.0,
         all_dir=str(all_dir),
         kept_dir=str(kept_dir),
-        blocks=blocks,
+        units=len(units),
         batch_size=batch_size,
         actors=actors,
         num_cpus_per_actor=res["num_cpus"],

@@ -28,7 +28,7 @@ def _pseudo(**kw) -> PseudoLabelResult:
     fields = dict(round=2, threshold=0.7, mode="sentence", input_rows=10,
                   counts={"kept": 4, "below_threshold": 5, "failed": 1}, entities_kept={"疾病和诊断": 3},
                   kept_after_cap=3, capped=1, rows_per_labeler={"a": 10}, seconds=0.1, sentences_per_s=100.0,
-                  all_dir="all", kept_dir="kept", blocks=2, batch_size=4, actors=1, num_cpus_per_actor=1.0,
+                  all_dir="all", kept_dir="kept", units=2, batch_size=4, actors=1, num_cpus_per_actor=1.0,
                   num_gpus_per_actor=0.0, kept_chars=40, unsure_chars=7, failures={"ValueError": 1})
     return PseudoLabelResult(**{**fields, **kw})
 
