@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = _add_command(sub, "evaluate", "entity-level P/R/F1 of a model directory on a labeled corpus")
-    p.add_argument("--model", required=True, help="model directory written by cemr train (RUN_DIR/model)")
+    p.add_argument("--model", required=True, action="append",
+                   help="model directory written by cemr train (RUN_DIR/model); repeated: the seed ensemble of "
+                        "those models (same config and run layout; averaged CRF scores, cemr.ensemble)")
     p.add_argument("--format", default="auto", choices=[f for f in INPUT_FORMATS if f != "text"],
                    help="labeled corpus format; auto detects it from the data")
     p.add_argument("--data", required=True, help="file or directory in that format")
@@ -255,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add_command(sub, "predict", "tag documents; JSON lines with spans + confidence, BRAT or an HTML page "
                                      "(the summary goes to stderr)")
-    p.add_argument("--model", required=True, help="model directory written by cemr train (RUN_DIR/model)")
+    p.add_argument("--model", required=True, action="append",
+                   help="model directory written by cemr train (RUN_DIR/model); repeated: the seed ensemble of "
+                        "those models (same config and run layout; averaged CRF scores, cemr.ensemble)")
     p.add_argument("inputs", nargs="+", help="input files or directories; - reads standard input")
     p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
                    help="input format; auto detects it per input (labels of a labeled format are ignored)")
@@ -353,6 +357,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     modeldir = sys.modules.get("cemr.modeldir")
     if modeldir is not None:
         errors.append(modeldir.ModelDirError)
+    ensemble = sys.modules.get("cemr.ensemble")
+    if ensemble is not None:
+        errors.append(ensemble.EnsembleError)
     return tuple(errors)
 
 

@@ -166,7 +166,29 @@ def read_labeled(data: str | os.PathLike, fmt: str, *, max_rejected: float, stri
     return docs, src
 
 
-def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str | os.PathLike, *,
+def load_predictor(model_dir: str | os.PathLike | Sequence[str | os.PathLike], device: str = "auto", *,
+                   max_len: int | None = None, precision: str = "fp32") -> Any:
+    """The predictor of one model directory, or of several (the seeds of one config) as a seed
+    ensemble (:func:`cemr.ensemble.load_ensemble`, float32 only); each directory checked first."""
+    from cemr.modeldir import check_model_dir
+    from cemr.predictor import Predictor
+
+    dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
+    if not dirs:
+        raise ValueError("no model directory given")
+    for d in dirs:
+        check_model_dir(d)
+    if len(dirs) == 1:
+        return Predictor.load(dirs[0], device, max_len=max_len, precision=precision)
+    from cemr.ensemble import EnsembleError, load_ensemble
+
+    if precision != "fp32":
+        raise EnsembleError(f"--precision {precision}: an ensemble of {len(dirs)} models runs in fp32 only")
+
+    return load_ensemble(dirs, device, max_len=max_len)
+
+
+def predict_files(model_dir: str | os.PathLike | Sequence[str | os.PathLike], inputs: Sequence[str], out: str | os.PathLike, *,
                   input_format: str = "auto", out_format: str = "jsonl", device: str = "auto",
                   column: str | None = None, overwrite: bool = False, step: int | None = None,
                   max_len: int | None = None, stdin: Any = None, stdout: Any = None,
@@ -183,7 +205,6 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
     A progress bar on stderr counts the characters tagged (:mod:`cemr.progress`), so it moves inside
     one long document too."""
     from cemr.modeldir import check_model_dir
-    from cemr.predictor import Predictor
 
     if out_format not in OUT_FORMATS:
         raise OutputError(f"--out-format {out_format!r}: expected one of {', '.join(OUT_FORMATS)}")
@@ -195,11 +216,12 @@ def predict_files(model_dir: str | os.PathLike, inputs: Sequence[str], out: str 
     if low_confidence is not None and not 0 <= low_confidence <= 1:
         raise OutputError(f"--low-confidence {low_confidence}: expected a confidence in [0, 1]")
     check_output(out, inputs, overwrite=overwrite, kind="dir" if out_format == "brat" else "file")
-    check_model_dir(model_dir)
+    for d in [model_dir] if isinstance(model_dir, (str, os.PathLike)) else model_dir:
+        check_model_dir(d)
     with stdin_as_file(inputs, stdin) as read_paths:
         sources = resolve_sources(inputs, read_paths, input_format, labeled=False, log=log)
         chars = check_unique_ids(sources, column)
-        predictor = Predictor.load(model_dir, device, max_len=max_len, precision=precision)
+        predictor = load_predictor(model_dir, device, max_len=max_len, precision=precision)
 
         def documents() -> Iterator[Document]:
             for src in sources:
@@ -293,7 +315,7 @@ def type_mismatch(model_types: set[str], data_types: set[str]) -> str | None:
     return "entity types differ: " + "; ".join(parts)
 
 
-def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.PathLike, device: str = "auto",
+def evaluate_model_dir(model_dir: str | os.PathLike | Sequence[str | os.PathLike], fmt: str, data: str | os.PathLike, device: str = "auto",
                        max_len: int | None = None, *, max_rejected: float = 0.0, strict: bool = False,
                        log: Log = say) -> Evaluation:
     """``cemr evaluate``: read a labeled corpus, tag whole documents (split and mapped back), score.
@@ -301,13 +323,13 @@ def evaluate_model_dir(model_dir: str | os.PathLike, fmt: str, data: str | os.Pa
     The reader's accounting comes with the scores; a corpus with rejected records beyond
     ``max_rejected`` (any with ``strict``) or with none readable is an error, never scored as
     "no entities"; entity types that differ between model and data are a warning (an error with
-    ``strict``)."""
+    ``strict``). Several model directories: their seed ensemble (:func:`load_predictor`)."""
     from cemr.modeldir import check_model_dir
-    from cemr.predictor import Predictor
 
-    check_model_dir(model_dir)
+    for d in [model_dir] if isinstance(model_dir, (str, os.PathLike)) else model_dir:
+        check_model_dir(d)
     docs, src = read_labeled(data, fmt, max_rejected=max_rejected, strict=strict, log=log)
-    predictor = Predictor.load(model_dir, device, max_len=max_len)
+    predictor = load_predictor(model_dir, device, max_len=max_len)
     warnings = []
     model_types = set(predictor.labels.types)
     data_types = {s.type for d in docs for s in d.spans}

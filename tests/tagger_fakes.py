@@ -136,13 +136,14 @@ def trained_tiny_model(steps: int = 40):
     return _TRAINED[steps]
 
 
-def tiny_model_dir(path):
+def tiny_model_dir(path, seed: int = 0):
     """A small real model directory (no external featurizers: ``Predictor.load`` reads it as is),
-    trained a few steps on the tiny corpus so it predicts entities; ``inference.max_len`` 64."""
+    trained a few steps on the tiny corpus so it predicts entities; ``inference.max_len`` 64.
+    ``seed``: the initialisation (other seeds: other weights, the same vocabulary and labels)."""
     from cemr.modeldir import save_model
     from cemr.tagger import build_tagger, make_collator
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     sents, labels, vocab = tiny_setup()
     cfg = tiny_model_config()
     tagger = build_tagger(cfg, labels, vocab, dictionary_types=sorted(tiny_lexicon().types()))
