@@ -77,10 +77,24 @@ class LabelSpec:
     predict_batch_size: int  # rows per predictor call
     predictor_kwargs: Mapping[str, Any] = field(default_factory=dict)
     candidates: bool = False  # return (key, confidence, types) of kept rows (a cap applies)
+    model_stamp: tuple = ()  # model_stamp(model_dir) on the driver: a directory rewritten in place reloads
 
     def model_key(self) -> str:
-        """The predictor is reloaded when this changes (the model or its options, not the threshold)."""
-        return json.dumps([str(self.model_dir), dict(self.predictor_kwargs)], sort_keys=True, default=str)
+        """The predictor is reloaded when this changes (the model, its files or its options; not the
+        threshold)."""
+        return json.dumps([str(self.model_dir), list(self.model_stamp), dict(self.predictor_kwargs)],
+                          sort_keys=True, default=str)
+
+
+STAMP_FILES = ("config.json", "weights.safetensors")  # rewritten whenever a model is saved (cemr.modeldir)
+
+
+def model_stamp(model_dir: str | os.PathLike) -> tuple:
+    """``(name, size, mtime_ns)`` of the model files of ``model_dir`` that every save rewrites: what a
+    kept actor compares before reusing the predictor it loaded from that path."""
+    root = Path(model_dir)
+    return tuple((name, (root / name).stat().st_size, (root / name).stat().st_mtime_ns)
+                 for name in STAMP_FILES if (root / name).is_file())
 
 
 def row_groups(shards_dir: str | os.PathLike) -> list[tuple[str, list[int]]]:
@@ -221,7 +235,8 @@ class LabelerPool:
 
     def fits_beside(self, need_cpus: float, need_gpus: float = 0.0) -> bool:
         """Whether ``need_cpus`` CPUs and ``need_gpus`` GPUs are free on the cluster with this pool
-        alive (Ray's available resources: the pool's share is already taken)."""
+        alive (Ray's available resources, once every actor is placed: the pool's share is taken)."""
+        ray.get([a.ready.remote() for a in self.actors])
         avail = ray.available_resources()
         return (float(avail.get("CPU", 0.0)) + 1e-9 >= need_cpus
                 and float(avail.get("GPU", 0.0)) + 1e-9 >= need_gpus)

@@ -532,7 +532,7 @@ def pseudo_label(
     call and shut down after it. ``log_line``: where the pass says how it was cut (default: logging).
     Ray must be initialised (:func:`cluster.runtime.init_ray`).
     """
-    from cluster.labeler_pool import LabelerPool, LabelerPoolError, LabelSpec, plan_units, row_groups
+    from cluster.labeler_pool import LabelerPool, LabelerPoolError, LabelSpec, model_stamp, plan_units, row_groups
 
     if not ray.is_initialized():
         raise PseudoLabelError("Ray is not initialised: call cluster.runtime.init_ray first")
@@ -581,7 +581,7 @@ def pseudo_label(
     spec = LabelSpec(model_dir=str(model_dir), threshold=policy.threshold, mode=policy.mode, round=int(round),
                      batch_size=batch_size, predict_batch_size=min(batch_size, 64),
                      predictor_kwargs={**policy.predictor_kwargs(), **threads, **precision, **(predictor_kwargs or {})},
-                     candidates=policy.capped)
+                     candidates=policy.capped, model_stamp=model_stamp(model_dir))
     results: list[dict[str, Any]] = []
     try:
         if units:

@@ -95,6 +95,12 @@ def test_one_pool_serves_several_rounds_reloading_only_for_a_new_model(ray_local
     # the round's rule reached the kept actors: a lower threshold keeps more, labels say round 3
     assert r3.counts["kept"] > r2.counts["kept"] == r1.counts["kept"]
     assert set(pq.read_table(r3.all_dir).column("round").to_pylist()) == {3}
+    # the same directory rewritten in place (a new model under the old path): reloaded, not reused
+    with LabelerPool(CLUSTER, PREDICTOR) as pool:
+        pseudo_label(unlabeled, m1, tmp_path / "s1", 0.7, CLUSTER, cfg, 1, predictor=PREDICTOR, pool=pool)
+        (m1 / "weights.safetensors").write_bytes(b"new weights")
+        pseudo_label(unlabeled, m1, tmp_path / "s2", 0.7, CLUSTER, cfg, 2, predictor=PREDICTOR, pool=pool)
+    assert len((m1 / "loads.log").read_text(encoding="utf-8").split()[::2]) == 2 + 2 + 2
     # a kept pool labels exactly as a pool started for the pass
     fresh = pseudo_label(unlabeled, fresh_model, tmp_path / "f", 0.7, CLUSTER, cfg, 2, predictor=PREDICTOR)
     assert _rows(fresh) == _rows(r2) and fresh.counts == r2.counts
