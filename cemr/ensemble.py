@@ -109,3 +109,17 @@ def load_ensemble(model_dirs: Sequence[str | os.PathLike], device: torch.device 
     tagger = EnsembleTagger([m.tagger for m in models])
     return Predictor(tagger, first.vocab, first.labels, first.lexicon, dev, confidence=confidence,
                      batch_size=batch_size, max_len=max_len)
+
+
+class EnsembleLoader:
+    """A predictor factory for code that takes one model directory string and a ``load(model_dir,
+    device, **kwargs)`` factory (:func:`cemr.selftrain.load_predictor`, the pseudo-labeling actors):
+    ``model_dir`` is the members' directories joined by ``os.pathsep``. Takes ``confidence``,
+    ``batch_size``, ``max_len`` and ``num_threads``; ``precision`` only as ``fp32``."""
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", *,
+             precision: str = "fp32", **kwargs: Any) -> Any:
+        if precision != "fp32":
+            raise EnsembleError(f"precision {precision}: an ensemble runs in fp32 only")
+        return load_ensemble(str(model_dir).split(os.pathsep), device, **kwargs)

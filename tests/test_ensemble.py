@@ -93,3 +93,16 @@ def test_cemr_evaluate_and_predict_take_several_models_as_their_ensemble(models,
     # reduced precision is not offered for an ensemble
     assert main(["predict", *flags, str(gold), "--out", str(tmp_path / "q.jsonl"), "--precision", "int8"]) == 2
     assert "runs in fp32 only" in capsys.readouterr().err
+
+
+def test_the_loader_takes_the_members_as_one_path_string(models):
+    import os
+
+    from cemr.ensemble import EnsembleLoader
+
+    docs = tiny_documents(3, seed=9)
+    joined = os.pathsep.join(str(m) for m in models)
+    got = EnsembleLoader.load(joined, "cpu", confidence="entity_min_marginal").predict_documents(docs)
+    assert _spans(got) == _spans(load_ensemble(models).predict_documents(docs))
+    with pytest.raises(EnsembleError, match="fp32 only"):
+        EnsembleLoader.load(joined, "cpu", precision="int8")
