@@ -40,8 +40,20 @@ def parse_teacher(spec: str) -> tuple[str, list[str]]:
     return name, paths
 
 
-def label_pool(paths: list[str], pool: Path, out: Path, args) -> dict:
-    """Label every sentence of ``pool`` with the teacher; write its kept rows to ``out``; counts."""
+def fitted_thresholds(labeler, dev_docs, args) -> list:
+    """Per-type thresholds for ``--target-precision`` fitted on the teacher's dev predictions (the
+    bootstrap's own rule: :func:`cemr.selection.fit_type_thresholds` of
+    :func:`cluster.round_metrics.entity_items`)."""
+    from cemr.selection import fit_type_thresholds
+    from cluster.round_metrics import entity_items
+
+    pairs = list(labeler.predictor.predict_document_sentences(dev_docs, batch_size=64))
+    return fit_type_thresholds(*entity_items(pairs, {d.id: d.spans for d in dev_docs}), args.target_precision)
+
+
+def label_pool(paths: list[str], pool: Path, out: Path, args, dev_docs=None) -> dict:
+    """Label every sentence of ``pool`` with the teacher; write its kept rows to ``out``; counts.
+    ``dev_docs``: fit per-type thresholds on them first (``--target-precision``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
@@ -54,6 +66,10 @@ def label_pool(paths: list[str], pool: Path, out: Path, args) -> dict:
     labeler = PseudoLabeler(factory, os.pathsep.join(paths), "cpu", args.threshold, args.selection, 1,
                             predict_batch_size=min(args.batch_size, 64),
                             predictor_kwargs={"confidence": args.confidence, "num_threads": args.threads})
+    fitted = None
+    if dev_docs is not None:
+        fitted = fitted_thresholds(labeler, dev_docs, args)
+        labeler.type_thresholds = tuple((f.type, f.threshold) for f in fitted if f.threshold is not None)
     loaded = time.perf_counter()
     counts: dict[str, int] = {}
     kept_tables = []
@@ -67,7 +83,8 @@ def label_pool(paths: list[str], pool: Path, out: Path, args) -> dict:
     pq.write_table(kept, out / "kept.parquet")
     entities = sum(len(s) for s in kept.column("spans").to_pylist())
     return {"counts": counts, "kept_entities": entities, "load_s": round(loaded - t0, 1),
-            "label_s": round(time.perf_counter() - loaded, 1)}
+            "label_s": round(time.perf_counter() - loaded, 1),
+            "type_thresholds": None if fitted is None else [f.to_dict() for f in fitted]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.9, help="selftrain.threshold")
     ap.add_argument("--selection", default="partial", help="selftrain.selection")
     ap.add_argument("--confidence", default="entity_min_marginal", help="selftrain.confidence")
+    ap.add_argument("--target-precision", type=float, default=None,
+                    help="also label with per-type thresholds fitted on RUN/data/documents/dev.jsonl for this "
+                         "precision (selftrain.target_precision)")
     ap.add_argument("--batch-size", type=int, default=256, help="rows per labeler call")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args(argv)
@@ -90,11 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     if not pool.is_dir() or not heldout.is_dir() or count_rows(heldout) == 0:
         raise SystemExit(f"{args.run}: no data/unlabeled pool with data/heldout hidden gold (a labeled_fraction < 1 run)")
     teachers = [parse_teacher(t) for t in args.teacher]
+    dev_docs = None
+    if args.target_precision is not None:
+        from cemr.pipeline import RunLayout, load_documents
+
+        dev_docs = load_documents(RunLayout.of(args.run), "dev")
+        if not dev_docs:
+            raise SystemExit(f"--target-precision: {args.run} has no dev documents to fit thresholds on")
+        teachers += [(f"{name}@p{args.target_precision:g}", paths, True) for name, paths in teachers]
+    teachers = [t if len(t) == 3 else (*t, False) for t in teachers]
     work = Path(tempfile.mkdtemp(prefix="bench_teacher_"))
     t_start = time.perf_counter()
     rows = []
-    for name, paths in teachers:
-        res = label_pool(paths, pool, work / name, args)
+    for name, paths, fit in teachers:
+        res = label_pool(paths, pool, work / name, args, dev_docs if fit else None)
         prf = score_against_heldout(work / name, heldout)
         per_type = {t: round(v["f1"], 4) for t, v in prf.pop("per_type").items()}
         row = {"teacher": name, "models": paths, **res, **{k: prf[k] for k in ("precision", "recall", "f1", "tp",
@@ -104,12 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>12}: kept {res['counts'].get('kept', 0)} of {sum(res['counts'].values())} sentences, "
               f"{res['kept_entities']} entities; vs hidden gold P {prf['precision']:.4f} R {prf['recall']:.4f} "
               f"F1 {prf['f1']:.4f}  ({res['label_s']:.0f}s)", flush=True)
+        if res["type_thresholds"]:
+            print("              thresholds: " + ", ".join(
+                f"{f['type']} {'-' if f['threshold'] is None else format(f['threshold'], '.3f')}"
+                for f in res["type_thresholds"]), flush=True)
     print("| teacher | models | sentences kept | entities kept | precision | recall | F1 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['teacher']} | {len(r['models'])} | {r['counts'].get('kept', 0)} | {r['kept_entities']} | "
               f"{r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} |")
     print(json.dumps({"bench": "teacher", "run": str(args.run), "threshold": args.threshold,
+                      "target_precision": args.target_precision,
                       "selection": args.selection, "confidence": args.confidence, "rows": rows,
                       "scored_sentences": count_rows(heldout), "pool_sentences": count_rows(pool),
                       "wall_s": round(time.perf_counter() - t_start, 1), "cpu_count": os.cpu_count(),

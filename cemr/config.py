@@ -419,6 +419,11 @@ class SelfTrainConfig:
     """The bootstrap loop: pseudo-label the pool, keep the confident part, retrain."""
 
     threshold: float = opt(0.7, "Confidence a pseudo-label must reach to be kept", **UNIT)
+    target_precision: float | None = opt(None, "Per-type thresholds fitted on dev each round: an entity type's "
+                                         "threshold is the lowest confidence at which the teacher's dev "
+                                         "predictions of that type reach this precision (a type with fewer than "
+                                         "20 dev predictions, or never reaching it, keeps threshold); entity or "
+                                         "partial selection only; null: threshold for every type", gt=0.0, le=1.0)
     confidence: str = opt("entity_min_marginal", "How confidence is measured (see cemr.selection and cemr.confidence)",
                           choices=CONFIDENCE_METHODS, kind="a confidence method")
     selection: str = opt("sentence", "What is kept: whole sentences, confident entities, or entities "

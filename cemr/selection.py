@@ -202,8 +202,10 @@ class SelectionPolicy:
     ``threshold`` in [0, 1] (kept when the confidence is >= it); ``mode``: one of
     :data:`SELECTION_MODES`; ``confidence_method``: one of :data:`METHODS` or :data:`ALIASES`
     (stored canonical); ``max_sentences``: the cap on kept sentences (None: none);
-    ``class_balance``: cap entities per type to the gold type shares. Bad values raise
-    ``ValueError`` naming the ``selftrain`` key.
+    ``class_balance``: cap entities per type to the gold type shares; ``type_thresholds``:
+    ``{type: threshold}`` for the entities of those types (``entity`` / ``partial`` modes; the others
+    and the ``O`` characters of a partial label keep ``threshold``; stored as sorted pairs, see
+    :func:`fit_type_thresholds`). Bad values raise ``ValueError`` naming the ``selftrain`` key.
     """
 
     threshold: float
@@ -211,6 +213,7 @@ class SelectionPolicy:
     confidence_method: str = DEFAULT_METHOD
     max_sentences: int | None = None
     class_balance: bool = False
+    type_thresholds: Any = ()
 
     def __post_init__(self) -> None:
         if self.mode not in SELECTION_MODES:
@@ -223,6 +226,19 @@ class SelectionPolicy:
                 raise ValueError(f"selftrain.max_pseudo_per_round must be >= 0 (or null), got {self.max_sentences}")
             object.__setattr__(self, "max_sentences", int(self.max_sentences))
         object.__setattr__(self, "class_balance", bool(self.class_balance))
+        pairs = self.type_thresholds.items() if isinstance(self.type_thresholds, Mapping) else self.type_thresholds
+        pairs = tuple(sorted((str(t), _check_confidence(v, f"threshold of type {t}")) for t, v in pairs))
+        if pairs and self.mode == "sentence":
+            raise ValueError("per-type thresholds (selftrain.target_precision) need selftrain.selection entity or "
+                             "partial: sentence selection keeps whole sentences by one score")
+        object.__setattr__(self, "type_thresholds", pairs)
+
+    def threshold_for(self, entity_type: str) -> float:
+        """The threshold an entity of ``entity_type`` must reach (its type's, else ``threshold``)."""
+        for t, v in self.type_thresholds:
+            if t == entity_type:
+                return v
+        return self.threshold
 
     # -- one sentence --------------------------------------------------------------------------
 
@@ -266,12 +282,13 @@ class SelectionPolicy:
             if score >= t:
                 return sorted(spans), KEPT, f"sentence confidence {score:.3f} >= {t:.2f}"
             return [], BELOW_THRESHOLD, f"sentence confidence {score:.3f} < {t:.2f}"
-        kept = sorted(s for s, c in zip(spans, confs) if c >= t)
+        kept = sorted(s for s, c in zip(spans, confs) if c >= self.threshold_for(s.type))
+        bar = "their type thresholds" if self.type_thresholds else f"{t:.2f}"
         if kept:
-            return kept, KEPT, f"{len(kept)}/{len(spans)} entities >= {t:.2f}"
+            return kept, KEPT, f"{len(kept)}/{len(spans)} entities >= {bar}"
         if not spans:
             return [], BELOW_THRESHOLD, "no entity predicted"
-        return [], BELOW_THRESHOLD, f"0/{len(spans)} entities >= {t:.2f} (max {score:.3f})"
+        return [], BELOW_THRESHOLD, f"0/{len(spans)} entities >= {bar} (max {score:.3f})"
 
     def unsure(
         self,
@@ -357,17 +374,77 @@ class SelectionPolicy:
         return cap_pseudo_labels(candidates, self.max_sentences, type_share if self.class_balance else None)
 
 
-def policy_from_config(selftrain: Any, threshold: float | None = None) -> SelectionPolicy:
+def policy_from_config(selftrain: Any, threshold: float | None = None,
+                       type_thresholds: Mapping[str, float] | None = None) -> SelectionPolicy:
     """The policy of a ``selftrain`` config section (:class:`cemr.config.SelfTrainConfig`):
     ``threshold`` (or the ``threshold`` given, e.g. a sweep's), ``selection``, ``confidence``,
-    ``max_pseudo_per_round`` and ``class_balance``."""
+    ``max_pseudo_per_round`` and ``class_balance``; ``type_thresholds``: fitted on dev
+    (:func:`fit_type_thresholds`, with ``selftrain.target_precision``)."""
     return SelectionPolicy(
         threshold=selftrain.threshold if threshold is None else threshold,
         mode=selftrain.selection,
         confidence_method=selftrain.confidence,
         max_sentences=selftrain.max_pseudo_per_round,
         class_balance=selftrain.class_balance,
+        type_thresholds=type_thresholds or (),
     )
+
+
+MIN_TYPE_SUPPORT = 20  # dev predictions of a type below which its threshold is not fitted
+
+
+@dataclass(frozen=True)
+class TypeThreshold:
+    """One type's fitted threshold: ``threshold`` (None: not fitted, ``fallback`` applies),
+    ``precision`` and ``kept`` (dev predictions at or above it, of ``predicted``), ``why``."""
+
+    type: str
+    threshold: float | None
+    precision: float | None
+    kept: int
+    predicted: int
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "threshold": self.threshold, "precision": self.precision, "kept": self.kept,
+                "predicted": self.predicted, "why": self.why}
+
+
+def fit_type_thresholds(types: Sequence[str], confidences: Sequence[float], correct: Sequence[bool],
+                        target_precision: float, min_support: int = MIN_TYPE_SUPPORT) -> list[TypeThreshold]:
+    """Per entity type, the lowest confidence at which its predictions reach ``target_precision``
+    (pure). ``types``, ``confidences``, ``correct``: one item per predicted dev entity (its type, the
+    confidence the policy thresholds, whether span and type are gold). The predictions of a type
+    are ranked by confidence; the threshold is the confidence of the longest top run whose
+    precision is ``>= target_precision`` (ties at that confidence all count), so the kept share
+    is the largest with that precision on dev. Not fitted (``threshold`` None): fewer than
+    ``min_support`` predictions, or no run reaching the target."""
+    if not 0.0 < float(target_precision) <= 1.0:
+        raise ValueError(f"selftrain.target_precision must be in (0, 1], got {target_precision}")
+    if not len(types) == len(confidences) == len(correct):
+        raise ValueError(f"{len(types)} types, {len(confidences)} confidences, {len(correct)} correct flags")
+    by_type: dict[str, list[tuple[float, bool]]] = {}
+    for t, c, ok in zip(types, confidences, correct):
+        by_type.setdefault(str(t), []).append((_check_confidence(c, f"confidence of a {t} prediction"), bool(ok)))
+    out = []
+    for t, items in sorted(by_type.items()):
+        n = len(items)
+        if n < min_support:
+            out.append(TypeThreshold(t, None, None, 0, n, f"{n} dev predictions < {min_support}"))
+            continue
+        items.sort(key=lambda x: -x[0])
+        best = None
+        tp = 0
+        for i, (c, ok) in enumerate(items):
+            tp += ok
+            last_of_tie = i + 1 == n or items[i + 1][0] < c
+            if last_of_tie and tp / (i + 1) >= target_precision:
+                best = (c, tp / (i + 1), i + 1)
+        if best is None:
+            out.append(TypeThreshold(t, None, None, 0, n, f"no confidence reaches precision {target_precision:g}"))
+        else:
+            out.append(TypeThreshold(t, best[0], best[1], best[2], n, f"precision {best[1]:.3f} on dev"))
+    return out
 
 
 def select_sentence(

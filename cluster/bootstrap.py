@@ -331,6 +331,17 @@ def _log_plots(tracker: Any, rounds: Sequence[RoundRecord]) -> None:
         tracker.log_plot(fig, PSEUDO_PLOT, {**pseudo, "labels": type_labels(types, font)})
 
 
+def teacher_thresholds(teacher: RoundRecord, selftrain: Any) -> dict[str, float] | None:
+    """The per-type thresholds a round's pseudo-labels use: those fitted on dev for the teacher
+    round (``extra["type_thresholds"]``, types not fitted keep ``selftrain.threshold``); None
+    without ``selftrain.target_precision``. A teacher evaluated before the key was set has none
+    fitted: a resume that sets it starts with the next round's teacher."""
+    if selftrain.target_precision is None:
+        return None
+    fitted = (teacher.extra or {}).get("type_thresholds") or []
+    return {f["type"]: float(f["threshold"]) for f in fitted if f.get("threshold") is not None}
+
+
 class _RoundRunner:
     """The per-round work of one run (kept together: config, layout, components, device)."""
 
@@ -380,7 +391,8 @@ class _RoundRunner:
             raise BootstrapError(f"round {best.round} has no model directory in state.json")
         res = pseudo_label(self.layout.split("unlabeled"), best.model_dir, self.layout.round_dir(r) / "pseudo",
                            self.cfg.selftrain.threshold, self.cfg.cluster, self.cfg.selftrain, r,
-                           type_share=self.type_share, pool=self.labeler_pool(), log_line=self.log)
+                           type_share=self.type_share, pool=self.labeler_pool(), log_line=self.log,
+                           type_thresholds=teacher_thresholds(best, self.cfg.selftrain))
         self.log(f"round {r}: pseudo-labeled {res.input_rows} sentences with round {best.round}'s model: "
                  f"{res.counts}, {res.kept_after_cap} kept after caps ({res.sentences_per_s:.0f} sentences/s)")
         if self.cfg.selftrain.mode == "accumulate":
@@ -398,7 +410,8 @@ class _RoundRunner:
         dev documents tagged by it."""
         from cemr.pipeline import evaluate_splits, load_documents
         from cemr.predictor import Predictor
-        from cemr.selection import policy_from_config
+        from cemr.selection import fit_type_thresholds, policy_from_config
+        from cluster.round_metrics import entity_items
 
         predictor = Predictor.load(model_dir, self.device, confidence=self.cfg.selftrain.confidence)
         bs = self.cfg.train.eval_batch_size
@@ -407,8 +420,15 @@ class _RoundRunner:
         dev = load_documents(self.layout, "dev")
         if dev:
             policy = policy_from_config(self.cfg.selftrain)
-            out["calibration"] = calibration(predictor.predict_document_sentences(dev, batch_size=bs),
-                                             {d.id: d.spans for d in dev}, policy)
+            pairs = list(predictor.predict_document_sentences(dev, batch_size=bs))
+            gold = {d.id: d.spans for d in dev}
+            out["calibration"] = calibration(pairs, gold, policy)
+            if self.cfg.selftrain.target_precision is not None:
+                fitted = fit_type_thresholds(*entity_items(pairs, gold), self.cfg.selftrain.target_precision)
+                out["type_thresholds"] = [f.to_dict() for f in fitted]
+                self.log(f"round {r}: per-type thresholds for precision {self.cfg.selftrain.target_precision:g} "
+                         f"on dev: " + ", ".join(f"{f.type} {'-' if f.threshold is None else f'{f.threshold:.3f}'}"
+                                                 for f in fitted))
             if self.cfg.tracking.log_samples:
                 from cemr.review.html import render_html
 
@@ -429,9 +449,10 @@ class _RoundRunner:
         train_dirs = [str(self.layout.split("train"))]
         weights = [1.0]
         pseudo, pseudo_rows, pseudo_prf, proposed, per_type = None, 0, None, None, None
-        threshold = None
+        threshold, type_thresholds = None, None
         if r > 0:
             threshold = float(self.cfg.selftrain.threshold)
+            type_thresholds = teacher_thresholds(best_round(state.rounds), self.cfg.selftrain)
             t0 = time.perf_counter()
             pseudo, dirs, pseudo_rows = self.pseudo_label(state, r)
             times["pseudo_label"] = time.perf_counter() - t0
@@ -476,6 +497,8 @@ class _RoundRunner:
                 "pseudo_metrics": pseudo.metrics(proposed, pseudo_prf, per_type) if pseudo else {},
                 "pseudo_gold_per_type": per_type,
                 "calibration": evals.get("calibration"),
+                "type_thresholds": evals.get("type_thresholds"),  # fitted on dev: what its pseudo-labels use
+                "pseudo_type_thresholds": type_thresholds,  # the teacher's, applied in this round's labels
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
                           "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
                           "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,

@@ -78,6 +78,7 @@ class LabelSpec:
     predictor_kwargs: Mapping[str, Any] = field(default_factory=dict)
     candidates: bool = False  # return (key, confidence, types) of kept rows (a cap applies)
     model_stamp: tuple = ()  # model_stamp(model_dir) on the driver: a directory rewritten in place reloads
+    type_thresholds: tuple = ()  # (type, threshold) pairs of SelectionPolicy.type_thresholds
 
     def model_key(self) -> str:
         """The predictor is reloaded when this changes (the model, its files or its options; not the
@@ -160,12 +161,13 @@ class LabelerActor:
         if self._labeler is None or spec.model_key() != self._key:
             self._labeler = PseudoLabeler(self.factory, spec.model_dir, self.device, spec.threshold, spec.mode,
                                           spec.round, predict_batch_size=spec.predict_batch_size,
-                                          predictor_kwargs=dict(spec.predictor_kwargs))
+                                          predictor_kwargs=dict(spec.predictor_kwargs),
+                                          type_thresholds=spec.type_thresholds)
             self._key = spec.model_key()
             self.loads += 1
         else:  # same model: the round's rule only
             self._labeler.threshold, self._labeler.mode = float(spec.threshold), spec.mode
-            self._labeler.round = int(spec.round)
+            self._labeler.round, self._labeler.type_thresholds = int(spec.round), tuple(spec.type_thresholds)
         return self._labeler
 
     def label(self, spec: LabelSpec, unit: Unit, all_dir: str) -> dict[str, Any]:

@@ -175,9 +175,10 @@ def check_prediction_spans(text: str, preds: list[Any]) -> None:
             raise ValueError(f"predicted spans {a} and {b} overlap")
 
 
-def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, Any]:
+def label_row(text: Any, item: Any, threshold: float, mode: str, type_thresholds: Any = ()) -> dict[str, Any]:
     """Status of one sentence given the predictor's output ``item`` for it (pure, no Ray): the
-    decision of ``SelectionPolicy(threshold, mode)`` (:meth:`cemr.selection.SelectionPolicy.decide`).
+    decision of ``SelectionPolicy(threshold, mode, type_thresholds=...)``
+    (:meth:`cemr.selection.SelectionPolicy.decide`).
 
     Returns ``{"spans": [dict], "unsure": [dict], "status", "reason", "confidence",
     "predicted", "predictions": [dict with confidence]}``; anything invalid becomes ``failed``
@@ -193,7 +194,8 @@ def label_row(text: Any, item: Any, threshold: float, mode: str) -> dict[str, An
         token_conf = getattr(item, "token_confidence", None)
         if token_conf is not None and not len(token_conf):
             token_conf = None  # an empty one: not given
-        decision = SelectionPolicy(threshold, mode).decide(len(text), preds, sent_conf, token_conf)
+        decision = SelectionPolicy(threshold, mode, type_thresholds=type_thresholds).decide(
+            len(text), preds, sent_conf, token_conf)
         return {
             "spans": [s.to_dict() for s in decision.spans],
             "unsure": ranges_to_struct(decision.unsure),
@@ -225,11 +227,14 @@ class PseudoLabeler:
         round: int,
         predict_batch_size: int = 64,
         predictor_kwargs: dict[str, Any] | None = None,
+        type_thresholds: Any = (),
     ):
         self.device = _actor_device(device)
         self.predictor = load_predictor(factory, model_dir, self.device, **(predictor_kwargs or {}))
         self.threshold = float(threshold)
         self.mode = mode
+        self.type_thresholds = tuple(type_thresholds.items() if isinstance(type_thresholds, Mapping)
+                                     else type_thresholds)
         self.round = int(round)
         self.predict_batch_size = int(predict_batch_size)
         self.labeler = f"{socket.gethostname()}:{os.getpid()}"
@@ -267,7 +272,7 @@ class PseudoLabeler:
                 rows.append({"spans": [], "unsure": [], "status": FAILED, "reason": _error_text(item),
                              "confidence": None, "predicted": 0, "predictions": []})
             else:
-                rows.append(label_row(text, item, self.threshold, self.mode))
+                rows.append(label_row(text, item, self.threshold, self.mode, self.type_thresholds))
         n = len(texts)
         return pa.Table.from_pydict(
             {
@@ -511,6 +516,7 @@ def pseudo_label(
     type_share: dict[str, float] | None = None,
     pool: Any = None,
     log_line: Any = None,
+    type_thresholds: Mapping[str, float] | None = None,
 ) -> PseudoLabelResult:
     """Label every sentence of ``unlabeled_dir`` (Parquet shards) with the model of ``model_dir``.
 
@@ -527,6 +533,8 @@ def pseudo_label(
     (:func:`cemr.selection.policy_from_config`; a bad value: :class:`PseudoLabelError` before
     anything runs).
 
+    ``type_thresholds``: ``{type: threshold}`` fitted on dev (``selftrain.target_precision``), the
+    policy's ``type_thresholds``.
     ``pool``: a :class:`cluster.labeler_pool.LabelerPool` kept across rounds (started for the same
     ``cluster_cfg`` and ``predictor``, else :class:`PseudoLabelError`); None: one is started for this
     call and shut down after it. ``log_line``: where the pass says how it was cut (default: logging).
@@ -540,7 +548,7 @@ def pseudo_label(
     if not unlabeled_dir.exists():
         raise PseudoLabelError(f"{unlabeled_dir}: unlabeled shards not found")
     try:
-        policy = policy_from_config(selftrain_cfg, threshold)
+        policy = policy_from_config(selftrain_cfg, threshold, type_thresholds)
     except ValueError as exc:
         raise PseudoLabelError(f"bad selection policy: {exc}") from exc
     if policy.class_balance and not type_share:
@@ -581,7 +589,8 @@ def pseudo_label(
     spec = LabelSpec(model_dir=str(model_dir), threshold=policy.threshold, mode=policy.mode, round=int(round),
                      batch_size=batch_size, predict_batch_size=min(batch_size, 64),
                      predictor_kwargs={**policy.predictor_kwargs(), **threads, **precision, **(predictor_kwargs or {})},
-                     candidates=policy.capped, model_stamp=model_stamp(model_dir))
+                     candidates=policy.capped, model_stamp=model_stamp(model_dir),
+                     type_thresholds=policy.type_thresholds)
     results: list[dict[str, Any]] = []
     try:
         if units:

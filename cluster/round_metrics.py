@@ -192,6 +192,26 @@ def calibration_items(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Seque
     return unit, confidences, correct
 
 
+def entity_items(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Sequence[Span]]
+                 ) -> tuple[list[str], list[float], list[bool]]:
+    """``(types, confidences, correct)``: one item per predicted entity of ``pairs`` (as for
+    :func:`calibration_items`), correct when its span and type are gold: what
+    :func:`cemr.selection.fit_type_thresholds` fits per-type thresholds on."""
+    types: list[str] = []
+    confidences: list[float] = []
+    correct: list[bool] = []
+    for sent, pred in pairs:
+        if sent.doc_id not in gold:
+            raise ValueError(f"sentence {sent.doc_id}/{sent.sent_id}: no gold document {sent.doc_id!r}")
+        preds, _ = unpack_prediction(pred)
+        inside, _crossing = _sentence_gold(gold[sent.doc_id], sent.offset, len(sent.text))
+        for p in preds:
+            types.append(p.span.type)
+            confidences.append(float(p.confidence))
+            correct.append(p.span in inside)
+    return types, confidences, correct
+
+
 def calibration(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Sequence[Span]], policy: SelectionPolicy,
                 bins: int = 10) -> dict[str, Any]:
     """The round's reliability on dev (stored as ``RoundRecord.extra["calibration"]``): ``unit``,

@@ -230,3 +230,47 @@ def test_importing_the_policy_loads_neither_torch_nor_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- per-type thresholds fitted on dev (selftrain.target_precision) ------------------------------
+
+
+def test_per_type_thresholds_apply_to_their_types_only():
+    A, B = Span(0, 2, "DIS"), Span(3, 5, "SYM")
+    policy = SelectionPolicy(0.7, "entity", type_thresholds={"SYM": 0.3, "DIS": 0.96})
+    assert policy.type_thresholds == (("DIS", 0.96), ("SYM", 0.3)) and policy.threshold_for("DRUG") == 0.7
+    kept, status, reason = policy.select([P(A, 0.9), P(B, 0.4)])
+    assert kept == [B] and status == "kept" and "their type thresholds" in reason
+    # partial: the dropped DIS mention is unsure, O chars still use the global threshold
+    d = SelectionPolicy(0.7, "partial", type_thresholds={"SYM": 0.3}).decide(6, [P(A, 0.5), P(B, 0.4)],
+                                                                             token_confidence=[0.9] * 6)
+    assert d.spans == [B] and d.unsure == [(0, 2)]
+    assert hash(policy) == hash(SelectionPolicy(0.7, "entity", type_thresholds=[("SYM", 0.3), ("DIS", 0.96)]))
+    with pytest.raises(ValueError, match="entity or partial"):
+        SelectionPolicy(0.7, "sentence", type_thresholds={"SYM": 0.3})
+    with pytest.raises(ValueError, match="threshold of type SYM"):
+        SelectionPolicy(0.7, "entity", type_thresholds={"SYM": 1.3})
+
+
+def test_fitted_thresholds_are_the_lowest_confidence_reaching_the_target_precision():
+    from cemr.selection import fit_type_thresholds
+
+    # DIS: ranked 0.99 ok, 0.95 ok, 0.9 wrong, 0.8 ok, 0.7 wrong, 0.6 wrong (+ 14 low wrong ones)
+    dis = [(0.99, True), (0.95, True), (0.9, False), (0.8, True), (0.7, False), (0.6, False)] + [(0.1, False)] * 14
+    sym = [(0.5, True)] * 25  # always right: everything kept
+    few = [(0.9, True)] * 3  # too few to fit
+    bad = [(0.9, False)] * 20  # never reaches the target
+    items = [("DIS", c, ok) for c, ok in dis] + [("SYM", c, ok) for c, ok in sym] + \
+        [("DRUG", c, ok) for c, ok in few] + [("LAB", c, ok) for c, ok in bad]
+    types, confs, correct = map(list, zip(*items))
+    fitted = {f.type: f for f in fit_type_thresholds(types, confs, correct, 0.75)}
+    # precision of the top runs: 1, 1, 0.67, 0.75, 0.6, ...: the longest at >= 0.75 ends at 0.8
+    assert fitted["DIS"].threshold == 0.8 and fitted["DIS"].kept == 4 and fitted["DIS"].precision == 0.75
+    assert fitted["SYM"].threshold == 0.5 and fitted["SYM"].kept == 25
+    assert fitted["DRUG"].threshold is None and "3 dev predictions" in fitted["DRUG"].why
+    assert fitted["LAB"].threshold is None and "no confidence reaches" in fitted["LAB"].why
+    # ties at a confidence count together: a run never ends inside a tie
+    tie = fit_type_thresholds(["X"] * 20, [0.9, 0.9] + [0.1] * 18, [True, False] + [False] * 18, 0.9)[0]
+    assert tie.threshold is None
+    with pytest.raises(ValueError, match="target_precision"):
+        fit_type_thresholds(types, confs, correct, 0.0)

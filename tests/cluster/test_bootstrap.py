@@ -273,6 +273,17 @@ def test_a_rounds_evaluation_measures_dev_calibration_and_tags_dev_pages(tmp_pat
         assert list(pages) == (["samples/round_003_dev.html"] if log_samples else [])
     page = pages["samples/round_003_dev.html"]
     assert page.count('<section class="doc"') == bootstrap.SAMPLE_DOCUMENTS and ">头痛</mark>" in page
+    assert "type_thresholds" not in evals  # selftrain.target_precision unset: nothing fitted
+
+    # selftrain.target_precision: per-type thresholds fitted on the same dev predictions
+    cfg = load_config(DEMO, [*TINY, f"run_dir={tmp_path}", "selftrain.selection=partial",
+                             "selftrain.target_precision=0.9"])
+    runner.cfg, runner.log = cfg, (lines := []).append
+    evals, _ = runner.evaluate(tmp_path / "model", 4)
+    fitted = {f["type"]: f for f in evals["type_thresholds"]}
+    assert fitted["症状和体征"]["threshold"] == 0.95 and fitted["症状和体征"]["precision"] == 1.0
+    assert fitted["身体部位"]["threshold"] is None  # 25 predictions, all wrong: keeps selftrain.threshold
+    assert any("per-type thresholds for precision 0.9" in line for line in lines)
 
 
 def test_a_finished_run_with_nothing_left_returns_without_ray(tmp_path, monkeypatch):

@@ -159,3 +159,26 @@ def test_the_bootstrap_stops_kept_actors_only_when_training_would_not_fit():
     # cluster.reuse_actors=false: no pool is kept at all
     runner.cfg = load_config(None, ["cluster.reuse_actors=false"])
     assert runner.labeler_pool() is None
+
+
+@pytest.mark.ray
+def test_per_type_thresholds_reach_the_actors(ray_local, unlabeled, tmp_path):
+    (m,) = _models(tmp_path, 1)
+    cfg = SelfTrainConfig(selection="entity")
+    plain = pseudo_label(unlabeled, m, tmp_path / "a", 0.7, CLUSTER, cfg, 1, predictor=PREDICTOR)
+    # the 0.4 symptom passes its own (lower) threshold; the disease is held to a higher one
+    typed = pseudo_label(unlabeled, m, tmp_path / "b", 0.7, CLUSTER, cfg, 1, predictor=PREDICTOR,
+                         type_thresholds={fakes.SYMPTOM: 0.3, fakes.DISEASE: 0.99})
+    assert plain.entities_kept == {fakes.DISEASE: fakes.expected_entities(N, "entity")}
+    assert set(typed.entities_kept) == {fakes.SYMPTOM} and typed.entities_kept[fakes.SYMPTOM] > 0
+
+
+def test_a_round_uses_the_thresholds_fitted_for_its_teacher():
+    from cemr.selftrain import RoundRecord
+    from cluster.bootstrap import teacher_thresholds
+
+    fitted = [{"type": "DIS", "threshold": 0.8}, {"type": "SYM", "threshold": None}]
+    teacher = RoundRecord(round=1, dev_f1=0.5, dev_precision=0.5, dev_recall=0.5, threshold=0.7,
+                          train_sentences=1, extra={"type_thresholds": fitted})
+    assert teacher_thresholds(teacher, load_config(None, ["selftrain.target_precision=0.9"]).selftrain) == {"DIS": 0.8}
+    assert teacher_thresholds(teacher, load_config(None).selftrain) is None  # not asked for
