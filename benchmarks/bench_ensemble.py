@@ -15,7 +15,6 @@ type for the full ensemble), the mean +- spread per ensemble size, then one JSON
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -26,6 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_heldout import file_digest  # noqa: E402
 
 
 def same_documents(run: Path, seeds: list[int], split: str) -> Path:
@@ -34,7 +36,7 @@ def same_documents(run: Path, seeds: list[int], split: str) -> Path:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise SystemExit(f"{missing[0]} does not exist")
-    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    digests = {file_digest(p) for p in paths}
     if len(digests) != 1:
         raise SystemExit(f"the seeds' {split} documents differ ({', '.join(map(str, paths))}): not one split")
     return paths[0]

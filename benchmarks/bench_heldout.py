@@ -117,7 +117,8 @@ def seed_stages(source: Path, target: Path) -> list[str]:
     return copied
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (documents of two runs compared: the same split or not)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -132,7 +133,7 @@ def full_from_seeds_run(seeds_run: Path, seed: int, run_dir: Path) -> dict:
         mine, theirs = (d / "data" / "documents" / f"{split}.jsonl" for d in (Path(run_dir), src))
         if not theirs.is_file() or not mine.is_file():
             raise SystemExit(f"--full-from: {theirs if not theirs.is_file() else mine} does not exist")
-        if _digest(mine) != _digest(theirs):
+        if file_digest(mine) != file_digest(theirs):
             raise SystemExit(f"--full-from: {theirs} differs from {mine}: not the same {split} split")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     cfg_name = None

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     pool, heldout = args.run / "data" / "unlabeled", args.run / "data" / "heldout"
     if not pool.is_dir() or not heldout.is_dir() or count_rows(heldout) == 0:
         raise SystemExit(f"{args.run}: no data/unlabeled pool with data/heldout hidden gold (a labeled_fraction < 1 run)")
-    teachers = [parse_teacher(t) for t in args.teacher]
+    parsed = [parse_teacher(t) for t in args.teacher]
+    teachers = [(name, paths, False) for name, paths in parsed]  # (name, model dirs, fit thresholds on dev)
     dev_docs = None
     if args.target_precision is not None:
         from cemr.pipeline import RunLayout, load_documents
@@ -117,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         dev_docs = load_documents(RunLayout.of(args.run), "dev")
         if not dev_docs:
             raise SystemExit(f"--target-precision: {args.run} has no dev documents to fit thresholds on")
-        teachers += [(f"{name}@p{args.target_precision:g}", paths, True) for name, paths in teachers]
-    teachers = [t if len(t) == 3 else (*t, False) for t in teachers]
+        teachers += [(f"{name}@p{args.target_precision:g}", paths, True) for name, paths in parsed]
     work = Path(tempfile.mkdtemp(prefix="bench_teacher_"))
     t_start = time.perf_counter()
     rows = []

@@ -166,18 +166,26 @@ def read_labeled(data: str | os.PathLike, fmt: str, *, max_rejected: float, stri
     return docs, src
 
 
-def load_predictor(model_dir: str | os.PathLike | Sequence[str | os.PathLike], device: str = "auto", *,
-                   max_len: int | None = None, precision: str = "fp32") -> Any:
-    """The predictor of one model directory, or of several (the seeds of one config) as a seed
-    ensemble (:func:`cemr.ensemble.load_ensemble`, float32 only); each directory checked first."""
+def check_model_dirs(model_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """One model directory or several as a list, each checked (:func:`cemr.modeldir.check_model_dir`)
+    before any is loaded; ``ValueError`` for none."""
     from cemr.modeldir import check_model_dir
-    from cemr.predictor import Predictor
 
     dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
     if not dirs:
         raise ValueError("no model directory given")
     for d in dirs:
         check_model_dir(d)
+    return dirs
+
+
+def load_predictor(model_dir: str | os.PathLike | Sequence[str | os.PathLike], device: str = "auto", *,
+                   max_len: int | None = None, precision: str = "fp32") -> Any:
+    """The predictor of one model directory, or of several (the seeds of one config) as a seed
+    ensemble (:func:`cemr.ensemble.load_ensemble`, float32 only); each directory checked first."""
+    from cemr.predictor import Predictor
+
+    dirs = check_model_dirs(model_dir)
     if len(dirs) == 1:
         return Predictor.load(dirs[0], device, max_len=max_len, precision=precision)
     from cemr.ensemble import EnsembleError, load_ensemble
@@ -204,8 +212,6 @@ def predict_files(model_dir: str | os.PathLike | Sequence[str | os.PathLike], in
     and flushed as soon as it is tagged; a file or directory output still appears only when complete.
     A progress bar on stderr counts the characters tagged (:mod:`cemr.progress`), so it moves inside
     one long document too."""
-    from cemr.modeldir import check_model_dir
-
     if out_format not in OUT_FORMATS:
         raise OutputError(f"--out-format {out_format!r}: expected one of {', '.join(OUT_FORMATS)}")
     if out_format == "brat" and str(out) == STDIO:
@@ -216,8 +222,7 @@ def predict_files(model_dir: str | os.PathLike | Sequence[str | os.PathLike], in
     if low_confidence is not None and not 0 <= low_confidence <= 1:
         raise OutputError(f"--low-confidence {low_confidence}: expected a confidence in [0, 1]")
     check_output(out, inputs, overwrite=overwrite, kind="dir" if out_format == "brat" else "file")
-    for d in [model_dir] if isinstance(model_dir, (str, os.PathLike)) else model_dir:
-        check_model_dir(d)
+    check_model_dirs(model_dir)
     with stdin_as_file(inputs, stdin) as read_paths:
         sources = resolve_sources(inputs, read_paths, input_format, labeled=False, log=log)
         chars = check_unique_ids(sources, column)
@@ -324,10 +329,7 @@ def evaluate_model_dir(model_dir: str | os.PathLike | Sequence[str | os.PathLike
     ``max_rejected`` (any with ``strict``) or with none readable is an error, never scored as
     "no entities"; entity types that differ between model and data are a warning (an error with
     ``strict``). Several model directories: their seed ensemble (:func:`load_predictor`)."""
-    from cemr.modeldir import check_model_dir
-
-    for d in [model_dir] if isinstance(model_dir, (str, os.PathLike)) else model_dir:
-        check_model_dir(d)
+    check_model_dirs(model_dir)
     docs, src = read_labeled(data, fmt, max_rejected=max_rejected, strict=strict, log=log)
     predictor = load_predictor(model_dir, device, max_len=max_len)
     warnings = []

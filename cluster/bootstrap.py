@@ -382,8 +382,10 @@ class _RoundRunner:
             self.pool.shutdown()
             self.pool = None
 
-    def pseudo_label(self, state: RunState, r: int) -> tuple[Any, list[str], int]:
-        """Label the pool with the best model so far; returns ``(result, training dirs, rows)``."""
+    def pseudo_label(self, state: RunState, r: int, type_thresholds: Mapping[str, float] | None = None
+                     ) -> tuple[Any, list[str], int]:
+        """Label the pool with the best model so far (``type_thresholds``: its per-type thresholds,
+        :func:`teacher_thresholds`); returns ``(result, training dirs, rows)``."""
         from cluster.pseudolabel import pseudo_label
 
         best = best_round(state.rounds)
@@ -392,7 +394,7 @@ class _RoundRunner:
         res = pseudo_label(self.layout.split("unlabeled"), best.model_dir, self.layout.round_dir(r) / "pseudo",
                            self.cfg.selftrain.threshold, self.cfg.cluster, self.cfg.selftrain, r,
                            type_share=self.type_share, pool=self.labeler_pool(), log_line=self.log,
-                           type_thresholds=teacher_thresholds(best, self.cfg.selftrain))
+                           type_thresholds=type_thresholds)
         self.log(f"round {r}: pseudo-labeled {res.input_rows} sentences with round {best.round}'s model: "
                  f"{res.counts}, {res.kept_after_cap} kept after caps ({res.sentences_per_s:.0f} sentences/s)")
         if self.cfg.selftrain.mode == "accumulate":
@@ -454,7 +456,7 @@ class _RoundRunner:
             threshold = float(self.cfg.selftrain.threshold)
             type_thresholds = teacher_thresholds(best_round(state.rounds), self.cfg.selftrain)
             t0 = time.perf_counter()
-            pseudo, dirs, pseudo_rows = self.pseudo_label(state, r)
+            pseudo, dirs, pseudo_rows = self.pseudo_label(state, r, type_thresholds)
             times["pseudo_label"] = time.perf_counter() - t0
             if pseudo.counts.get(KEPT, 0) == 0:
                 self.log(f"round {r}: no sentence reached threshold {threshold}: training on gold only")

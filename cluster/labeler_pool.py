@@ -150,7 +150,6 @@ class LabelerActor:
         self.factory, self.device = factory, device
         self._key: str | None = None
         self._labeler: Any = None
-        self.loads = 0
 
     def ready(self) -> int:
         return os.getpid()
@@ -164,7 +163,6 @@ class LabelerActor:
                                           predictor_kwargs=dict(spec.predictor_kwargs),
                                           type_thresholds=spec.type_thresholds)
             self._key = spec.model_key()
-            self.loads += 1
         else:  # same model: the round's rule only
             self._labeler.threshold, self._labeler.mode = float(spec.threshold), spec.mode
             self._labeler.round, self._labeler.type_thresholds = int(spec.round), tuple(spec.type_thresholds)
@@ -215,7 +213,6 @@ class LabelerPool:
             raise LabelerPoolError("Ray is not initialised: call cluster.runtime.init_ray first")
         self.resources = actor_resources(cluster_cfg)
         self.size = int(cluster_cfg.actors)
-        self.predictor = predictor
         self.key = self.config_key(cluster_cfg, predictor)
         opts: dict[str, Any] = {"num_cpus": self.resources["num_cpus"], "num_gpus": self.resources["num_gpus"],
                                 "max_restarts": RESTARTS, "max_task_retries": RESTARTS}

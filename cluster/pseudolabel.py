@@ -477,12 +477,6 @@ def _ensure_parquet(path: Path) -> None:
         pq.write_table(OUTPUT_SCHEMA.empty_table(), path / "empty.parquet")
 
 
-def _add_counts(acc: dict[str, int], more: dict[str, int]) -> dict[str, int]:
-    out = Counter(acc)
-    out.update(more)
-    return dict(out)
-
-
 def _cap_selection(results: list[dict[str, Any]], policy: SelectionPolicy, type_share: dict[str, float] | None):
     """The cap (``max_pseudo_per_round`` / class balance) over the kept rows' candidates the actors
     returned (key, confidence, types: never text): the keys kept, the drop reasons, the kept
@@ -601,9 +595,9 @@ def pseudo_label(
         label_seconds = time.perf_counter() - started
         _ensure_parquet(all_dir)
 
-        sums: dict[str, int] = {}
+        sums: Counter = Counter()
         for r in results:
-            sums = _add_counts(sums, r["counts"])
+            sums.update(r["counts"])
         counts = {s: sums.get(f"status={s}", 0) for s in STATUSES}
         unknown = {k: v for k, v in sums.items() if k.startswith("status=") and k[7:] not in STATUSES}
         written_all = count_rows(all_dir)

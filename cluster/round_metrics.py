@@ -171,25 +171,29 @@ def calibration_items(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Seque
     :meth:`SelectionPolicy.score` (min of its entity and sentence confidences), correct when its
     predicted spans are exactly its gold spans. ``entity`` / ``partial`` modes (entities kept one
     by one): one item per predicted entity, correct when its span and type are gold."""
-    unit = "sentence" if policy.mode == "sentence" else "entity"
+    if policy.mode != "sentence":
+        _types, confidences, correct = entity_items(pairs, gold)
+        return "entity", confidences, correct
     confidences: list[float] = []
     correct: list[bool] = []
+    for preds, sent_conf, inside, crossing in _scored_sentences(pairs, gold):
+        score = policy.score(preds, sent_conf)
+        if score is None:
+            continue  # nothing to score: never kept
+        confidences.append(float(score))
+        correct.append(not crossing and {p.span for p in preds} == inside and len(preds) == len(inside))
+    return "sentence", confidences, correct
+
+
+def _scored_sentences(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Sequence[Span]]):
+    """Per ``(sentence, prediction)``: ``(entities, sentence confidence, gold spans inside it in
+    sentence offsets, whether a gold span crosses its ends)``."""
     for sent, pred in pairs:
         if sent.doc_id not in gold:
             raise ValueError(f"sentence {sent.doc_id}/{sent.sent_id}: no gold document {sent.doc_id!r}")
         preds, sent_conf = unpack_prediction(pred)
         inside, crossing = _sentence_gold(gold[sent.doc_id], sent.offset, len(sent.text))
-        if unit == "sentence":
-            score = policy.score(preds, sent_conf)
-            if score is None:
-                continue  # nothing to score: never kept
-            confidences.append(float(score))
-            correct.append(not crossing and {p.span for p in preds} == inside and len(preds) == len(inside))
-        else:
-            for p in preds:
-                confidences.append(float(p.confidence))
-                correct.append(p.span in inside)
-    return unit, confidences, correct
+        yield preds, sent_conf, inside, crossing
 
 
 def entity_items(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Sequence[Span]]
@@ -200,11 +204,7 @@ def entity_items(pairs: Iterable[tuple[Any, Any]], gold: Mapping[str, Sequence[S
     types: list[str] = []
     confidences: list[float] = []
     correct: list[bool] = []
-    for sent, pred in pairs:
-        if sent.doc_id not in gold:
-            raise ValueError(f"sentence {sent.doc_id}/{sent.sent_id}: no gold document {sent.doc_id!r}")
-        preds, _ = unpack_prediction(pred)
-        inside, _crossing = _sentence_gold(gold[sent.doc_id], sent.offset, len(sent.text))
+    for preds, _conf, inside, _crossing in _scored_sentences(pairs, gold):
         for p in preds:
             types.append(p.span.type)
             confidences.append(float(p.confidence))
