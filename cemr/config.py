@@ -574,6 +574,12 @@ CROSS_RULES: tuple[CrossRule, ...] = (
               lambda c: _when(not c.model.bert.enabled or c.model.bert.stride <= c.model.bert.window,
                               f"model.bert.stride ({c.model.bert.stride}) must be <= model.bert.window "
                               f"({c.model.bert.window})")),
+    CrossRule(("selftrain.target_precision", "selftrain.selection"),
+              "selftrain.target_precision needs selftrain.selection entity or partial (cemr.selection)",
+              lambda c: _when(c.selftrain.target_precision is None or c.selftrain.selection != "sentence",
+                              "selftrain.target_precision fits a threshold per entity type, which sentence "
+                              "selection (whole sentences kept by one score) cannot use: set "
+                              "selftrain.selection to entity or partial, or target_precision to null")),
     CrossRule(("sweep.start", "sweep.stop"), "sweep.start <= sweep.stop",
               lambda c: _when(c.sweep.start <= c.sweep.stop,
                               f"sweep.start ({c.sweep.start:g}) must be <= sweep.stop ({c.sweep.stop:g})")),

@@ -274,3 +274,11 @@ def test_fitted_thresholds_are_the_lowest_confidence_reaching_the_target_precisi
     assert tie.threshold is None
     with pytest.raises(ValueError, match="target_precision"):
         fit_type_thresholds(types, confs, correct, 0.0)
+
+
+def test_target_precision_with_sentence_selection_is_refused_when_the_config_is_read():
+    from cemr.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="target_precision fits a threshold per entity type"):
+        load_config(None, ["selftrain.target_precision=0.9", "selftrain.selection=sentence"])
+    assert load_config(None, ["selftrain.target_precision=0.9", "selftrain.selection=entity"]).selftrain.target_precision == 0.9

@@ -180,5 +180,6 @@ def test_a_round_uses_the_thresholds_fitted_for_its_teacher():
     fitted = [{"type": "DIS", "threshold": 0.8}, {"type": "SYM", "threshold": None}]
     teacher = RoundRecord(round=1, dev_f1=0.5, dev_precision=0.5, dev_recall=0.5, threshold=0.7,
                           train_sentences=1, extra={"type_thresholds": fitted})
-    assert teacher_thresholds(teacher, load_config(None, ["selftrain.target_precision=0.9"]).selftrain) == {"DIS": 0.8}
+    asked = load_config(None, ["selftrain.target_precision=0.9", "selftrain.selection=partial"]).selftrain
+    assert teacher_thresholds(teacher, asked) == {"DIS": 0.8}
     assert teacher_thresholds(teacher, load_config(None).selftrain) is None  # not asked for
