@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         src_state = load_state(src)
         if src_state is None or not src_state.rounds or src_state.rounds[0].round != 0:
             raise SystemExit(f"{src}: no completed round 0 in its state.json")
-        check_resume_config(src_state.config, flatten(cfg), src / "state.json")  # data/lexicon/model must agree
+        # data/lexicon/model must agree; selftrain.* may differ: only round 0 (gold only) is shared,
+        # however far the source ran
+        check_resume_config(src_state.config, flatten(cfg), src / "state.json", selftrain_started=False)
         seed_member(cfg, RunLayout.of(src), src_state)
     if args.pretrain:
         src = Path(args.pretrain).resolve() / "pretrain"

@@ -364,6 +364,20 @@ class DictionaryConfig:
 
 
 @dataclass
+class BigramConfig:
+    """Char bigram embeddings: word2vec on the bigrams of the pretraining text (cemr.features.bigram);
+    each char gets the vectors of the bigram ending at it and the one starting at it."""
+
+    enabled: bool = opt(False, "Pretrain bigram vectors and feed them to the tagger (2 * dim per char)")
+    dim: int = opt(50, "Vector size of one bigram", **POSITIVE)
+    window: int = opt(5, "Context window (bigrams each side)", **POSITIVE)
+    min_count: int = opt(2, "Bigrams seen fewer times share the unknown (zero) vector", **POSITIVE)
+    epochs: int = opt(5, "Training epochs over the text", **POSITIVE)
+    sg: bool = opt(False, "Skip-gram (true) or CBOW (false)")
+    freeze: bool = opt(True, "Keep the vectors as pretrained (false: fine-tune them with the tagger)")
+
+
+@dataclass
 class ModelConfig:
     """The BiGRU-attention-CRF tagger and its pretrained features."""
 
@@ -376,6 +390,7 @@ class ModelConfig:
     word2vec: Word2VecConfig = section(Word2VecConfig)
     bilm: BiLMConfig = section(BiLMConfig)
     bert: BertConfig = section(BertConfig)
+    bigram: BigramConfig = section(BigramConfig)
     dictionary: DictionaryConfig = section(DictionaryConfig)
     feature_cache_mb: float = opt(1024.0, "MiB of frozen BiLM/BERT outputs cached per featurizer while "
                                   "training (0: off); a loaded Predictor keeps none", ge=0.0)

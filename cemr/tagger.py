@@ -353,10 +353,12 @@ class BiLMBNERTagger(nn.Module):
 
     def feature_cache(self, name: str) -> FeatureCache | None:
         """The output cache of featurizer ``name`` (e.g. ``bert``): None when that featurizer
-        is absent or trainable, or caching is off. A cache belongs to one module object: when the
-        attribute is replaced by another module, the old cache is dropped, never reused."""
+        is absent, trainable or not worth caching (``cacheable = False``: the bigram lookup), or
+        caching is off. A cache belongs to one module object: when the attribute is replaced by
+        another module, the old cache is dropped, never reused."""
         module = getattr(self, name, None) if name in self._featurizer_names else None
-        if module is None or not is_frozen(module) or self.feature_cache_mb <= 0:
+        if (module is None or not is_frozen(module) or not getattr(module, "cacheable", True)
+                or self.feature_cache_mb <= 0):
             self._feature_caches.pop(name, None)
             return None
         entry = self._feature_caches.get(name)

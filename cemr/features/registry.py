@@ -122,15 +122,41 @@ def _load_bert(out: Path, cfg: ModelConfig, device: Any) -> nn.Module:
                                stride=b.stride, autocast=b.autocast, window_batch_size=b.window_batch_size)
 
 
-def _configure_bert(module: nn.Module, cfg: ModelConfig) -> None:
-    freeze = cfg.bert.freeze
+def _set_frozen(module: nn.Module, freeze: bool) -> None:
     module.requires_grad_(not freeze)
     if hasattr(module, "frozen"):
         module.frozen = freeze
 
 
+def _configure_bert(module: nn.Module, cfg: ModelConfig) -> None:
+    _set_frozen(module, cfg.bert.freeze)
+
+
 def _bert_inputs(cfg: ModelConfig) -> dict[str, str | None]:
     return {"model.bert.checkpoint": expand_path(cfg.bert.checkpoint)}
+
+
+# -- char bigrams ------------------------------------------------------------------------------
+
+
+def _pretrain_bigram(cfg: ModelConfig, out: Path, inp: PretrainInputs) -> dict[str, float]:
+    from cemr.features.bigram import train_bigram_featurizer
+
+    module, metrics = train_bigram_featurizer(inp.texts, cfg.bigram, seed=inp.seed, log=inp.log)
+    module.save(out)
+    return metrics
+
+
+def _load_bigram(out: Path, cfg: ModelConfig, device: Any) -> nn.Module:
+    from cemr.features.bigram import BigramFeaturizer
+
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: missing but model.bigram.enabled is true (pretrain with it enabled)")
+    return BigramFeaturizer.load(out, device=device, freeze=cfg.bigram.freeze)
+
+
+def _configure_bigram(module: nn.Module, cfg: ModelConfig) -> None:
+    _set_frozen(module, cfg.bigram.freeze)
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -140,6 +166,7 @@ FEATURIZERS: dict[str, FeaturizerKind] = {
                            text_cap=lambda cfg: cfg.bert.pretrain_max_sentences),
     "bilm": FeaturizerKind("bilm", _pretrain_bilm, _load_bilm, after_word2vec=True,
                            text_cap=lambda cfg: cfg.bilm.max_sentences),
+    "bigram": FeaturizerKind("bigram", _pretrain_bigram, _load_bigram, configure=_configure_bigram),
 }
 
 

@@ -156,24 +156,46 @@ def train_char_word2vec(
     one-shot iterator is materialised in memory first. With ``workers=1`` the result is
     reproducible for a given seed.
     """
+    source = texts if callable(texts) else _restartable(texts)
+    tokens, vectors = train_token_word2vec(CharSentences(source), dim=dim, window=window, min_count=min_count,
+                                           epochs=epochs, sg=sg, seed=seed, workers=workers, what="char")
+    return CharVectors(tokens, vectors)
+
+
+def train_token_word2vec(
+    sentences: Iterable[list[str]],
+    *,
+    dim: int,
+    window: int,
+    min_count: int,
+    epochs: int,
+    sg: bool,
+    seed: int,
+    workers: int = 1,
+    what: str = "token",
+) -> tuple[list[str], np.ndarray]:
+    """gensim word2vec over ``sentences`` (a re-iterable of token lists, walked once for the
+    vocabulary and once per epoch): the tokens seen at least ``min_count`` times, most frequent
+    first, and their float32 vectors ``(V, dim)``. ``what`` names the tokens in errors and
+    progress bars (char, bigram)."""
     from gensim.models import Word2Vec  # imported here: gensim is only needed for this step
 
     if dim < 1 or window < 1 or min_count < 1 or epochs < 1 or workers < 1:
         raise ValueError("dim, window, min_count, epochs and workers must all be >= 1")
-    source = texts if callable(texts) else _restartable(texts)
-    sentences = CharSentences(source)
     if next(iter(sentences), None) is None:
-        raise ValueError("train_char_word2vec: the corpus has no characters")
+        plural = "characters" if what == "char" else f"{what}s"
+        raise ValueError(f"{what} word2vec: the corpus has no {plural}")
     model = Word2Vec(
         vector_size=dim, window=window, min_count=min_count, sg=1 if sg else 0, seed=seed, workers=workers
     )
-    with progress(desc="word2vec vocabulary", unit="sent") as bar:
+    label = "word2vec" if what == "char" else f"{what} word2vec"
+    with progress(desc=f"{label} vocabulary", unit="sent") as bar:
         model.build_vocab(_Counted(sentences, bar))
     if len(model.wv.index_to_key) == 0:
-        raise ValueError(f"train_char_word2vec: no char occurs at least min_count={min_count} times")
-    with progress(total=model.corpus_count * epochs, desc=f"word2vec ({epochs} epochs)", unit="sent") as bar:
+        raise ValueError(f"{what} word2vec: no {what} occurs at least min_count={min_count} times")
+    with progress(total=model.corpus_count * epochs, desc=f"{label} ({epochs} epochs)", unit="sent") as bar:
         model.train(_Counted(sentences, bar), total_examples=model.corpus_count, epochs=epochs)
-    return CharVectors(list(model.wv.index_to_key), np.array(model.wv.vectors, dtype=np.float32))
+    return list(model.wv.index_to_key), np.array(model.wv.vectors, dtype=np.float32)
 
 
 def init_embedding_from_vectors(embedding: nn.Embedding, tokens: Sequence[str], vectors: CharVectors) -> int:
