@@ -334,11 +334,20 @@ def _log_plots(tracker: Any, rounds: Sequence[RoundRecord]) -> None:
 def teacher_thresholds(teacher: RoundRecord, selftrain: Any) -> dict[str, float] | None:
     """The per-type thresholds a round's pseudo-labels use: those fitted on dev for the teacher
     round (``extra["type_thresholds"]``, types not fitted keep ``selftrain.threshold``); None
-    without ``selftrain.target_precision``. A teacher evaluated before the key was set has none
-    fitted: a resume that sets it starts with the next round's teacher."""
+    without ``selftrain.target_precision``, or when the teacher was evaluated without it (a resume
+    that sets it, a run sharing another's round 0): the caller fits them then
+    (:meth:`_RoundRunner.fit_thresholds`)."""
     if selftrain.target_precision is None:
         return None
-    fitted = (teacher.extra or {}).get("type_thresholds") or []
+    fitted = (teacher.extra or {}).get("type_thresholds")
+    if fitted is None:
+        return None
+    return thresholds_of(fitted)
+
+
+def thresholds_of(fitted: list[dict[str, Any]]) -> dict[str, float]:
+    """``{type: threshold}`` of fitted type thresholds (``TypeThreshold.to_dict()`` rows); types
+    that were not fitted are left out (they keep ``selftrain.threshold``)."""
     return {f["type"]: float(f["threshold"]) for f in fitted if f.get("threshold") is not None}
 
 
@@ -412,8 +421,7 @@ class _RoundRunner:
         dev documents tagged by it."""
         from cemr.pipeline import evaluate_splits, load_documents
         from cemr.predictor import Predictor
-        from cemr.selection import fit_type_thresholds, policy_from_config
-        from cluster.round_metrics import entity_items
+        from cemr.selection import policy_from_config
 
         predictor = Predictor.load(model_dir, self.device, confidence=self.cfg.selftrain.confidence)
         bs = self.cfg.train.eval_batch_size
@@ -426,11 +434,7 @@ class _RoundRunner:
             gold = {d.id: d.spans for d in dev}
             out["calibration"] = calibration(pairs, gold, policy)
             if self.cfg.selftrain.target_precision is not None:
-                fitted = fit_type_thresholds(*entity_items(pairs, gold), self.cfg.selftrain.target_precision)
-                out["type_thresholds"] = [f.to_dict() for f in fitted]
-                self.log(f"round {r}: per-type thresholds for precision {self.cfg.selftrain.target_precision:g} "
-                         f"on dev: " + ", ".join(f"{f.type} {'-' if f.threshold is None else f'{f.threshold:.3f}'}"
-                                                 for f in fitted))
+                out["type_thresholds"] = self._fit(pairs, gold, f"round {r}")
             if self.cfg.tracking.log_samples:
                 from cemr.review.html import render_html
 
@@ -440,6 +444,35 @@ class _RoundRunner:
                     [(d, preds[d.id]) for d in docs], predictor.labels.types, low_confidence=policy.threshold,
                     title=f"Round {r}: dev documents tagged by its model (dashed: below selftrain.threshold)")
         return out, pages
+
+    def _fit(self, pairs: list[Any], gold: Mapping[str, Any], who: str) -> list[dict[str, Any]]:
+        """Per-type thresholds for ``selftrain.target_precision`` from a model's dev predictions
+        (``pairs``) against dev gold, logged; as ``TypeThreshold.to_dict()`` rows."""
+        from cemr.selection import fit_type_thresholds
+        from cluster.round_metrics import entity_items
+
+        target = self.cfg.selftrain.target_precision
+        fitted = fit_type_thresholds(*entity_items(pairs, gold), target)
+        self.log(f"{who}: per-type thresholds for precision {target:g} on dev: "
+                 + ", ".join(f"{f.type} {'-' if f.threshold is None else f'{f.threshold:.3f}'}" for f in fitted))
+        return [f.to_dict() for f in fitted]
+
+    def fit_thresholds(self, teacher: RoundRecord) -> list[dict[str, Any]]:
+        """The teacher's per-type thresholds fitted now, on dev, when its round was evaluated without
+        ``selftrain.target_precision`` (resumed with it set, or round 0 shared from another run):
+        otherwise its labels would silently use the single threshold."""
+        from cemr.pipeline import load_documents
+        from cemr.predictor import Predictor
+
+        dev = load_documents(self.layout, "dev")
+        if not dev:
+            raise BootstrapError("selftrain.target_precision fits per-type thresholds on dev, and this run has no "
+                                 "dev documents")
+        self.log(f"round {teacher.round} was evaluated without selftrain.target_precision: fitting its per-type "
+                 "thresholds on dev now")
+        predictor = Predictor.load(teacher.model_dir, self.device, confidence=self.cfg.selftrain.confidence)
+        pairs = list(predictor.predict_document_sentences(dev, batch_size=self.cfg.train.eval_batch_size))
+        return self._fit(pairs, {d.id: d.spans for d in dev}, f"round {teacher.round} (teacher)")
 
     def run(self, state: RunState, r: int) -> tuple[RoundRecord, dict[str, Any], dict[str, str]]:
         """Round ``r``: (pseudo-label,) train, evaluate, score pseudo-labels. Returns the record,
@@ -451,10 +484,14 @@ class _RoundRunner:
         train_dirs = [str(self.layout.split("train"))]
         weights = [1.0]
         pseudo, pseudo_rows, pseudo_prf, proposed, per_type = None, 0, None, None, None
-        threshold, type_thresholds = None, None
+        threshold, type_thresholds, teacher_fitted = None, None, None
         if r > 0:
             threshold = float(self.cfg.selftrain.threshold)
-            type_thresholds = teacher_thresholds(best_round(state.rounds), self.cfg.selftrain)
+            teacher = best_round(state.rounds)
+            type_thresholds = teacher_thresholds(teacher, self.cfg.selftrain)
+            if self.cfg.selftrain.target_precision is not None and type_thresholds is None:
+                teacher_fitted = self.fit_thresholds(teacher)
+                type_thresholds = thresholds_of(teacher_fitted)
             t0 = time.perf_counter()
             pseudo, dirs, pseudo_rows = self.pseudo_label(state, r, type_thresholds)
             times["pseudo_label"] = time.perf_counter() - t0
@@ -501,6 +538,8 @@ class _RoundRunner:
                 "calibration": evals.get("calibration"),
                 "type_thresholds": evals.get("type_thresholds"),  # fitted on dev: what its pseudo-labels use
                 "pseudo_type_thresholds": type_thresholds,  # the teacher's, applied in this round's labels
+                # fitted for this round because the teacher's round was evaluated without target_precision
+                "teacher_type_thresholds": teacher_fitted,
                 "train": {"best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
                           "train_rows": trained.train_rows, "resumed_from_epoch": trained.resumed_from_epoch,
                           "stop_reason": trained.stop_reason, "best_dev_f1_in_training": trained.best_dev_f1,

@@ -285,6 +285,14 @@ def test_a_rounds_evaluation_measures_dev_calibration_and_tags_dev_pages(tmp_pat
     assert fitted["身体部位"]["threshold"] is None  # 25 predictions, all wrong: keeps selftrain.threshold
     assert any("per-type thresholds for precision 0.9" in line for line in lines)
 
+    # a teacher evaluated without target_precision (round 0 shared from another run, a resume that
+    # sets it) has its thresholds fitted when a round needs them, the same way, and says so
+    teacher = RoundRecord(round=0, dev_f1=0.5, model_dir=str(tmp_path / "model"), extra={"type_thresholds": None})
+    assert bootstrap.teacher_thresholds(teacher, cfg.selftrain) is None
+    late = runner.fit_thresholds(teacher)
+    assert late == evals["type_thresholds"] and bootstrap.thresholds_of(late) == {"症状和体征": 0.95}
+    assert any("round 0 was evaluated without selftrain.target_precision" in line for line in lines)
+
 
 def test_a_finished_run_with_nothing_left_returns_without_ray(tmp_path, monkeypatch):
     from cemr.config import load_config

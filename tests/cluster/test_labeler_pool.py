@@ -183,3 +183,6 @@ def test_a_round_uses_the_thresholds_fitted_for_its_teacher():
     asked = load_config(None, ["selftrain.target_precision=0.9", "selftrain.selection=partial"]).selftrain
     assert teacher_thresholds(teacher, asked) == {"DIS": 0.8}
     assert teacher_thresholds(teacher, load_config(None).selftrain) is None  # not asked for
+    unfitted = RoundRecord(round=0, dev_f1=0.5, dev_precision=0.5, dev_recall=0.5, threshold=None,
+                           train_sentences=1, extra={})
+    assert teacher_thresholds(unfitted, asked) is None  # evaluated without it: the round fits them
