@@ -135,10 +135,16 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
 
 def changed_config_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{key: (old value, new value)}`` of the flattened config keys that differ (``run_dir``
-    aside; a key present on one side only has ``None`` on the other)."""
+    aside; a key present on one side only has ``None`` on the other). A key the old run's config
+    lacks, set to its default, is no change: it was added to cemr after the run started, and a new
+    key's default keeps the behaviour from before it existed (``model.bigram.enabled: false``)."""
+    from cemr.config import Config, flatten
+
+    defaults = flatten(Config())
     keys = set(old) | set(new)
     return {k: (old.get(k), new.get(k)) for k in sorted(keys)
-            if not _matches(k, NOT_COMPARED_ON_RESUME) and old.get(k) != new.get(k)}
+            if not _matches(k, NOT_COMPARED_ON_RESUME) and old.get(k) != new.get(k)
+            and not (k not in old and k in defaults and new.get(k) == defaults[k])}
 
 
 def resume_refused(key: str, selftrain_started: bool) -> bool:

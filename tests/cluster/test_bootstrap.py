@@ -49,6 +49,12 @@ def test_resume_allows_only_the_keys_documented_as_safe(tmp_path):
     with pytest.raises(ResumeConfigError, match=r"selftrain.threshold \(0.3 -> 0.5\)"):
         check_resume_config(old, {**old, "selftrain.threshold": 0.5}, state_path, selftrain_started=True)
     assert issubclass(ResumeConfigError, ConfigError) and issubclass(ResumeConfigError, BootstrapError)
+    # a key added to cemr after the run started (absent from its state) is no change at its default,
+    # and a change when set otherwise
+    before = {k: v for k, v in old.items() if not k.startswith("model.bigram.")}
+    assert check_resume_config(before, old, state_path) == {}
+    with pytest.raises(ResumeConfigError, match=r"model.bigram.enabled \(None -> True\)"):
+        check_resume_config(before, {**old, "model.bigram.enabled": True}, state_path)
 
 
 def _stopped_run(tmp_path, cfg):
