@@ -34,6 +34,7 @@ from cemr.config import BertConfig
 from cemr.batching import length_batches
 from cemr.features.bilm import chunk_text, split_heldout
 from cemr.features.chartokenizer import VOCAB_FILE, CharTokenizer
+from cemr.features.frozen import FreezableFeaturizer
 from cemr.progress import progress
 
 FEATURIZER_FILE = "featurizer.json"
@@ -167,7 +168,7 @@ def hf_config(vocab_size: int, pad_id: int, hidden_size: int, layers: int, heads
     )
 
 
-class BertFeaturizer(nn.Module):
+class BertFeaturizer(FreezableFeaturizer):
     """``forward(texts)`` -> (B, T, hidden): the last BERT layer at each char (``[CLS]``/``[SEP]``
     dropped), windowed for long texts.
 
@@ -201,17 +202,7 @@ class BertFeaturizer(nn.Module):
         self.stride = stride
         self.window_batch_size = window_batch_size
         self.dim = int(model.config.hidden_size)
-        self.frozen = freeze
-        if freeze:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "BertFeaturizer":
-        return super().train(mode and not self.frozen)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+        self.set_frozen(freeze)
 
     def encode_unwindowed(self, texts: Sequence[str]) -> Tensor:
         """One BERT pass over whole texts -> (B, T, hidden); each text must fit the model."""

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from cemr.config import BigramConfig
+from cemr.features.frozen import FreezableFeaturizer
 from cemr.features.word2vec import GENSIM_MAX_SENTENCE, _restartable, train_token_word2vec
 
 BOS = "<s>"
@@ -66,7 +67,7 @@ class BigramSentences:
                 yield bigram_tokens(text[start:start + self.max_len])
 
 
-class BigramFeaturizer(nn.Module):
+class BigramFeaturizer(FreezableFeaturizer):
     """``forward(texts) -> (B, T, 2 * vector_size)``: per char, the vectors of the bigram ending at
     it and of the one starting at it; zeros after each text's end. ``bigrams[i]`` owns embedding
     row ``i + 1`` (row 0: unknown, zero)."""
@@ -92,17 +93,7 @@ class BigramFeaturizer(nn.Module):
                 self.embedding.weight[1:] = v
         self.vector_size = int(vector_size)
         self.dim = 2 * self.vector_size
-        self.frozen = freeze
-        if freeze:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "BigramFeaturizer":
-        return super().train(mode and not self.frozen)
-
-    @property
-    def device(self) -> torch.device:
-        return self.embedding.weight.device
+        self.set_frozen(freeze)
 
     def ids(self, texts: Sequence[str]) -> Tensor:
         """``(B, T + 1)`` bigram ids, T = the longest text; 0 for unknown bigrams and padding."""
@@ -153,10 +144,7 @@ class BigramFeaturizer(nn.Module):
         model = cls(bigrams, int(arch["vector_size"]), freeze=False)
         model.load_state_dict(load_file(str(d / WEIGHTS_FILE)))
         model.to(device)
-        if freeze:
-            model.frozen = True
-            model.requires_grad_(False)
-            model.eval()
+        model.set_frozen(freeze)
         return model
 
 

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from cemr.batching import length_batches
 from cemr.config import BiLMConfig
+from cemr.features.frozen import FreezableFeaturizer
 from cemr.features.word2vec import CharVectors, init_embedding_from_vectors
 from cemr.progress import progress
 
@@ -173,7 +174,7 @@ def bilm_model_args(cfg: BiLMConfig) -> dict[str, Any]:
     }
 
 
-class BiLMFeaturizer(nn.Module):
+class BiLMFeaturizer(FreezableFeaturizer):
     """Frozen forward + backward char LMs; ``forward(texts)`` gives ``h_f ++ h_b`` per char.
 
     ``dim`` = 2 * hidden. With ``freeze=True`` (the default) parameters do not require grad and
@@ -188,17 +189,7 @@ class BiLMFeaturizer(nn.Module):
         self.forward_lm = forward_lm
         self.backward_lm = backward_lm
         self.dim = 2 * forward_lm.hidden_dim
-        self.frozen = freeze
-        if freeze:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "BiLMFeaturizer":
-        return super().train(mode and not self.frozen)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+        self.set_frozen(freeze)
 
     def forward(self, texts: Sequence[str]) -> Tensor:
         """texts (B strings) -> (B, T, 2H), T = longest text in chars; zeros after each text's end."""
@@ -248,10 +239,7 @@ class BiLMFeaturizer(nn.Module):
         model = cls(vocab, CharLM(len(vocab), **args), CharLM(len(vocab), **args), freeze=False)
         model.load_state_dict(load_file(str(d / WEIGHTS_FILE)))
         model.to(device)
-        if freeze:
-            model.frozen = True
-            model.requires_grad_(False)
-            model.eval()
+        model.set_frozen(freeze)
         return model
 
 
