@@ -226,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: RUN_DIR/data, RUN_DIR the config's run_dir)")
     p.set_defaults(func=cmd_prepare)
 
-    p = _add_command(sub, "pretrain", "word2vec chars, BiLM and BERT (MLM) on the unlabeled corpus "
-                                      "(prints the metrics as JSON)")
+    p = _add_command(sub, "pretrain", "word2vec chars, BiLM, BERT (MLM) and, if enabled, bigram vectors on the "
+                                      "unlabeled corpus (prints the metrics as JSON)")
     _add_config_args(p)
     p.add_argument("--out", help="run directory (default: the config's run_dir); writes OUT/data and OUT/pretrain")
     p.set_defaults(func=cmd_pretrain)

@@ -6,7 +6,8 @@ marker of what its output depends on (config keys, input files, the stage it was
 config and refuses the run directory (:class:`cemr.fingerprint.StaleStageError`) when it does not:
 
 1. ``prepare``: raw inputs -> ``data/{train,dev,test,unlabeled,heldout}`` Parquet shards.
-2. ``pretrain``: word2vec chars, BiLM and BERT on the unlabeled pool + train text -> ``pretrain/``.
+2. ``pretrain``: word2vec chars, BiLM, BERT (and bigram vectors when enabled) on the unlabeled pool +
+   train text -> ``pretrain/``.
 3. ``components``: label set, char vocabulary (train chars plus the word2vec chars, so text seen only
    in the unlabeled pool still has pretrained embeddings) -> ``components/``; the lexicon (external
    lists + out-of-fold training mentions) is rebuilt deterministically from the config.
