@@ -112,7 +112,7 @@ def legacy_emissions(tagger, batch) -> torch.Tensor:
             feats = module(batch.texts)
         parts.append(feats.to(tagger.char_embedding.weight.dtype))  # (B, T, D_f)
     if tagger.dictionary is not None:
-        parts.append(tagger.dictionary(batch.dict_ids))  # (B, T, D_w)
+        parts.append(tagger.dictionary(batch.dict_ids, batch.match_sets))  # (B, T, D_w)
     x = torch.cat(parts, dim=-1)  # (B, T, D_in)
     lengths = batch.mask.sum(dim=1).cpu()  # (B,)
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -251,7 +251,7 @@ def stage_seconds(p: Predictor, texts: list[str], batch_size: int) -> dict[str, 
                     parts.append(tg._featurize(name, module, batch.texts, t))
                     t0 = tick(name, t0)
                 if tg.dictionary is not None:
-                    parts.append(tg.dictionary(batch.dict_ids))
+                    parts.append(tg.dictionary(batch.dict_ids, batch.match_sets))
                 x = torch.cat(parts, dim=-1)
                 t0 = tick("embeddings", t0)
                 lengths = batch.mask.sum(dim=1)

@@ -361,6 +361,9 @@ class DictionaryConfig:
     dim: int = opt(50, "Embedding size of the dictionary tags", **POSITIVE)
     dropout: float = opt(0.1, "Feature dropout: in training, this share of chars' dictionary tags is "
                          "replaced by O", **DROPOUT)
+    match_sets: bool = opt(False, "Also feed each char's match set: every lexicon term covering it (nested "
+                           "and overlapping ones too, not only BMM's), as begin/middle/end/single x type, "
+                           "projected to dim and added (soft-lexicon style, cemr.features.dictionary)")
 
 
 @dataclass

@@ -92,6 +92,7 @@ def load_ensemble(model_dirs: Sequence[str | os.PathLike], device: torch.device 
         dict_tags = m.tagger.dictionary.vocab if m.tagger.dictionary is not None else None
         return {"char vocabulary": list(m.vocab.itos), "labels": m.labels.to_list(),
                 "lexicon": _digest(d / LEXICON_FILE), "dictionary tags": dict_tags,
+                "match sets": bool(m.tagger.dictionary is not None and m.tagger.dictionary.match_sets),
                 "split length": (m.config.get("inference") or {}).get("max_len")}
 
     ref = batching(first, dirs[0])

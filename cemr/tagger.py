@@ -46,6 +46,8 @@ from cemr.features.dictionary import (
     DICT_PAD_ID,
     DictionaryFeature,
     DictionaryTags,
+    match_sets_for,
+    sets_tensor,
     tags_for,
 )
 from cemr.tags import LabelSet, spans_to_bio
@@ -65,7 +67,8 @@ class Batch:
 
     ``char_ids (B, T)`` long, ``mask (B, T)`` bool, ``texts`` the B raw sentences (for the
     featurizers), ``dict_ids (B, T)`` long or None (no dictionary feature), ``tag_ids (B, T)`` long
-    or None (unlabeled; 0 = ``O`` at padding), ``weights (B,)`` float or None (all 1),
+    or None (unlabeled; 0 = ``O`` at padding), ``match_sets (B, T, S)`` float multi-hot or None (the
+    dictionary feature's match sets, only when it has them), ``weights (B,)`` float or None (all 1),
     ``tag_observed (B, T)`` bool or None: False where a partial label leaves the tag unknown
     (``Sentence.unsure``; the loss then sums over every tag there); None: every tag observed.
     """
@@ -74,6 +77,7 @@ class Batch:
     mask: Tensor
     texts: list[str]
     dict_ids: Tensor | None = None
+    match_sets: Tensor | None = None
     tag_ids: Tensor | None = None
     weights: Tensor | None = None
     tag_observed: Tensor | None = None
@@ -121,6 +125,8 @@ class Collator:
     feature is off. ``lexicon``: a lexicon for every sentence, or an object with ``for_doc(doc_id)``
     (a fold-aware lexicon) so that a training sentence is matched against a lexicon without its own
     document's mentions. ``labels``: needed to encode gold spans (``with_tags=True``).
+    ``match_sets``: also build each char's match set from the same lexicon view (the dictionary
+    feature's ``match_sets``).
     """
 
     def __init__(
@@ -129,11 +135,15 @@ class Collator:
         labels: LabelSet,
         dict_tags: DictionaryTags | None = None,
         lexicon: Any = None,
+        match_sets: bool = False,
     ):
+        if match_sets and dict_tags is None:
+            raise ValueError("match sets need the dictionary tags (dict_tags)")
         self.vocab = vocab
         self.labels = labels
         self.dict_tags = dict_tags
         self.lexicon = lexicon
+        self.match_sets = bool(match_sets)
 
     def lexicon_for(self, doc_id: str | None):
         """The lexicon to match a sentence of ``doc_id`` against (None: a raw text, no document)."""
@@ -187,10 +197,15 @@ class Collator:
         char_ids = _pad([self.vocab.encode(x) for x in texts], t, PAD_ID)  # (B, T)
         lengths = torch.tensor([len(x) for x in texts])
         mask = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
-        dict_ids = None
+        dict_ids = sets = None
         if self.dict_tags is not None:
-            dict_ids = _pad([self.dict_ids(x, d) for x, d in zip(texts, doc_ids)], t, DICT_PAD_ID)
-        return Batch(char_ids=char_ids, mask=mask, texts=texts, dict_ids=dict_ids)
+            lexicons = [self.lexicon_for(d) for d in doc_ids]
+            dict_ids = _pad([self.dict_tags.encode(tags_for(x, lex)) for x, lex in zip(texts, lexicons)],
+                            t, DICT_PAD_ID)
+            if self.match_sets:
+                rows = [match_sets_for(x, lex, self.dict_tags) for x, lex in zip(texts, lexicons)]
+                sets = sets_tensor(rows, t, self.dict_tags.set_size)  # (B, T, S)
+        return Batch(char_ids=char_ids, mask=mask, texts=texts, dict_ids=dict_ids, match_sets=sets)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +416,7 @@ class BiLMBNERTagger(nn.Module):
         if self.dictionary is not None:
             if batch.dict_ids is None:
                 raise ValueError("the tagger has a dictionary feature but the batch has no dict_ids")
-            parts.append(self.dictionary(batch.dict_ids))  # (B, T, D_w)
+            parts.append(self.dictionary(batch.dict_ids, batch.match_sets))  # (B, T, D_w)
         x = self.dropout(torch.cat(parts, dim=-1))  # (B, T, D_in)
         lengths = batch.mask.sum(dim=1).cpu()  # (B,)
         longest_first = bool((lengths[:-1] >= lengths[1:]).all())  # the predictor's buckets: no re-sort
@@ -499,7 +514,8 @@ def build_tagger(
     dictionary = None
     if model_cfg.dictionary.enabled:
         types = list(dictionary_types) if dictionary_types is not None else list(labels.types)
-        dictionary = DictionaryFeature(types, model_cfg.dictionary.dim, model_cfg.dictionary.dropout)
+        dictionary = DictionaryFeature(types, model_cfg.dictionary.dim, model_cfg.dictionary.dropout,
+                                       match_sets=model_cfg.dictionary.match_sets)
     tagger = BiLMBNERTagger(
         len(vocab),
         labels.num_tags,
@@ -541,7 +557,7 @@ def tagger_from_hparams(hparams: dict[str, Any], labels: LabelSet, **featurizers
     if list(want) != feature_order(want):
         raise ValueError(f"featurizer order {list(want)} is not the registry's {feature_order(want)}")
     d = hparams.get("dictionary")
-    dictionary = DictionaryFeature(d["types"], d["dim"], d["dropout"]) if d else None
+    dictionary = DictionaryFeature(d["types"], d["dim"], d["dropout"], bool(d.get("match_sets"))) if d else None
     return BiLMBNERTagger(
         hparams["vocab_size"],
         hparams["num_tags"],
@@ -561,4 +577,5 @@ def make_collator(tagger: BiLMBNERTagger, vocab: CharVocab, labels: LabelSet, le
     dict_tags = tagger.dictionary.vocab if tagger.dictionary is not None else None
     if dict_tags is not None and lexicon is None:
         raise ValueError("the tagger has a dictionary feature: a lexicon is needed to collate")
-    return Collator(vocab, labels, dict_tags, lexicon if dict_tags is not None else None)
+    return Collator(vocab, labels, dict_tags, lexicon if dict_tags is not None else None,
+                    match_sets=bool(dict_tags is not None and tagger.dictionary.match_sets))

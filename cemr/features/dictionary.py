@@ -10,6 +10,14 @@ together: the caller matches a training sentence against a lexicon built without
 document's mentions (``FoldedLexicon.for_doc``, chosen by the collator in :mod:`cemr.tagger`),
 and this module's *feature dropout* replaces random chars' tags by ``O`` during training
 (``p`` = ``model.dictionary.dropout``), so the tagger must also read the text itself.
+
+*Match sets* (``model.dictionary.match_sets``, soft-lexicon style, after Ma et al. 2020, with types
+in place of word vectors): BMM keeps one segmentation, so a term nested in a longer one, or one
+that lost an FMM/BMM disagreement, never reaches the tagger. With match sets on, every char also
+gets the set of *all* lexicon terms covering it, as a multi-hot vector over (begin, middle, end of
+a multi-char term; a single-char term) x type (:func:`match_sets_for`), projected linearly to
+``dim`` and added to the tag embedding. The same lexicon view is used (out-of-fold in training) and
+the same feature dropout removes a char's tag and its set together.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from cemr.tags import BEGIN, INSIDE, OUTSIDE, parse_tag
 PAD_TAG = "<pad>"
 DICT_PAD_ID = 0
 DICT_O_ID = 1
+SET_KINDS = ("B", "M", "E", "S")  # begin / middle / end of a multi-char term; a single-char term
 
 
 class DictionaryTags:
@@ -44,6 +53,33 @@ class DictionaryTags:
 
     def __repr__(self) -> str:
         return f"DictionaryTags(types={list(self.types)})"
+
+    @property
+    def set_size(self) -> int:
+        """Width of a char's match-set vector: one slot per (kind in :data:`SET_KINDS`, type)."""
+        return len(SET_KINDS) * len(self.types)
+
+    def set_slots(self, words: Sequence[tuple[int, int, str]], n: int) -> list[list[int]]:
+        """Per char of a text of ``n`` chars, the sorted match-set slots of the lexicon ``words``
+        ``(start, end, type)`` covering it (slot = kind index * number of types + type index)."""
+        type_index = {t: i for i, t in enumerate(self.types)}
+        nt = len(self.types)
+        slots: list[set[int]] = [set() for _ in range(n)]
+        for s, e, t in words:
+            k = type_index.get(t)
+            if k is None:
+                raise ValueError(f"lexicon term at chars {s}-{e} has type {t!r}, not in the dictionary "
+                                 f"feature's types {list(self.types)} (build the feature with the lexicon's types)")
+            if not 0 <= s < e <= n:
+                raise ValueError(f"lexicon term at chars {s}-{e} does not fit a text of {n} chars")
+            if e - s == 1:
+                slots[s].add(3 * nt + k)
+                continue
+            slots[s].add(k)
+            for c in range(s + 1, e - 1):
+                slots[c].add(nt + k)
+            slots[e - 1].add(2 * nt + k)
+        return [sorted(x) for x in slots]
 
     def encode(self, tags: Sequence[str]) -> list[int]:
         """Tag strings -> ids; a type the vocabulary lacks raises ``ValueError`` naming it."""
@@ -72,6 +108,26 @@ def tags_for(text: str, lexicon) -> list[str]:
     return tags
 
 
+def match_sets_for(text: str, lexicon, vocab: DictionaryTags) -> list[list[int]]:
+    """Match-set slots per char of ``text`` (:meth:`DictionaryTags.set_slots`) from every
+    occurrence of every term of ``lexicon``; all empty when ``lexicon`` is None."""
+    if lexicon is None:
+        return [[] for _ in text]
+    from cemr.lexicon import all_words  # local: the feature module stays importable on its own
+
+    return vocab.set_slots(all_words(text, lexicon), len(text))
+
+
+def sets_tensor(rows: Sequence[Sequence[Sequence[int]]], t: int, width: int) -> Tensor:
+    """``(B, T, width)`` float multi-hot of per-sentence, per-char slot lists (0 at padding)."""
+    out = torch.zeros(len(rows), t, width)
+    idx = [(b, c, k) for b, row in enumerate(rows) for c, slots in enumerate(row) for k in slots]
+    if idx:
+        i = torch.tensor(idx, dtype=torch.long)
+        out[i[:, 0], i[:, 1], i[:, 2]] = 1.0
+    return out
+
+
 def drop_tags(ids: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
     """Feature dropout: each non-pad, non-``O`` tag id of ``ids (B, T)`` becomes ``O`` with prob ``p``."""
     if not 0.0 <= p <= 1.0:
@@ -87,10 +143,11 @@ class DictionaryFeature(nn.Module):
     """Embeds dictionary tag ids ``(B, T)`` into ``(B, T, dim)``; feature dropout while training.
 
     ``types``: the entity types the lexicon can produce; ``dropout``: probability of replacing a
-    char's lexicon tag by ``O`` in training mode (never at inference).
+    char's lexicon tag by ``O`` in training mode (never at inference). ``match_sets``: also take
+    each char's match-set vector ``(B, T, vocab.set_size)`` and add its linear projection.
     """
 
-    def __init__(self, types: Sequence[str], dim: int = 50, dropout: float = 0.0):
+    def __init__(self, types: Sequence[str], dim: int = 50, dropout: float = 0.0, match_sets: bool = False):
         super().__init__()
         if dim < 1:
             raise ValueError(f"dictionary feature dim must be >= 1, got {dim}")
@@ -100,12 +157,30 @@ class DictionaryFeature(nn.Module):
         self.dim = dim
         self.feature_dropout = dropout
         self.embedding = nn.Embedding(len(self.vocab), dim, padding_idx=DICT_PAD_ID)
+        self.match_sets = bool(match_sets)
+        self.set_projection = nn.Linear(self.vocab.set_size, dim, bias=False) if self.match_sets else None
 
     def hparams(self) -> dict:
-        return {"types": list(self.vocab.types), "dim": self.dim, "dropout": self.feature_dropout}
+        out = {"types": list(self.vocab.types), "dim": self.dim, "dropout": self.feature_dropout}
+        if self.match_sets:
+            out["match_sets"] = True
+        return out
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """``ids (B, T)`` long -> ``(B, T, dim)``."""
+    def forward(self, ids: Tensor, sets: Tensor | None = None) -> Tensor:
+        """``ids (B, T)`` long (and ``sets (B, T, set_size)`` with match sets) -> ``(B, T, dim)``."""
+        if self.set_projection is None:
+            if sets is not None:
+                raise ValueError("match sets given to a dictionary feature built without them")
+            if self.training and self.feature_dropout > 0:
+                ids = drop_tags(ids, self.feature_dropout)
+            return self.embedding(ids)
+        if sets is None or sets.shape != (*ids.shape, self.vocab.set_size):
+            got = None if sets is None else tuple(sets.shape)
+            raise ValueError(f"the dictionary feature has match sets: expected sets of shape "
+                             f"{(*ids.shape, self.vocab.set_size)}, got {got}")
         if self.training and self.feature_dropout > 0:
-            ids = drop_tags(ids, self.feature_dropout)
-        return self.embedding(ids)
+            drop = torch.rand(ids.shape, device=ids.device) < self.feature_dropout  # (B, T)
+            ids = ids.masked_fill(drop & (ids > DICT_O_ID), DICT_O_ID)
+            sets = sets.masked_fill(drop[..., None], 0.0)
+        out = self.embedding(ids)  # (B, T, dim)
+        return out + self.set_projection(sets.to(out.dtype))

@@ -21,7 +21,8 @@ medical lexicon against the text. One module per step:
   :meth:`Matcher.scan` records, per position, the longest term starting there (FMM) and ending
   there (BMM).
 * :mod:`~cemr.lexicon.matching`: :func:`bmm` (typed spans) and :func:`bmm_tags` (BIO per char)
-  pick FMM or BMM wherever the two disagree (rules in :func:`choose_words`).
+  pick FMM or BMM wherever the two disagree (rules in :func:`choose_words`); :func:`all_words`
+  lists every occurrence of every term (the match sets of the dictionary feature).
 * :mod:`~cemr.lexicon.folds`: :class:`FoldedLexicon` / :func:`build_folded_lexicon` match each
   training document against a lexicon built without its own fold's mentions (terms of the
   external lists always stay); all folds share one trie.
@@ -35,6 +36,7 @@ from cemr.lexicon.filters import TermFilter
 from cemr.lexicon.folds import FoldedLexicon, build_folded_lexicon, doc_fold
 from cemr.lexicon.lexicon import Lexicon
 from cemr.lexicon.matching import (
+    all_words,
     backward_max_match,
     bio_labels,
     bmm,
@@ -69,6 +71,7 @@ __all__ = [
     "backward_max_match",
     "choose_words",
     "bmm_words",
+    "all_words",
     "bmm",
     "bmm_tags",
     "bio_labels",

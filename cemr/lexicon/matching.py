@@ -153,6 +153,12 @@ def bmm_tags(text: str, lex: Lexicon | Matcher) -> list[str]:
     return tags
 
 
+def all_words(text: str, lex: Lexicon | Matcher) -> list[Word]:
+    """Every lexicon word occurring in ``text``, nested and overlapping ones included (not only the
+    BMM segmentation): ``(start, end, type)``, ordered by start then end."""
+    return _matcher_of(lex).all_matches(text)
+
+
 def bio_labels(types: Iterable[str]) -> list[str]:
     """The tag vocabulary of :func:`bmm_tags` for these types: ``["O", "B-T1", "I-T1", ...]``, sorted
     by type, so a feature embedding can fix its indices before any text is seen."""

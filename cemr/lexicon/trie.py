@@ -83,3 +83,23 @@ class Matcher:
                     break
                 entry = children.get(text[j])
         return fwd_end, fwd_type, bwd_start, bwd_type
+
+    def all_matches(self, text: str) -> list[tuple[int, int, str]]:
+        """Every occurrence of every (switched-on) term in ``text``: ``(start, end, type)``, end
+        exclusive, ordered by start then end; nested and overlapping occurrences all included."""
+        n = len(text)
+        types = self.types
+        out: list[tuple[int, int, str]] = []
+        root_get = self.index.root.get
+        for i in range(n):
+            entry = root_get(text[i])
+            j = i
+            while entry is not None:
+                children, tid = entry
+                j += 1
+                if tid >= 0 and types[tid] is not None:
+                    out.append((i, j, types[tid]))  # type: ignore[arg-type]
+                if j == n:
+                    break
+                entry = children.get(text[j])
+        return out

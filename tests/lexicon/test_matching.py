@@ -154,3 +154,18 @@ def test_trie_matching_agrees_with_naive_maximum_matching():
 def test_bmm_refuses_other_objects():
     with pytest.raises(TypeError, match="Lexicon"):
         bmm("头痛", {"头痛": "症状"})
+
+
+def test_all_words_lists_every_occurrence_against_a_naive_scan():
+    lex = Lexicon({"糖尿病": "DIS", "尿病": "DIS", "病": "SYM", "尿": "SYM", "糖尿病肾病": "DIS"})
+    text = "糖尿病肾病伴尿病"
+    from cemr.lexicon import all_words
+
+    got = all_words(text, lex)
+    naive = sorted((i, j, lex.get(text[i:j])) for i in range(len(text)) for j in range(i + 1, len(text) + 1)
+                   if lex.get(text[i:j]) is not None)
+    assert got == naive
+    assert (0, 5, "DIS") in got and (1, 3, "DIS") in got and (4, 5, "SYM") in got
+    # BMM keeps one segmentation only: the nested terms are what all_words adds
+    assert bmm(text, lex) == [Span(0, 5, "DIS"), Span(6, 8, "DIS")]
+    assert all_words("", lex) == [] and all_words("无匹配", lex) == []
