@@ -59,29 +59,16 @@ class Matcher:
         longest term ending at ``j`` (-1 when none) and ``bwd_type[j]`` its type (length ``n+1``).
         """
         n = len(text)
-        types = self.types
         fwd_end = [0] * n
         fwd_type: list[str | None] = [None] * n
         bwd_start = [-1] * (n + 1)
         bwd_type: list[str | None] = [None] * (n + 1)
-        root_get = self.index.root.get
-        for i in range(n):
-            entry = root_get(text[i])
-            j = i
-            while entry is not None:
-                children, tid = entry
-                j += 1
-                if tid >= 0:
-                    type_ = types[tid]
-                    if type_ is not None:
-                        fwd_end[i] = j
-                        fwd_type[i] = type_
-                        if bwd_start[j] < 0:  # i grows: the first start found is the longest term
-                            bwd_start[j] = i
-                            bwd_type[j] = type_
-                if j == n:
-                    break
-                entry = children.get(text[j])
+        for i, j, type_ in self.all_matches(text):  # by start, then end: the last end of i is its longest
+            fwd_end[i] = j
+            fwd_type[i] = type_
+            if bwd_start[j] < 0:  # i grows: the first start found is the longest term
+                bwd_start[j] = i
+                bwd_type[j] = type_
         return fwd_end, fwd_type, bwd_start, bwd_type
 
     def all_matches(self, text: str) -> list[tuple[int, int, str]]:
