@@ -152,10 +152,6 @@ class Collator:
             return lex.for_doc(doc_id)
         return lex
 
-    def dict_ids(self, text: str, doc_id: str | None = None) -> list[int]:
-        assert self.dict_tags is not None
-        return self.dict_tags.encode(tags_for(text, self.lexicon_for(doc_id)))
-
     def encode_tags(self, sentence: Sentence) -> list[int]:
         """Gold tag ids of one sentence; bad spans raise ``ValueError`` naming the sentence."""
         try:
