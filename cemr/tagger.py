@@ -46,8 +46,8 @@ from cemr.features.dictionary import (
     DICT_PAD_ID,
     DictionaryFeature,
     DictionaryTags,
-    match_sets_for,
     sets_tensor,
+    tags_and_sets_for,
     tags_for,
 )
 from cemr.tags import LabelSet, spans_to_bio
@@ -196,11 +196,12 @@ class Collator:
         dict_ids = sets = None
         if self.dict_tags is not None:
             lexicons = [self.lexicon_for(d) for d in doc_ids]
-            dict_ids = _pad([self.dict_tags.encode(tags_for(x, lex)) for x, lex in zip(texts, lexicons)],
-                            t, DICT_PAD_ID)
-            if self.match_sets:
-                rows = [match_sets_for(x, lex, self.dict_tags) for x, lex in zip(texts, lexicons)]
+            if self.match_sets:  # tags and sets from one trie walk per sentence
+                tags, rows = zip(*(tags_and_sets_for(x, lex, self.dict_tags) for x, lex in zip(texts, lexicons)))
                 sets = sets_tensor(rows, t, self.dict_tags.set_size)  # (B, T, S)
+            else:
+                tags = [tags_for(x, lex) for x, lex in zip(texts, lexicons)]
+            dict_ids = _pad([self.dict_tags.encode(x) for x in tags], t, DICT_PAD_ID)
         return Batch(char_ids=char_ids, mask=mask, texts=texts, dict_ids=dict_ids, match_sets=sets)
 
 

@@ -44,6 +44,7 @@ class DictionaryTags:
         self.types: tuple[str, ...] = tuple(types)
         self.tags: list[str] = [PAD_TAG, OUTSIDE] + [p + t for t in types for p in (BEGIN, INSIDE)]
         self._index = {t: i for i, t in enumerate(self.tags)}
+        self._type_index = {t: i for i, t in enumerate(self.types)}
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -62,7 +63,7 @@ class DictionaryTags:
     def set_slots(self, words: Sequence[tuple[int, int, str]], n: int) -> list[list[int]]:
         """Per char of a text of ``n`` chars, the sorted match-set slots of the lexicon ``words``
         ``(start, end, type)`` covering it (slot = kind index * number of types + type index)."""
-        type_index = {t: i for i, t in enumerate(self.types)}
+        type_index = self._type_index
         nt = len(self.types)
         slots: list[set[int]] = [set() for _ in range(n)]
         for s, e, t in words:
@@ -118,6 +119,18 @@ def match_sets_for(text: str, lexicon, vocab: DictionaryTags) -> list[list[int]]
     return vocab.set_slots(all_words(text, lexicon), len(text))
 
 
+def tags_and_sets_for(text: str, lexicon, vocab: DictionaryTags) -> tuple[list[str], list[list[int]]]:
+    """:func:`tags_for` and :func:`match_sets_for` of ``text`` from one trie walk (the BMM tags are
+    chosen among the same matches the sets list)."""
+    n = len(text)
+    if lexicon is None:
+        return [OUTSIDE] * n, [[] for _ in range(n)]
+    from cemr.lexicon import all_words, bmm_words_of_matches, words_to_tags  # local, as in tags_for
+
+    words = all_words(text, lexicon)
+    return words_to_tags(bmm_words_of_matches(words, n), n), vocab.set_slots(words, n)
+
+
 def sets_tensor(rows: Sequence[Sequence[Sequence[int]]], t: int, width: int) -> Tensor:
     """``(B, T, width)`` float multi-hot of per-sentence, per-char slot lists (0 at padding)."""
     out = torch.zeros(len(rows), t, width)
@@ -128,15 +141,27 @@ def sets_tensor(rows: Sequence[Sequence[Sequence[int]]], t: int, width: int) -> 
     return out
 
 
-def drop_tags(ids: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """Feature dropout: each non-pad, non-``O`` tag id of ``ids (B, T)`` becomes ``O`` with prob ``p``."""
+def _check_rate(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dictionary feature dropout must be in [0, 1], got {p}")
-    if p == 0.0:
-        return ids
-    noise = torch.rand(ids.shape, generator=generator, device=ids.device)  # (B, T)
-    drop = (noise < p) & (ids > DICT_O_ID)  # (B, T)
-    return ids.masked_fill(drop, DICT_O_ID)
+
+
+def drop_mask(ids: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """``(B, T)`` bool: the chars of ``ids (B, T)`` feature dropout hits, each with prob ``p``."""
+    _check_rate(p)
+    return torch.rand(ids.shape, generator=generator, device=ids.device) < p
+
+
+def drop_tags(ids: Tensor, p: float, generator: torch.Generator | None = None,
+              drop: Tensor | None = None) -> Tensor:
+    """Feature dropout: each non-pad, non-``O`` tag id of ``ids (B, T)`` becomes ``O`` with prob ``p``
+    (at the chars of ``drop``, a :func:`drop_mask`, when given)."""
+    if drop is None:
+        _check_rate(p)
+        if p == 0.0:
+            return ids
+        drop = drop_mask(ids, p, generator)
+    return ids.masked_fill(drop & (ids > DICT_O_ID), DICT_O_ID)
 
 
 class DictionaryFeature(nn.Module):
@@ -168,19 +193,19 @@ class DictionaryFeature(nn.Module):
 
     def forward(self, ids: Tensor, sets: Tensor | None = None) -> Tensor:
         """``ids (B, T)`` long (and ``sets (B, T, set_size)`` with match sets) -> ``(B, T, dim)``."""
-        if self.set_projection is None:
-            if sets is not None:
-                raise ValueError("match sets given to a dictionary feature built without them")
-            if self.training and self.feature_dropout > 0:
-                ids = drop_tags(ids, self.feature_dropout)
-            return self.embedding(ids)
-        if sets is None or sets.shape != (*ids.shape, self.vocab.set_size):
+        if self.set_projection is None and sets is not None:
+            raise ValueError("match sets given to a dictionary feature built without them")
+        if self.set_projection is not None and (sets is None or sets.shape != (*ids.shape, self.vocab.set_size)):
             got = None if sets is None else tuple(sets.shape)
             raise ValueError(f"the dictionary feature has match sets: expected sets of shape "
                              f"{(*ids.shape, self.vocab.set_size)}, got {got}")
+        drop = None
         if self.training and self.feature_dropout > 0:
-            drop = torch.rand(ids.shape, device=ids.device) < self.feature_dropout  # (B, T)
-            ids = ids.masked_fill(drop & (ids > DICT_O_ID), DICT_O_ID)
-            sets = sets.masked_fill(drop[..., None], 0.0)
+            drop = drop_mask(ids, self.feature_dropout)  # (B, T): a char's tag and set go together
+            ids = drop_tags(ids, self.feature_dropout, drop=drop)
         out = self.embedding(ids)  # (B, T, dim)
+        if self.set_projection is None:
+            return out
+        if drop is not None:
+            sets = sets.masked_fill(drop[..., None], 0.0)
         return out + self.set_projection(sets.to(out.dtype))

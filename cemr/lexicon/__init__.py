@@ -42,8 +42,10 @@ from cemr.lexicon.matching import (
     bmm,
     bmm_tags,
     bmm_words,
+    bmm_words_of_matches,
     choose_words,
     forward_max_match,
+    words_to_tags,
 )
 from cemr.lexicon.presets import PRESETS, Preset, PresetError, get_preset, lexicons_dir
 from cemr.lexicon.sources import read_source
@@ -71,7 +73,9 @@ __all__ = [
     "backward_max_match",
     "choose_words",
     "bmm_words",
+    "bmm_words_of_matches",
     "all_words",
+    "words_to_tags",
     "bmm",
     "bmm_tags",
     "bio_labels",

@@ -10,7 +10,7 @@ from typing import Iterable
 
 from cemr.corpus.document import Span
 from cemr.lexicon.lexicon import Lexicon
-from cemr.lexicon.trie import Matcher
+from cemr.lexicon.trie import Matcher, longest_terms
 
 Word = tuple[int, int, str]  # (start, end, type) of one lexicon-matched segment
 
@@ -130,7 +130,12 @@ def choose_words(fmm: list[Word], bmm_: list[Word]) -> list[Word]:
 def bmm_words(text: str, lex: Lexicon | Matcher) -> list[Word]:
     """Bidirectional maximum matching: the lexicon words ``(start, end, type)`` of the chosen
     segmentation (see :func:`choose_words` for the rules), left to right, non-overlapping."""
-    fwd_end, fwd_type, bwd_start, bwd_type = _matcher_of(lex).scan(text)
+    return bmm_words_of_matches(all_words(text, lex), len(text))
+
+
+def bmm_words_of_matches(matches: list[Word], n: int) -> list[Word]:
+    """:func:`bmm_words` of a text of ``n`` chars from its :func:`all_words` (no second trie walk)."""
+    fwd_end, fwd_type, bwd_start, bwd_type = longest_terms(matches, n)
     return choose_words(_fmm_words(fwd_end, fwd_type), _bmm_words(bwd_start, bwd_type))
 
 
@@ -145,8 +150,13 @@ def bmm(text: str, lex: Lexicon | Matcher) -> list[Span]:
 
 def bmm_tags(text: str, lex: Lexicon | Matcher) -> list[str]:
     """One BIO tag per char of ``text`` from :func:`bmm`: ``B-TYPE``, ``I-TYPE`` or ``O`` (length n)."""
-    tags = ["O"] * len(text)
-    for s, e, t in bmm_words(text, lex):
+    return words_to_tags(bmm_words(text, lex), len(text))
+
+
+def words_to_tags(words: Iterable[Word], n: int) -> list[str]:
+    """BIO tags (length ``n``) of non-overlapping ``words``: ``B-TYPE``, ``I-TYPE``, else ``O``."""
+    tags = ["O"] * n
+    for s, e, t in words:
         tags[s] = "B-" + t
         if e - s > 1:
             tags[s + 1:e] = ["I-" + t] * (e - s - 1)

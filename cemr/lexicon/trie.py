@@ -58,18 +58,7 @@ class Matcher:
         none) and ``fwd_type[i]`` its type (length ``n``); ``bwd_start[j]`` the start of the
         longest term ending at ``j`` (-1 when none) and ``bwd_type[j]`` its type (length ``n+1``).
         """
-        n = len(text)
-        fwd_end = [0] * n
-        fwd_type: list[str | None] = [None] * n
-        bwd_start = [-1] * (n + 1)
-        bwd_type: list[str | None] = [None] * (n + 1)
-        for i, j, type_ in self.all_matches(text):  # by start, then end: the last end of i is its longest
-            fwd_end[i] = j
-            fwd_type[i] = type_
-            if bwd_start[j] < 0:  # i grows: the first start found is the longest term
-                bwd_start[j] = i
-                bwd_type[j] = type_
-        return fwd_end, fwd_type, bwd_start, bwd_type
+        return longest_terms(self.all_matches(text), len(text))
 
     def all_matches(self, text: str) -> list[tuple[int, int, str]]:
         """Every occurrence of every (switched-on) term in ``text``: ``(start, end, type)``, end
@@ -90,3 +79,20 @@ class Matcher:
                     break
                 entry = children.get(text[j])
         return out
+
+
+def longest_terms(matches: Sequence[tuple[int, int, str]], n: int
+                  ) -> tuple[list[int], list[str | None], list[int], list[str | None]]:
+    """The four lists of :meth:`Matcher.scan` from :meth:`Matcher.all_matches` output for a text of
+    ``n`` chars (so a caller that needs both walks the trie once)."""
+    fwd_end = [0] * n
+    fwd_type: list[str | None] = [None] * n
+    bwd_start = [-1] * (n + 1)
+    bwd_type: list[str | None] = [None] * (n + 1)
+    for i, j, type_ in matches:  # by start, then end: the last end of i is its longest
+        fwd_end[i] = j
+        fwd_type[i] = type_
+        if bwd_start[j] < 0:  # i grows: the first start found is the longest term
+            bwd_start[j] = i
+            bwd_type[j] = type_
+    return fwd_end, fwd_type, bwd_start, bwd_type

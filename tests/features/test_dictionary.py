@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cemr.config import ModelConfig
-from cemr.features.dictionary import DICT_O_ID, DictionaryFeature, DictionaryTags, match_sets_for, sets_tensor
+from cemr.features.dictionary import (DICT_O_ID, DictionaryFeature, DictionaryTags, match_sets_for, sets_tensor,
+                                     tags_and_sets_for, tags_for)
 from cemr.lexicon import Lexicon
 from cemr.modeldir import load_model, save_model
 from cemr.tagger import Collator, build_tagger, make_collator, tagger_from_hparams
@@ -30,6 +31,8 @@ def test_slots_cover_every_term_over_each_char():
     got = _slots(vocab, "患糖尿病用青霉素", NESTED)
     assert got == [[], ["B-DIS"], ["B-DIS", "M-DIS"], ["E-DIS", "S-DIS"], [], ["B-DRUG"], ["M-DRUG"], ["E-DRUG"]]
     # BMM saw only 糖尿病 and 青霉素; 尿病 and 病 reach the tagger through the sets alone
+    text = "患糖尿病用青霉素"
+    assert tags_and_sets_for(text, NESTED, vocab) == (tags_for(text, NESTED), match_sets_for(text, NESTED, vocab))
     assert match_sets_for("患者", None, vocab) == [[], []]
     with pytest.raises(ValueError, match="type 'SYM', not in the dictionary feature's types"):
         match_sets_for("发热", Lexicon({"发热": "SYM"}), vocab)
