@@ -33,6 +33,7 @@ import cemr
 from cemr.config import ModelConfig
 from cemr.lexicon import Lexicon
 from cemr.outputs import atomic_dir
+from cemr.features.frozen import apply_frozen
 from cemr.features.registry import FEATURIZERS
 from cemr.tagger import BiLMBNERTagger, Collator, is_frozen, make_collator, tagger_from_hparams
 from cemr.tags import LabelSet
@@ -201,13 +202,7 @@ def _featurizer_class(name: str, spec: Mapping[str, Any], classes: Mapping[str, 
 
 
 def _load_featurizer(cls: type, directory: Path, device: torch.device, frozen: bool):
-    module = cls.load(directory, device)
-    if hasattr(module, "frozen"):
-        module.frozen = frozen
-    module.requires_grad_(not frozen)
-    if frozen:
-        module.eval()
-    return module
+    return apply_frozen(cls.load(directory, device), frozen)
 
 
 def read_weights(directory: str | os.PathLike, *, vocab: CharVocab | None = None,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from cemr.config import BigramConfig
 from cemr.features.frozen import FreezableFeaturizer
-from cemr.features.word2vec import GENSIM_MAX_SENTENCE, _restartable, train_token_word2vec
+from cemr.features.word2vec import GENSIM_MAX_SENTENCE, restartable, train_token_word2vec
 
 BOS = "<s>"
 EOS = "</s>"
@@ -158,7 +158,7 @@ def train_bigram_featurizer(
     (streamed every pass; one worker: reproducible for a seed). Returns the featurizer (frozen
     per ``cfg.freeze``) and its metrics."""
     started = time.perf_counter()
-    source = texts if callable(texts) else _restartable(texts)
+    source = texts if callable(texts) else restartable(texts)
     tokens, vectors = train_token_word2vec(
         BigramSentences(source), dim=cfg.dim, window=cfg.window, min_count=cfg.min_count, epochs=cfg.epochs,
         sg=cfg.sg, seed=seed, workers=1, what="bigram")

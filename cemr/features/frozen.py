@@ -30,3 +30,16 @@ class FreezableFeaturizer(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def apply_frozen(module: nn.Module, freeze: bool) -> nn.Module:
+    """Freeze (or unfreeze) any featurizer module, a :class:`FreezableFeaturizer` or not: its
+    ``frozen`` flag where it has one, ``requires_grad`` of every parameter (``not freeze``, so
+    unfreezing makes them trainable again), and eval mode when frozen. The one rule the registry
+    (configuring a fresh featurizer) and the model directory (loading one) both apply."""
+    if hasattr(module, "frozen"):
+        module.frozen = bool(freeze)
+    module.requires_grad_(not freeze)
+    if freeze:
+        module.eval()
+    return module

@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from cemr.config import ModelConfig, expand_path
+from cemr.features.frozen import apply_frozen
 
 Log = Callable[[str], None]
 
@@ -122,14 +123,8 @@ def _load_bert(out: Path, cfg: ModelConfig, device: Any) -> nn.Module:
                                stride=b.stride, autocast=b.autocast, window_batch_size=b.window_batch_size)
 
 
-def _set_frozen(module: nn.Module, freeze: bool) -> None:
-    module.requires_grad_(not freeze)
-    if hasattr(module, "frozen"):
-        module.frozen = freeze
-
-
 def _configure_bert(module: nn.Module, cfg: ModelConfig) -> None:
-    _set_frozen(module, cfg.bert.freeze)
+    apply_frozen(module, cfg.bert.freeze)
 
 
 def _bert_inputs(cfg: ModelConfig) -> dict[str, str | None]:
@@ -156,7 +151,7 @@ def _load_bigram(out: Path, cfg: ModelConfig, device: Any) -> nn.Module:
 
 
 def _configure_bigram(module: nn.Module, cfg: ModelConfig) -> None:
-    _set_frozen(module, cfg.bigram.freeze)
+    apply_frozen(module, cfg.bigram.freeze)
 
 
 # -- the registry ------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class _Counted:
             self.bar.update(1)
 
 
-def _restartable(texts: Iterable[str]) -> Iterable[str]:
+def restartable(texts: Iterable[str]) -> Iterable[str]:
     """A one-shot iterator (generator, file object) is materialised; collections pass through."""
     if iter(texts) is texts:
         return list(texts)
@@ -156,7 +156,7 @@ def train_char_word2vec(
     one-shot iterator is materialised in memory first. With ``workers=1`` the result is
     reproducible for a given seed.
     """
-    source = texts if callable(texts) else _restartable(texts)
+    source = texts if callable(texts) else restartable(texts)
     tokens, vectors = train_token_word2vec(CharSentences(source), dim=dim, window=window, min_count=min_count,
                                            epochs=epochs, sg=sg, seed=seed, workers=workers, what="char")
     return CharVectors(tokens, vectors)
