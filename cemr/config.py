@@ -453,6 +453,9 @@ class SelfTrainConfig:
     patience: int = opt(1, "Stop after this many rounds without a dev F1 gain; 0: never early", ge=0)
     max_pseudo_per_round: int | None = opt(None, "Keep at most this many pseudo-labeled sentences per "
                                            "round (the most confident; null: no cap)", ge=0)
+    cap_keeps_empty_share: bool = opt(True, "Under max_pseudo_per_round, sentences without a kept entity take "
+                                      "at most their share among the kept candidates (a confidence ranking "
+                                      "puts them first); false: the most confident whatever they hold")
     class_balance: bool = opt(False, "Cap pseudo-labeled entities per type to the gold type shares")
     pseudo_weight: float = opt(1.0, "Loss weight of a pseudo-labeled sentence (gold: 1)", gt=0.0)
     warm_start: bool = opt(False, "Round r > 0 starts from the weights of the model that pseudo-labeled it "

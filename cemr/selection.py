@@ -11,8 +11,8 @@ One :class:`SelectionPolicy`, built from the ``selftrain`` config section by
   confidence, otherwise the best entity; None when there is nothing to score;
 - the keep decision, the kept spans and the reason (:meth:`SelectionPolicy.select`);
 - the characters a ``partial`` pseudo-label leaves untagged (:meth:`SelectionPolicy.unsure`);
-- the cap (``max_pseudo_per_round``, ``class_balance``): the kept sentences ranked by the same
-  score (:meth:`SelectionPolicy.candidate`, :func:`cap_rank`), then :meth:`SelectionPolicy.cap`.
+- the cap (``max_pseudo_per_round``, ``cap_keeps_empty_share``, ``class_balance``): the kept
+  sentences ranked by the same score (:meth:`SelectionPolicy.candidate`, :func:`cap_rank`), then :meth:`SelectionPolicy.cap`.
 
 :meth:`SelectionPolicy.decide` applies the score, the keep rule and the unsure ranges to one
 sentence (what ``cluster.pseudolabel`` writes per row). The policy is a frozen dataclass: pure
@@ -113,6 +113,20 @@ def cap_rank(candidate: Candidate) -> tuple[float, str]:
     return (-float(candidate.confidence), str(candidate.key))
 
 
+def _is_empty(candidate: Candidate) -> bool:
+    return not any(n > 0 for n in candidate.type_counts.values())
+
+
+def empty_cap(max_sentences: int, n_empty: int, n_candidates: int) -> int:
+    """How many entity-free sentences a cap of ``max_sentences`` keeps when ``n_empty`` of the
+    ``n_candidates`` have no kept entity: their share of the cap (rounded), raised to whatever the
+    sentences with entities cannot fill, never above ``n_empty``."""
+    if n_candidates <= max_sentences:
+        return n_empty
+    share = round(max_sentences * n_empty / n_candidates)
+    return min(n_empty, max(share, max_sentences - (n_candidates - n_empty)))
+
+
 def type_caps(candidate_counts: Mapping[str, int], type_share: Mapping[str, float]) -> dict[str, int]:
     """Entity budget per type so the pseudo-labels follow the gold type distribution.
 
@@ -139,17 +153,26 @@ def cap_pseudo_labels(
     candidates: Iterable[Candidate],
     max_sentences: int | None = None,
     type_share: Mapping[str, float] | None = None,
+    keep_empty_share: bool = False,
 ) -> CapResult:
     """Keep the most confident candidates within a sentence cap and, optionally, type caps.
 
     Candidates are visited in :func:`cap_rank` order. ``max_sentences`` (None = no cap) limits the
     kept sentences; ``type_share`` (None = no class balance) limits entities per type to
     :func:`type_caps`: a sentence whose entities would exceed a type's remaining budget is
-    skipped. Every candidate ends up either in ``selected`` or in ``dropped`` with its reason.
+    skipped. ``keep_empty_share`` (with ``max_sentences``): sentences without a kept entity take at
+    most their share among the candidates of the cap (:func:`empty_cap`), so a confidence ranking,
+    which puts short entity-free sentences first, does not fill the cap with them. Every candidate
+    ends up either in ``selected`` or in ``dropped`` with its reason.
     """
     if max_sentences is not None and max_sentences < 0:
         raise ValueError(f"max_sentences must be >= 0, got {max_sentences}")
     ordered = sorted(candidates, key=cap_rank)
+    empty_limit = None
+    if keep_empty_share and max_sentences is not None:
+        n_empty = sum(1 for c in ordered if _is_empty(c))
+        empty_limit = empty_cap(max_sentences, n_empty, len(ordered))
+    n_empty_kept = 0
     caps: dict[str, int] = {}
     if type_share is not None:
         counts: Counter = Counter()
@@ -163,6 +186,12 @@ def cap_pseudo_labels(
         if max_sentences is not None and len(selected) >= max_sentences:
             dropped[c.key] = f"over max_pseudo_per_round={max_sentences}"
             continue
+        if empty_limit is not None and _is_empty(c):
+            if n_empty_kept >= empty_limit:
+                dropped[c.key] = (f"over the entity-free share of max_pseudo_per_round={max_sentences} "
+                                  f"({empty_limit} sentences)")
+                continue
+            n_empty_kept += 1
         if type_share is not None:
             over = sorted(t for t, n in c.type_counts.items() if n > 0 and used[t] + n > caps.get(t, 0))
             if over:
@@ -202,7 +231,8 @@ class SelectionPolicy:
     ``threshold`` in [0, 1] (kept when the confidence is >= it); ``mode``: one of
     :data:`SELECTION_MODES`; ``confidence_method``: one of :data:`METHODS` or :data:`ALIASES`
     (stored canonical); ``max_sentences``: the cap on kept sentences (None: none);
-    ``class_balance``: cap entities per type to the gold type shares; ``type_thresholds``:
+    ``class_balance``: cap entities per type to the gold type shares; ``cap_keeps_empty_share``:
+    the cap keeps entity-free sentences at their share among the candidates; ``type_thresholds``:
     ``{type: threshold}`` for the entities of those types (``entity`` / ``partial`` modes; the others
     and the ``O`` characters of a partial label keep ``threshold``; stored as sorted pairs, see
     :func:`fit_type_thresholds`). Bad values raise ``ValueError`` naming the ``selftrain`` key.
@@ -214,6 +244,7 @@ class SelectionPolicy:
     max_sentences: int | None = None
     class_balance: bool = False
     type_thresholds: Any = ()
+    cap_keeps_empty_share: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in SELECTION_MODES:
@@ -226,6 +257,7 @@ class SelectionPolicy:
                 raise ValueError(f"selftrain.max_pseudo_per_round must be >= 0 (or null), got {self.max_sentences}")
             object.__setattr__(self, "max_sentences", int(self.max_sentences))
         object.__setattr__(self, "class_balance", bool(self.class_balance))
+        object.__setattr__(self, "cap_keeps_empty_share", bool(self.cap_keeps_empty_share))
         pairs = self.type_thresholds.items() if isinstance(self.type_thresholds, Mapping) else self.type_thresholds
         pairs = tuple(sorted((str(t), _check_confidence(v, f"threshold of type {t}")) for t, v in pairs))
         if pairs and self.mode == "sentence":
@@ -371,7 +403,8 @@ class SelectionPolicy:
         ``class_balance``, the gold ``type_share`` (required then)."""
         if self.class_balance and not type_share:
             raise ValueError("selftrain.class_balance needs the gold type distribution (type_share)")
-        return cap_pseudo_labels(candidates, self.max_sentences, type_share if self.class_balance else None)
+        return cap_pseudo_labels(candidates, self.max_sentences, type_share if self.class_balance else None,
+                                 keep_empty_share=self.cap_keeps_empty_share)
 
 
 def policy_from_config(selftrain: Any, threshold: float | None = None,
@@ -387,6 +420,7 @@ def policy_from_config(selftrain: Any, threshold: float | None = None,
         max_sentences=selftrain.max_pseudo_per_round,
         class_balance=selftrain.class_balance,
         type_thresholds=type_thresholds or (),
+        cap_keeps_empty_share=selftrain.cap_keeps_empty_share,
     )
 
 

@@ -16,6 +16,7 @@ from cemr.selection import (
     Candidate,
     SelectionPolicy,
     cap_pseudo_labels,
+    empty_cap,
     policy_from_config,
     select_sentence,
     type_caps,
@@ -114,6 +115,39 @@ def test_sentence_cap_keeps_the_most_confident_and_accounts_for_all():
     assert set(res.dropped) == {("d", 0), ("d", 2)}
     assert all("max_pseudo_per_round=2" in r for r in res.dropped.values())
     assert cap_pseudo_labels(cands).selected == [("d", 1), ("d", 3), ("d", 2), ("d", 0)]
+
+
+def test_the_cap_keeps_entity_free_sentences_at_their_candidate_share():
+    # 6 entity-free sentences, all more confident than the 4 with entities (as short empty
+    # sentences are): a plain cap of 5 keeps only empty ones; the share rule keeps 3 empty + 2 full
+    empty = [Candidate(("e", i), 0.999 - i / 1000, {}) for i in range(6)]
+    full = [Candidate(("f", i), 0.9 - i / 100, {"X": 1}) for i in range(4)]
+    plain = cap_pseudo_labels(empty + full, max_sentences=5)
+    assert all(k[0] == "e" for k in plain.selected)
+    res = cap_pseudo_labels(empty + full, max_sentences=5, keep_empty_share=True)
+    assert res.selected == [("e", 0), ("e", 1), ("e", 2), ("f", 0), ("f", 1)]
+    assert len(res.selected) + len(res.dropped) == 10
+    assert sum("entity-free share" in r for r in res.dropped.values()) == 3
+    # without a cap the rule changes nothing
+    assert len(cap_pseudo_labels(empty + full, keep_empty_share=True).selected) == 10
+
+
+def test_empty_cap_fills_what_the_sentences_with_entities_cannot():
+    assert empty_cap(5, 6, 10) == 3          # the share, rounded
+    assert empty_cap(8, 6, 10) == 5          # 4.8, rounded
+    assert empty_cap(6000, 6183, 16363) == 2267  # the CCKS2017 low-resource round 1 of session 12
+    assert empty_cap(10, 3, 8) == 3          # no cap binding: all candidates fit
+    assert empty_cap(5, 0, 10) == 0
+
+
+def test_the_policy_applies_the_share_rule_by_default():
+    empty = [Candidate(("e", i), 0.99, {}) for i in range(4)]
+    full = [Candidate(("f", i), 0.8, {"X": 1}) for i in range(4)]
+    assert len([k for k in SelectionPolicy(0.7, max_sentences=4).cap(empty + full).selected if k[0] == "f"]) == 2
+    old = SelectionPolicy(0.7, max_sentences=4, cap_keeps_empty_share=False)
+    assert all(k[0] == "e" for k in old.cap(empty + full).selected)
+    cfg = SelfTrainConfig(max_pseudo_per_round=4, cap_keeps_empty_share=False)
+    assert not policy_from_config(cfg).cap_keeps_empty_share and policy_from_config(SelfTrainConfig()).cap_keeps_empty_share
 
 
 def test_type_caps_follow_the_gold_distribution():
