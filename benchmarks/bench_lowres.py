@@ -81,6 +81,7 @@ def gains(rows: list[dict]) -> dict:
         "best_f1": best[key],
         "gain_best_points": round(100 * (best[key] - base), 2),
         "gain_last_points": round(100 * (later[-1][key] - base), 2),
+        "dev_prefers_round0": best["dev_f1"] <= rows[0]["dev_f1"],
     }
 
 
@@ -162,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['test_f1'] if r['test_f1'] is not None else '-'} | "
               f"{r['pseudo_kept']} | {r['pseudo_precision'] if r['pseudo_precision'] is not None else '-'} | "
               f"{r['pseudo_recall'] if r['pseudo_recall'] is not None else '-'} | {r['seconds']:.0f} |")
-    print(f"{g['on']} F1 gain over round 0: {g['gain_best_points']:+.2f} points (round {g['best_round']}, selected "
-          f"on dev), {g['gain_last_points']:+.2f} (last round); one seed: benchmarks/bench_heldout.py for seeds")
+    print(f"{g['on']} F1 gain over round 0: {g['gain_best_points']:+.2f} points (round {g['best_round']}, the "
+          f"self-training round selected on dev), {g['gain_last_points']:+.2f} (last round); one seed: "
+          f"benchmarks/bench_heldout.py for seeds")
+    if g.get("dev_prefers_round0"):
+        print("dev F1 of every self-training round is at or below round 0's: the bootstrap keeps and reports round 0")
     report = json.loads((out / "data" / "prepare_report.json").read_text(encoding="utf-8"))
     print(json.dumps({
         "bench": "lowres",

@@ -453,7 +453,7 @@ class SelfTrainConfig:
     patience: int = opt(1, "Stop after this many rounds without a dev F1 gain; 0: never early", ge=0)
     max_pseudo_per_round: int | None = opt(None, "Keep at most this many pseudo-labeled sentences per "
                                            "round (the most confident; null: no cap)", ge=0)
-    cap_keeps_empty_share: bool = opt(True, "Under max_pseudo_per_round, sentences without a kept entity take "
+    cap_keeps_empty_share: bool = opt(False, "Under max_pseudo_per_round, sentences without a kept entity take "
                                       "at most their share among the kept candidates (a confidence ranking "
                                       "puts them first); false: the most confident whatever they hold")
     class_balance: bool = opt(False, "Cap pseudo-labeled entities per type to the gold type shares")

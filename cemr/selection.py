@@ -244,7 +244,7 @@ class SelectionPolicy:
     max_sentences: int | None = None
     class_balance: bool = False
     type_thresholds: Any = ()
-    cap_keeps_empty_share: bool = True
+    cap_keeps_empty_share: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in SELECTION_MODES:

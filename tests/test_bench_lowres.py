@@ -52,3 +52,14 @@ def test_a_source_with_other_data_is_refused(tmp_path):
     with pytest.raises(Exception, match="data.labeled_fraction"):
         bench.main(["--config", str(CONFIG), "--out", str(tmp_path / "o"), "--round0-from", str(src),
                     "data.labeled_fraction=0.2"])
+
+
+def test_gains_select_a_self_training_round_on_dev_and_say_when_dev_prefers_round_0():
+    rows = [{"round": 0, "dev_f1": 0.86, "test_f1": 0.83}, {"round": 1, "dev_f1": 0.81, "test_f1": 0.79},
+            {"round": 2, "dev_f1": 0.84, "test_f1": 0.80}]
+    g = bench.gains(rows)
+    assert g["best_round"] == 2 and g["gain_best_points"] == -3.0 and g["gain_last_points"] == -3.0
+    assert g["dev_prefers_round0"]
+    rows[1]["dev_f1"] = 0.87
+    g = bench.gains(rows)
+    assert g["best_round"] == 1 and g["gain_best_points"] == -4.0 and not g["dev_prefers_round0"]

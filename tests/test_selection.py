@@ -140,14 +140,15 @@ def test_empty_cap_fills_what_the_sentences_with_entities_cannot():
     assert empty_cap(5, 0, 10) == 0
 
 
-def test_the_policy_applies_the_share_rule_by_default():
+def test_the_policy_applies_the_share_rule_when_asked():
     empty = [Candidate(("e", i), 0.99, {}) for i in range(4)]
     full = [Candidate(("f", i), 0.8, {"X": 1}) for i in range(4)]
-    assert len([k for k in SelectionPolicy(0.7, max_sentences=4).cap(empty + full).selected if k[0] == "f"]) == 2
-    old = SelectionPolicy(0.7, max_sentences=4, cap_keeps_empty_share=False)
-    assert all(k[0] == "e" for k in old.cap(empty + full).selected)
-    cfg = SelfTrainConfig(max_pseudo_per_round=4, cap_keeps_empty_share=False)
-    assert not policy_from_config(cfg).cap_keeps_empty_share and policy_from_config(SelfTrainConfig()).cap_keeps_empty_share
+    shared = SelectionPolicy(0.7, max_sentences=4, cap_keeps_empty_share=True)
+    assert len([k for k in shared.cap(empty + full).selected if k[0] == "f"]) == 2
+    assert all(k[0] == "e" for k in SelectionPolicy(0.7, max_sentences=4).cap(empty + full).selected)
+    cfg = SelfTrainConfig(max_pseudo_per_round=4, cap_keeps_empty_share=True)
+    assert policy_from_config(cfg).cap_keeps_empty_share
+    assert not policy_from_config(SelfTrainConfig()).cap_keeps_empty_share  # off by default (session 12)
 
 
 def test_type_caps_follow_the_gold_distribution():
