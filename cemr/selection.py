@@ -12,7 +12,8 @@ One :class:`SelectionPolicy`, built from the ``selftrain`` config section by
 - the keep decision, the kept spans and the reason (:meth:`SelectionPolicy.select`);
 - the characters a ``partial`` pseudo-label leaves untagged (:meth:`SelectionPolicy.unsure`);
 - the cap (``max_pseudo_per_round``, ``cap_keeps_empty_share``, ``class_balance``): the kept
-  sentences ranked by the same score (:meth:`SelectionPolicy.candidate`, :func:`cap_rank`), then :meth:`SelectionPolicy.cap`.
+  sentences ranked by the same score (:meth:`SelectionPolicy.candidate`, :func:`cap_rank`), then
+  :meth:`SelectionPolicy.cap`.
 
 :meth:`SelectionPolicy.decide` applies the score, the keep rule and the unsure ranges to one
 sentence (what ``cluster.pseudolabel`` writes per row). The policy is a frozen dataclass: pure
@@ -119,12 +120,12 @@ def _is_empty(candidate: Candidate) -> bool:
 
 def empty_cap(max_sentences: int, n_empty: int, n_candidates: int) -> int:
     """How many entity-free sentences a cap of ``max_sentences`` keeps when ``n_empty`` of the
-    ``n_candidates`` have no kept entity: their share of the cap (rounded), raised to whatever the
-    sentences with entities cannot fill, never above ``n_empty``."""
+    ``n_candidates`` have no kept entity: all of them when the cap does not bind, else their share
+    of the cap, rounded (never above ``n_empty``, and never fewer than the places the sentences
+    with entities leave free, since ``max_sentences < n_candidates``)."""
     if n_candidates <= max_sentences:
         return n_empty
-    share = round(max_sentences * n_empty / n_candidates)
-    return min(n_empty, max(share, max_sentences - (n_candidates - n_empty)))
+    return round(max_sentences * n_empty / n_candidates)
 
 
 def type_caps(candidate_counts: Mapping[str, int], type_share: Mapping[str, float]) -> dict[str, int]:

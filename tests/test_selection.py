@@ -132,7 +132,7 @@ def test_the_cap_keeps_entity_free_sentences_at_their_candidate_share():
     assert len(cap_pseudo_labels(empty + full, keep_empty_share=True).selected) == 10
 
 
-def test_empty_cap_fills_what_the_sentences_with_entities_cannot():
+def test_empty_cap_is_the_candidate_share_of_a_binding_cap():
     assert empty_cap(5, 6, 10) == 3          # the share, rounded
     assert empty_cap(8, 6, 10) == 5          # 4.8, rounded
     assert empty_cap(6000, 6183, 16363) == 2267  # the CCKS2017 low-resource round 1 of session 12
